@@ -1,0 +1,216 @@
+//! `EtcdCluster`: the declared shape of one etcd cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, PersistentVolumeClaimSpec, PodSecurityContext, ResourceRequirements,
+    Toleration,
+};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// Desired state of an etcd cluster.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "etcd.database.coreos.com",
+    version = "v1beta2",
+    kind = "EtcdCluster",
+    plural = "etcdclusters",
+    shortname = "etcdc",
+    namespaced,
+    status = "EtcdClusterStatus",
+    derive = "PartialEq",
+    doc = "An etcd cluster the operator creates, heals, scales, upgrades and recovers.",
+    printcolumn(
+        name = "Size",
+        type_ = "integer",
+        json_path = ".spec.size",
+        description = "Desired number of members"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.currentVersion",
+        description = "Running etcd version"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Ready members of desired"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterSpec {
+    /// Number of members. An odd number (1, 3, 5, 7) gives the best fault
+    /// tolerance for its size.
+    #[schemars(range(min = 1, max = 7))]
+    pub size: i32,
+
+    /// Container image repository of etcd (Kubernetes runtime only).
+    /// Default: `quay.io/coreos/etcd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+
+    /// etcd version without the leading `v`, e.g. `3.5.17`. Changing it
+    /// starts a rolling upgrade, one minor version at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 64),
+        regex(pattern = r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$")
+    )]
+    pub version: Option<String>,
+
+    /// Stop all changes to this cluster. Status reports `controlPaused: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+
+    /// How member pods are shaped (Kubernetes runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodPolicy>,
+
+    /// Static TLS for peer, client and operator connections.
+    #[serde(rename = "TLS", default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsPolicy>,
+}
+
+/// Pod shape of each member (CoreOS `PodPolicy`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPolicy {
+    /// Labels added to member pods (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Deprecated in CoreOS: spread members over nodes. Prefer `affinity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Extra environment of the etcd container (`ETCD_*` settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_env: Option<Vec<EnvVar>>,
+    /// Keep member data on PersistentVolumeClaims of this spec instead of
+    /// emptyDir, so a restarted member rejoins with its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_spec: Option<PersistentVolumeClaimSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Init container image (CoreOS default `busybox:1.28.0-glibc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busybox_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// How long the init container waits for the member's DNS name.
+    #[serde(
+        rename = "DNSTimeoutInSecond",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub dns_timeout_in_second: Option<i64>,
+    /// Cluster DNS domain (default `cluster.local`).
+    #[serde(
+        rename = "ClusterDomain",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cluster_domain: Option<String>,
+}
+
+/// TLS settings (CoreOS `TLSPolicy`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct TlsPolicy {
+    /// Certificates provided as Secrets.
+    #[serde(rename = "static", default, skip_serializing_if = "Option::is_none")]
+    pub static_tls: Option<StaticTls>,
+}
+
+/// Secrets holding static certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberSecret>,
+    /// Secret with `etcd-client.crt`, `etcd-client.key`, `etcd-client-ca.crt`
+    /// the operator uses to talk to members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_secret: Option<String>,
+}
+
+/// Member certificate Secrets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSecret {
+    /// Secret with `peer.crt`, `peer.key`, `peer-ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_secret: Option<String>,
+    /// Secret with `server.crt`, `server.key`, `server-ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_secret: Option<String>,
+}
+
+/// Observed state of an etcd cluster. CoreOS fields first, then additions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterStatus {
+    /// Creating, Running or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Why the cluster is in this phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// True while `spec.paused` holds the operator back.
+    #[serde(default)]
+    pub control_paused: bool,
+    /// Available, Progressing (Scaling/Upgrading/Recovering), Degraded, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Current number of members.
+    #[serde(default)]
+    pub size: i32,
+    /// Service clients connect to (`<name>-client` on Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_port: Option<i32>,
+    #[serde(default)]
+    pub members: MembersStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+
+    /// Ready members over desired size, e.g. `2/3` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// Client URLs of ready members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_urls: Vec<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Member names by readiness.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct MembersStatus {
+    #[serde(default)]
+    pub ready: Vec<String>,
+    #[serde(default)]
+    pub unready: Vec<String>,
+}

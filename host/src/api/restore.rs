@@ -1,0 +1,92 @@
+//! `EtcdRestore`: seed a cluster from a backup.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+use super::backup::ClusterRef;
+use super::cluster::EtcdClusterSpec;
+use super::source::{AbsSource, BackupSource, GcsSource, OssSource, PluginSource, S3Source};
+
+/// A restore request.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "etcd.database.coreos.com",
+    version = "v1beta2",
+    kind = "EtcdRestore",
+    plural = "etcdrestores",
+    shortname = "etcdrs",
+    namespaced,
+    status = "EtcdRestoreStatus",
+    derive = "PartialEq",
+    doc = "Restore an etcd cluster from a verified backup.",
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.etcdCluster.name"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdRestoreSpec {
+    /// The cluster to restore. CoreOS semantics: the EtcdRestore has the same
+    /// name, and the cluster of that name is replaced by one seeded from the
+    /// backup (after the backup is verified).
+    pub etcd_cluster: ClusterRef,
+    /// `S3`, `ABS`, `GCS`, `OSS`, or the name of an installed storage plugin.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    )]
+    pub backup_storage_type: String,
+    /// `path` is the full key of the backup object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abs: Option<AbsSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oss: Option<OssSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginSource>,
+    /// Restore into a new cluster named `etcdCluster.name` with this spec,
+    /// instead of replacing an existing one (extension). An existing cluster
+    /// of that name is never touched: the restore fails instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_cluster: Option<EtcdClusterSpec>,
+}
+
+impl EtcdRestoreSpec {
+    /// The source blocks, for resolving the backup object.
+    pub fn source(&self) -> BackupSource<'_> {
+        BackupSource {
+            s3: self.s3.as_ref(),
+            abs: self.abs.as_ref(),
+            gcs: self.gcs.as_ref(),
+            oss: self.oss.as_ref(),
+            plugin: self.plugin.as_ref(),
+        }
+    }
+}
+
+/// Observed restore. CoreOS fields first, then additions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdRestoreStatus {
+    #[serde(default)]
+    pub succeeded: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Pending, Verifying, Restoring, Completed or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,7 @@
+//! etcd-operator: creates, heals, scales, upgrades, backs up and restores
+//! etcd clusters. Storage backends and backup policies are WebAssembly
+//! components loaded at runtime ([`plugins`]); the resources are the CoreOS
+//! `etcd.database.coreos.com/v1beta2` kinds ([`api`]).
+
+pub mod api;
+pub mod plugins;

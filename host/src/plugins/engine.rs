@@ -1,0 +1,142 @@
+//! The one wasmtime `Engine` of the process, its epoch ticker and linker.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+
+use super::PluginError;
+use super::bindings::storage::etcd_operator::plugin::{log, types};
+use super::cache::CompileCache;
+use super::egress::{Denial, EgressPolicy};
+use super::limits::Limits;
+use super::state::HostState;
+
+/// How often the epoch advances. A call's deadline is counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Shared engine, linker, compile cache and limits. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    limits: Limits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn host_err(e: impl std::fmt::Display) -> PluginError {
+    PluginError::Config(format!("cannot set up the plugin runtime: {e}"))
+}
+
+impl PluginEngine {
+    /// Build the engine. `cache_dir` None disables the on-disk compile cache.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        limits.validate()?;
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        // Our worlds are synchronous; without concurrency support a call is
+        // several times cheaper.
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).map_err(host_err)?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        // All of WASI p2 is linked so components from any toolchain (Python
+        // and JS ones import filesystem and sockets) instantiate; the
+        // `WasiCtx` of each store grants none of it.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(host_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(host_err)?;
+        log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(host_err)?;
+        types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(host_err)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(host_err)?;
+        }
+        Ok(PluginEngine {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache: CompileCache::new(cache_dir),
+                limits,
+                stop_ticker,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn cache(&self) -> &CompileCache {
+        &self.inner.cache
+    }
+
+    /// Epoch ticks in one call's budget.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.inner.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
+    }
+
+    /// Compile (or load from the cache) a component. CPU-heavy: call from a
+    /// blocking context.
+    pub fn compile(&self, bytes: &[u8], source_name: &str) -> Result<Component, PluginError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        self.inner
+            .cache
+            .load_or_compile(&self.inner.engine, bytes, &digest)
+            .map_err(|e| PluginError::Load {
+                source_name: source_name.to_string(),
+                message: format!("it does not compile as a WebAssembly component: {e:#}"),
+            })
+    }
+
+    /// A fresh sandboxed store for one operation.
+    pub(crate) fn new_store(
+        &self,
+        plugin: Arc<str>,
+        egress: Arc<EgressPolicy>,
+        preopen: Option<&Path>,
+    ) -> Result<(Store<HostState>, Arc<Mutex<Vec<Denial>>>), PluginError> {
+        let denials = Arc::new(Mutex::new(Vec::new()));
+        let state = HostState::new(plugin, &self.inner.limits, egress, preopen, denials.clone())?;
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        Ok((store, denials))
+    }
+}

@@ -1,0 +1,107 @@
+//! Per-call resource limits and the limiter that enforces them.
+
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+
+use super::PluginError;
+
+/// Limits applied to every plugin store. Defaults suit a storage plugin that
+/// streams multi-GiB snapshots in a few MiB of memory.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Maximum linear memory of any one memory in the component.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one call into the guest (enforced by epoch
+    /// interruption while the guest runs, and by a timer while it waits on I/O).
+    pub call_timeout: Duration,
+    /// Maximum core instances, tables and memories one component may create.
+    pub instances: usize,
+    pub tables: usize,
+    pub memories: usize,
+    /// Maximum elements of any table.
+    pub table_elements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(60),
+            instances: 64,
+            tables: 64,
+            memories: 8,
+            table_elements: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Reject limits that cannot work, naming the field.
+    pub fn validate(&self) -> Result<(), PluginError> {
+        if self.memory_bytes < (1 << 20) {
+            return Err(PluginError::Config(format!(
+                "plugin memory limit {} bytes is below 1 MiB; no component can run in that",
+                self.memory_bytes
+            )));
+        }
+        if self.call_timeout < Duration::from_millis(10) {
+            return Err(PluginError::Config(
+                "plugin call timeout must be at least 10ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Enforces [`Limits`] and remembers whether the memory limit was hit, so a
+/// trap can be reported as out-of-memory rather than a generic crash.
+pub struct Limiter {
+    limits: Limits,
+    pub(crate) memory_exceeded: bool,
+}
+
+impl Limiter {
+    pub fn new(limits: Limits) -> Self {
+        Limiter {
+            limits,
+            memory_exceeded: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.limits.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories
+    }
+}

@@ -1,0 +1,45 @@
+//! The Wasm plugin host.
+//!
+//! Storage backends and backup-policy hooks are WebAssembly components that
+//! implement the worlds of `wit/plugin.wit`. This module loads them, keeps
+//! them in a sandbox and calls them:
+//!
+//! - [`engine`]: one wasmtime `Engine`, the epoch ticker and the linker;
+//! - [`cache`]: compiled components cached on disk by content and engine;
+//! - [`limits`]: memory, CPU-time and instance limits per call;
+//! - [`egress`]: the outbound-HTTP allow-list;
+//! - [`stdio`]: guest stdout/stderr and `log` into `tracing`;
+//! - [`inspect`]: what a `.wasm` file is, without running it;
+//! - [`storage`] and [`policy`]: typed handles to call each world;
+//! - [`registry`]: the set of installed plugins, reloaded when it changes;
+//! - [`conformance`]: the `plugin test` kit for plugin authors.
+//!
+//! Every operation (one backup upload, one retention pass) runs in a fresh
+//! `Store`, so a trap, timeout or out-of-memory discards only that store.
+
+mod bindings;
+pub mod cache;
+pub mod conformance;
+pub mod egress;
+pub mod engine;
+mod error;
+pub mod inspect;
+pub mod limits;
+pub mod policy;
+pub mod registry;
+mod sandbox;
+mod state;
+pub mod stdio;
+pub mod storage;
+
+pub use egress::EgressPolicy;
+pub use engine::PluginEngine;
+pub use error::{GuestErrorKind, PluginError};
+pub use inspect::{PluginInfo, World};
+pub use limits::Limits;
+pub use policy::{BackupContext, PolicyPlugin, PreBackupDecision};
+pub use registry::{LoadedPlugin, PluginRegistry};
+pub use storage::{Grants, ObjectInfo, StoragePlugin, StorageSession};
+
+/// The WIT package version this operator speaks.
+pub const WIT_VERSION: &str = "0.1.0";

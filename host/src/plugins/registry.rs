@@ -1,0 +1,260 @@
+//! The set of installed plugins.
+//!
+//! A registry is fed whole snapshots of its source — every `(name, bytes)`
+//! a directory or (later) a set of ConfigMaps holds — through [`PluginRegistry::apply`].
+//! It loads what is new or changed (by digest), unloads what disappeared, and
+//! records a per-plugin error for what cannot be loaded, while every other
+//! plugin keeps working.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::PluginError;
+use super::engine::PluginEngine;
+use super::inspect::{PluginInfo, World, inspect};
+use super::policy::PolicyPlugin;
+use super::storage::StoragePlugin;
+
+/// A plugin ready to use.
+#[derive(Clone)]
+pub enum LoadedPlugin {
+    Storage(StoragePlugin),
+    Policy(PolicyPlugin),
+}
+
+impl LoadedPlugin {
+    pub fn info(&self) -> &PluginInfo {
+        match self {
+            LoadedPlugin::Storage(p) => p.info(),
+            LoadedPlugin::Policy(p) => p.info(),
+        }
+    }
+}
+
+/// What one `apply` changed, for logs and Events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub loaded: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub removed: Vec<String>,
+    /// Plugin name and the error that kept it out.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Installed plugins by name.
+pub struct PluginRegistry {
+    engine: PluginEngine,
+    plugins: RwLock<BTreeMap<String, LoadedPlugin>>,
+    errors: RwLock<BTreeMap<String, String>>,
+}
+
+/// Load one plugin from its bytes: identify, compile (cached), link.
+pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
+    let info = inspect(name, bytes)?;
+    let component = engine.compile(bytes, name)?;
+    Ok(match info.world {
+        World::StorageBackend => {
+            LoadedPlugin::Storage(StoragePlugin::new(engine, &component, info)?)
+        }
+        World::BackupPolicy => LoadedPlugin::Policy(PolicyPlugin::new(engine, &component, info)?),
+    })
+}
+
+impl PluginRegistry {
+    pub fn new(engine: PluginEngine) -> Self {
+        PluginRegistry {
+            engine,
+            plugins: RwLock::default(),
+            errors: RwLock::default(),
+        }
+    }
+
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+
+    /// Make the registry hold exactly `source` (name → component bytes).
+    /// Compiles synchronously: call from a blocking context.
+    pub fn apply(&self, source: BTreeMap<String, Vec<u8>>) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let current: BTreeMap<String, String> = self
+            .plugins
+            .read()
+            .expect("registry lock")
+            .iter()
+            .map(|(n, p)| (n.clone(), p.info().sha256.clone()))
+            .collect();
+        let mut loaded = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        for (name, bytes) in &source {
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+            if current.get(name) == Some(&digest) {
+                report.unchanged.push(name.clone());
+                continue;
+            }
+            match load(&self.engine, name, bytes) {
+                Ok(plugin) => {
+                    let info = plugin.info();
+                    tracing::info!(plugin = %name, world = %info.world, wit = %info.wit_version, sha256 = %info.sha256, size = info.size, "plugin loaded");
+                    report.loaded.push(name.clone());
+                    loaded.insert(name.clone(), plugin);
+                }
+                Err(e) => {
+                    // A broken update keeps the previous good version serving.
+                    tracing::error!(plugin = %name, error = %e, "plugin not loaded");
+                    report.failed.push((name.clone(), e.to_string()));
+                    errors.insert(name.clone(), e.to_string());
+                }
+            }
+        }
+        let mut plugins = self.plugins.write().expect("registry lock");
+        plugins.retain(|name, _| {
+            let keep = source.contains_key(name);
+            if !keep {
+                tracing::info!(plugin = %name, "plugin unloaded");
+                report.removed.push(name.clone());
+            }
+            keep
+        });
+        plugins.extend(loaded);
+        *self.errors.write().expect("registry lock") = errors;
+        report
+    }
+
+    /// Read every `*.wasm` in `dir` (the file stem is the plugin name) and apply it.
+    pub fn load_dir(&self, dir: &Path) -> Result<ApplyReport, PluginError> {
+        Ok(self.apply(read_dir_source(dir)?))
+    }
+
+    /// Rescan `dir` every `interval` and apply changes, until the registry is dropped.
+    /// Polling (rather than inotify) also sees ConfigMap volume updates, which
+    /// swap a symlink.
+    pub fn watch_dir(
+        self: &Arc<Self>,
+        dir: PathBuf,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
+                let dir = dir.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let source = read_dir_source(&dir)?;
+                    let fingerprint: Vec<(String, usize, u64)> = source
+                        .iter()
+                        .map(|(n, b)| (n.clone(), b.len(), crc(b)))
+                        .collect();
+                    Ok::<_, PluginError>((source, fingerprint))
+                })
+                .await;
+                match result {
+                    Ok(Ok((source, fingerprint))) if last.as_ref() != Some(&fingerprint) => {
+                        last = Some(fingerprint);
+                        let r = registry.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.apply(source)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot rescan the plugin directory"),
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<LoadedPlugin> {
+        self.plugins
+            .read()
+            .expect("registry lock")
+            .get(name)
+            .cloned()
+    }
+
+    fn missing(&self, name: &str, world: World) -> PluginError {
+        if let Some(err) = self.errors.read().expect("registry lock").get(name) {
+            return PluginError::Config(err.clone());
+        }
+        let names: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|i| i.world == world)
+            .map(|i| i.name)
+            .collect();
+        PluginError::Missing {
+            name: name.to_string(),
+            world: world.as_str(),
+            installed: if names.is_empty() {
+                " (none is installed)".into()
+            } else {
+                format!(" (installed: {})", names.join(", "))
+            },
+        }
+    }
+
+    /// The storage plugin `name`, or an error listing what is installed.
+    pub fn storage(&self, name: &str) -> Result<StoragePlugin, PluginError> {
+        match self.get(name) {
+            Some(LoadedPlugin::Storage(p)) => Ok(p),
+            _ => Err(self.missing(name, World::StorageBackend)),
+        }
+    }
+
+    /// The backup-policy plugin `name`, or an error listing what is installed.
+    pub fn policy(&self, name: &str) -> Result<PolicyPlugin, PluginError> {
+        match self.get(name) {
+            Some(LoadedPlugin::Policy(p)) => Ok(p),
+            _ => Err(self.missing(name, World::BackupPolicy)),
+        }
+    }
+
+    /// What is installed.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.plugins
+            .read()
+            .expect("registry lock")
+            .values()
+            .map(|p| p.info().clone())
+            .collect()
+    }
+
+    /// Plugins that failed to load at the last apply, with their errors.
+    pub fn errors(&self) -> BTreeMap<String, String> {
+        self.errors.read().expect("registry lock").clone()
+    }
+}
+
+/// A cheap checksum to notice changed files between scans.
+fn crc(bytes: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Every `*.wasm` file of `dir` by file stem.
+pub fn read_dir_source(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, PluginError> {
+    let io = |e: std::io::Error| {
+        PluginError::Config(format!(
+            "cannot read plugin directory {}: {e}",
+            dir.display()
+        ))
+    };
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).map_err(io)?;
+        out.insert(name.to_string(), bytes);
+    }
+    Ok(out)
+}

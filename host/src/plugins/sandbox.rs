@@ -1,0 +1,169 @@
+//! One sandboxed store and the rules that turn call outcomes into
+//! [`PluginError`]s. A store that trapped or timed out is discarded: wasmtime
+//! does not promise a usable instance after a trap, and a plugin that
+//! misbehaved once gets a fresh start on the next operation.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::WitPluginError;
+use super::egress::{Denial, EgressPolicy};
+use super::engine::PluginEngine;
+use super::state::HostState;
+use super::{GuestErrorKind, PluginError};
+
+/// Extra wall-clock time granted beyond the epoch deadline before the host
+/// gives up on a call that is blocked in I/O rather than running wasm.
+const IO_GRACE: Duration = Duration::from_secs(1);
+
+pub(crate) struct Sandbox {
+    pub(crate) store: Store<HostState>,
+    denials: Arc<Mutex<Vec<Denial>>>,
+    engine: PluginEngine,
+    plugin: Arc<str>,
+    discarded: bool,
+}
+
+/// A call's raw outcome: the timer, the trap, the plugin's own result.
+pub(crate) type RawOutcome<R> =
+    Result<wasmtime::Result<Result<R, WitPluginError>>, tokio::time::error::Elapsed>;
+
+impl Sandbox {
+    pub(crate) fn new(
+        engine: &PluginEngine,
+        plugin: Arc<str>,
+        egress: Arc<EgressPolicy>,
+        preopen: Option<&Path>,
+    ) -> Result<Self, PluginError> {
+        let (store, denials) = engine.new_store(plugin.clone(), egress, preopen)?;
+        Ok(Sandbox {
+            store,
+            denials,
+            engine: engine.clone(),
+            plugin,
+            discarded: false,
+        })
+    }
+
+    pub(crate) fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Wall-clock budget for one call, as a timer around the future.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.engine.limits().call_timeout + IO_GRACE
+    }
+
+    /// Prepare for a call: refuse if discarded, reset the CPU deadline.
+    pub(crate) fn arm(&mut self) -> Result<(), PluginError> {
+        if self.discarded {
+            return Err(PluginError::Discarded {
+                plugin: self.plugin.to_string(),
+            });
+        }
+        self.denials.lock().expect("denials lock").clear();
+        self.store.set_epoch_deadline(self.engine.deadline_ticks());
+        Ok(())
+    }
+
+    /// Classify a failure of wasmtime itself (trap, deadline, memory).
+    pub(crate) fn fault(&mut self, operation: &'static str, error: wasmtime::Error) -> PluginError {
+        self.discarded = true;
+        let plugin = self.plugin.to_string();
+        if self.store.data().limiter.memory_exceeded {
+            return PluginError::OutOfMemory {
+                plugin,
+                operation,
+                limit_mib: self.engine.limits().memory_bytes >> 20,
+            };
+        }
+        if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return PluginError::Timeout {
+                plugin,
+                operation,
+                limit: self.engine.limits().call_timeout,
+            };
+        }
+        if let Some(denial) = self.denials.lock().expect("denials lock").first().cloned() {
+            return PluginError::EgressDenied {
+                plugin,
+                operation,
+                url: denial.url,
+                reason: denial.reason,
+            };
+        }
+        PluginError::Trap {
+            plugin,
+            operation,
+            message: format!("{error:#}"),
+        }
+    }
+
+    /// Turn a call's raw outcome into the plugin layer's result.
+    pub(crate) fn settle<R>(
+        &mut self,
+        operation: &'static str,
+        outcome: RawOutcome<R>,
+    ) -> Result<R, PluginError> {
+        match outcome {
+            Err(_elapsed) => {
+                self.discarded = true;
+                Err(PluginError::Timeout {
+                    plugin: self.plugin.to_string(),
+                    operation,
+                    limit: self.engine.limits().call_timeout,
+                })
+            }
+            Ok(Err(error)) => Err(self.fault(operation, error)),
+            Ok(Ok(Err(guest))) => {
+                // A refused request usually surfaces as a vague error from the
+                // plugin's HTTP stack; report the refusal itself.
+                if let Some(denial) = self.denials.lock().expect("denials lock").first().cloned() {
+                    return Err(PluginError::EgressDenied {
+                        plugin: self.plugin.to_string(),
+                        operation,
+                        url: denial.url,
+                        reason: denial.reason,
+                    });
+                }
+                let (kind, message) = split_guest_error(guest);
+                Err(PluginError::Guest {
+                    plugin: self.plugin.to_string(),
+                    operation,
+                    kind,
+                    message,
+                })
+            }
+            Ok(Ok(Ok(value))) => Ok(value),
+        }
+    }
+}
+
+pub(crate) fn split_guest_error(e: WitPluginError) -> (GuestErrorKind, String) {
+    match e {
+        WitPluginError::NotFound(m) => (GuestErrorKind::NotFound, m),
+        WitPluginError::Unauthorized(m) => (GuestErrorKind::Unauthorized, m),
+        WitPluginError::InvalidConfig(m) => (GuestErrorKind::InvalidConfig, m),
+        WitPluginError::Transient(m) => (GuestErrorKind::Transient, m),
+        WitPluginError::Other(m) => (GuestErrorKind::Other, m),
+    }
+}
+
+/// Call into the guest with the deadline armed and the outcome classified:
+/// `guest_call!(sandbox, "operation", future-using-sandbox.store)`.
+macro_rules! guest_call {
+    ($sandbox:expr, $op:literal, |$store:ident| $call:expr) => {{
+        let sandbox: &mut $crate::plugins::sandbox::Sandbox = $sandbox;
+        sandbox.arm()?;
+        let budget = sandbox.timeout();
+        let outcome = {
+            let $store = &mut sandbox.store;
+            tokio::time::timeout(budget, $call).await
+        };
+        sandbox.settle($op, outcome)
+    }};
+}
+pub(crate) use guest_call;

@@ -1,0 +1,337 @@
+//! Calling storage plugins: one [`StorageSession`] per operation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wasmtime::component::{Component, ResourceAny};
+
+use super::PluginError;
+use super::bindings::storage::{StorageBackend, StorageBackendPre};
+use super::egress::EgressPolicy;
+use super::engine::PluginEngine;
+use super::inspect::PluginInfo;
+use super::sandbox::{Sandbox, guest_call};
+use super::state::HostState;
+
+/// Size of the chunks the host moves through a plugin. Memory use of a
+/// transfer is bounded by a few of these, whatever the object size.
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Capabilities granted to one session, decided by the operator from the
+/// resource's spec: where HTTP may go, and (for the local plugin only) the
+/// one directory it may use.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub egress: Arc<EgressPolicy>,
+    pub dir: Option<PathBuf>,
+}
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Milliseconds since the Unix epoch; 0 when the backend does not say.
+    pub last_modified_ms: u64,
+}
+
+/// The result of a streamed transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub size: u64,
+    /// Lower-case hex sha256 of the bytes moved.
+    pub sha256: String,
+}
+
+/// A loaded storage plugin, ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct StoragePlugin {
+    name: Arc<str>,
+    engine: PluginEngine,
+    pre: StorageBackendPre<HostState>,
+    info: Arc<PluginInfo>,
+}
+
+impl StoragePlugin {
+    /// Link a compiled component against the host (fails if it imports
+    /// anything the host does not provide).
+    pub fn new(
+        engine: &PluginEngine,
+        component: &Component,
+        info: PluginInfo,
+    ) -> Result<Self, PluginError> {
+        let load_err = |e: wasmtime::Error| PluginError::Load {
+            source_name: info.name.clone(),
+            message: format!("it does not fit the storage-backend world: {e:#}"),
+        };
+        let pre = engine
+            .linker()
+            .instantiate_pre(component)
+            .map_err(load_err)?;
+        let pre = StorageBackendPre::new(pre).map_err(load_err)?;
+        Ok(StoragePlugin {
+            name: info.name.as_str().into(),
+            engine: engine.clone(),
+            pre,
+            info: Arc::new(info),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Start an operation: a fresh sandbox, instantiated, `open`ed with `config`.
+    pub async fn open(
+        &self,
+        config: &[(String, String)],
+        grants: &Grants,
+    ) -> Result<StorageSession, PluginError> {
+        let mut sandbox = Sandbox::new(
+            &self.engine,
+            self.name.clone(),
+            grants.egress.clone(),
+            grants.dir.as_deref(),
+        )?;
+        let pre = &self.pre;
+        let bindings: StorageBackend = guest_call!(&mut sandbox, "instantiate", |store| async {
+            pre.instantiate_async(store).await.map(Ok)
+        })?;
+        let backend = guest_call!(&mut sandbox, "open", |store| bindings
+            .etcd_operator_plugin_storage()
+            .backend()
+            .call_open(store, &config.to_vec()))?;
+        Ok(StorageSession {
+            sandbox,
+            bindings,
+            backend,
+        })
+    }
+}
+
+/// An upload in progress inside a session.
+pub struct Upload(ResourceAny);
+/// A download in progress inside a session.
+pub struct Download(ResourceAny);
+
+/// One open connection to a storage location, in its own sandbox.
+pub struct StorageSession {
+    sandbox: Sandbox,
+    bindings: StorageBackend,
+    backend: ResourceAny,
+}
+
+impl StorageSession {
+    pub fn plugin(&self) -> &str {
+        self.sandbox.plugin()
+    }
+
+    pub async fn start_upload(&mut self, key: &str) -> Result<Upload, PluginError> {
+        let (b, backend) = (&self.bindings, self.backend);
+        guest_call!(&mut self.sandbox, "start-upload", |store| b
+            .etcd_operator_plugin_storage()
+            .backend()
+            .call_start_upload(store, backend, key))
+        .map(Upload)
+    }
+
+    pub async fn write(&mut self, upload: &Upload, chunk: &[u8]) -> Result<(), PluginError> {
+        let b = &self.bindings;
+        guest_call!(&mut self.sandbox, "write", |store| b
+            .etcd_operator_plugin_storage()
+            .upload()
+            .call_write(store, upload.0, chunk))
+    }
+
+    pub async fn complete(&mut self, upload: Upload) -> Result<u64, PluginError> {
+        let b = &self.bindings;
+        let size = guest_call!(&mut self.sandbox, "complete", |store| b
+            .etcd_operator_plugin_storage()
+            .upload()
+            .call_complete(store, upload.0))?;
+        self.release(upload.0).await;
+        Ok(size)
+    }
+
+    pub async fn abort(&mut self, upload: Upload) -> Result<(), PluginError> {
+        let b = &self.bindings;
+        guest_call!(&mut self.sandbox, "abort", |store| b
+            .etcd_operator_plugin_storage()
+            .upload()
+            .call_abort(store, upload.0))?;
+        self.release(upload.0).await;
+        Ok(())
+    }
+
+    pub async fn open_download(&mut self, key: &str) -> Result<Download, PluginError> {
+        let (b, backend) = (&self.bindings, self.backend);
+        guest_call!(&mut self.sandbox, "open-download", |store| b
+            .etcd_operator_plugin_storage()
+            .backend()
+            .call_open_download(store, backend, key))
+        .map(Download)
+    }
+
+    pub async fn size(&mut self, download: &Download) -> Result<Option<u64>, PluginError> {
+        let b = &self.bindings;
+        guest_call!(&mut self.sandbox, "size", |store| async {
+            b.etcd_operator_plugin_storage()
+                .download()
+                .call_size(store, download.0)
+                .await
+                .map(Ok)
+        })
+    }
+
+    /// Read up to `max` bytes; empty means the end of the object.
+    pub async fn read(&mut self, download: &Download, max: u32) -> Result<Vec<u8>, PluginError> {
+        let b = &self.bindings;
+        guest_call!(&mut self.sandbox, "read", |store| b
+            .etcd_operator_plugin_storage()
+            .download()
+            .call_read(store, download.0, max))
+    }
+
+    pub async fn close_download(&mut self, download: Download) {
+        self.release(download.0).await;
+    }
+
+    pub async fn list(&mut self, prefix: &str) -> Result<Vec<ObjectInfo>, PluginError> {
+        let (b, backend) = (&self.bindings, self.backend);
+        let items = guest_call!(&mut self.sandbox, "list-objects", |store| b
+            .etcd_operator_plugin_storage()
+            .backend()
+            .call_list_objects(store, backend, prefix))?;
+        Ok(items
+            .into_iter()
+            .map(|o| ObjectInfo {
+                key: o.key,
+                size: o.size,
+                last_modified_ms: o.last_modified_ms,
+            })
+            .collect())
+    }
+
+    pub async fn delete(&mut self, key: &str) -> Result<(), PluginError> {
+        let (b, backend) = (&self.bindings, self.backend);
+        guest_call!(&mut self.sandbox, "delete", |store| b
+            .etcd_operator_plugin_storage()
+            .backend()
+            .call_delete(store, backend, key))
+    }
+
+    /// Drop a guest resource (runs its destructor). Failures are only logged:
+    /// the whole store is dropped at the end of the session anyway.
+    async fn release(&mut self, resource: ResourceAny) {
+        if let Err(e) = resource.resource_drop_async(&mut self.sandbox.store).await {
+            tracing::debug!(plugin = self.plugin(), error = %e, "dropping a plugin resource failed");
+        }
+    }
+
+    /// Stream everything from `reader` into a new object `key` in chunks of
+    /// [`CHUNK_SIZE`], hashing as it goes. On any failure, of the reader or
+    /// the plugin, the upload is aborted so no partial object remains.
+    pub async fn upload_from<R: AsyncRead + Unpin>(
+        &mut self,
+        key: &str,
+        mut reader: R,
+    ) -> Result<Transfer, UploadError> {
+        let upload = self.start_upload(key).await?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let result: Result<(), UploadError> = async {
+            loop {
+                let n = read_full(&mut reader, &mut buf)
+                    .await
+                    .map_err(UploadError::Source)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+                self.write(&upload, &buf[..n]).await?;
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            if let Err(abort) = self.abort(upload).await {
+                tracing::warn!(plugin = self.plugin(), key, error = %abort, "aborting a failed upload also failed");
+            }
+            return Err(e);
+        }
+        let stored = self.complete(upload).await?;
+        if stored != size {
+            return Err(UploadError::Plugin(PluginError::Guest {
+                plugin: self.plugin().to_string(),
+                operation: "complete",
+                kind: super::GuestErrorKind::Other,
+                message: format!(
+                    "the plugin reports {stored} bytes stored but {size} were written"
+                ),
+            }));
+        }
+        Ok(Transfer {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Stream the object `key` into `writer`, hashing as it goes.
+    pub async fn download_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        key: &str,
+        mut writer: W,
+    ) -> Result<Transfer, UploadError> {
+        let download = self.open_download(key).await?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            let chunk = self.read(&download, CHUNK_SIZE as u32).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(UploadError::Source)?;
+        }
+        writer.flush().await.map_err(UploadError::Source)?;
+        self.close_download(download).await;
+        Ok(Transfer {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+/// A streamed transfer failed on the plugin side or on the local side.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("reading or writing the local side of the transfer failed: {0}")]
+    Source(std::io::Error),
+}
+
+/// Fill `buf` as far as the reader allows (short reads are merged so the
+/// plugin sees few, large writes).
+async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = reader.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}

@@ -1,0 +1,261 @@
+//! `local`: keeps backups as files in the one directory the operator grants.
+//!
+//! The host preopens the granted directory at [`ROOT`]; this plugin can see
+//! nothing else. Keys map to paths below it (`a/b` → `ROOT/a/b`). An upload is
+//! written to a hidden part file in [`PARTS`] and renamed into place on
+//! `complete`, so a crashed or aborted upload never leaves a partial object
+//! under its key.
+
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use etcd_plugin_sdk::config::Config;
+use etcd_plugin_sdk::storage::{Download, Guest, GuestBackend, GuestDownload, GuestUpload, Upload};
+use etcd_plugin_sdk::types::{ObjectInfo, PluginError};
+
+/// Where the host mounts the granted directory inside the sandbox.
+pub const ROOT: &str = "/data";
+/// Directory (below [`ROOT`]) for uploads in progress; never listed.
+const PARTS: &str = ".parts";
+
+static NEXT_PART: AtomicU64 = AtomicU64::new(0);
+
+struct Local;
+
+impl Guest for Local {
+    type Backend = Backend;
+    type Upload = PartFile;
+    type Download = Reader;
+}
+
+struct Backend {
+    root: PathBuf,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> PluginError {
+    let msg = format!("{what} {}: {e}", path.display());
+    match e.kind() {
+        ErrorKind::NotFound => PluginError::NotFound(msg),
+        ErrorKind::PermissionDenied => PluginError::Unauthorized(msg),
+        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            PluginError::Transient(msg)
+        }
+        _ => PluginError::Other(msg),
+    }
+}
+
+impl Backend {
+    /// Map a key to a path below the root, refusing anything that could
+    /// escape it or collide with the part-file directory.
+    fn path_of(&self, key: &str) -> Result<PathBuf, PluginError> {
+        let bad = |why: &str| PluginError::Other(format!("invalid object key `{key}`: {why}"));
+        if key.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        let mut path = self.root.clone();
+        for (i, part) in key.split('/').enumerate() {
+            match part {
+                "" => {
+                    return Err(bad(
+                        "it has an empty path segment (leading, trailing or double `/`)",
+                    ));
+                }
+                "." | ".." => return Err(bad("`.` and `..` segments are not allowed")),
+                PARTS if i == 0 => return Err(bad("the `.parts` prefix is reserved")),
+                _ => path.push(part),
+            }
+        }
+        Ok(path)
+    }
+
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &str,
+        prefix: &str,
+        out: &mut Vec<ObjectInfo>,
+    ) -> Result<(), PluginError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("cannot list", dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("cannot list", dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if rel.is_empty() && name == PARTS {
+                continue;
+            }
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            // Prune directories that cannot contain a match.
+            if !(key.starts_with(prefix) || prefix.starts_with(&format!("{key}/"))) {
+                continue;
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| io_error("cannot stat", &entry.path(), e))?;
+            if meta.is_dir() {
+                self.walk(&entry.path(), &key, prefix, out)?;
+            } else if key.starts_with(prefix) {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                out.push(ObjectInfo {
+                    key,
+                    size: meta.len(),
+                    last_modified_ms: modified,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GuestBackend for Backend {
+    fn open(
+        config: Vec<(String, String)>,
+    ) -> Result<etcd_plugin_sdk::storage::Backend, PluginError> {
+        let config = Config::new(config);
+        // The host grants the directory named by `root` and mounts it at
+        // ROOT; the guest only checks that the grant is there.
+        let _ = config;
+        let root = PathBuf::from(ROOT);
+        fs::metadata(&root).map_err(|e| {
+            PluginError::InvalidConfig(format!(
+                "no directory is granted at {} ({e}): set the `root` config key to the host directory for backups",
+                root.display()
+            ))
+        })?;
+        Ok(etcd_plugin_sdk::storage::Backend::new(Backend { root }))
+    }
+
+    fn start_upload(&self, key: String) -> Result<Upload, PluginError> {
+        let target = self.path_of(&key)?;
+        let parts = self.root.join(PARTS);
+        fs::create_dir_all(&parts).map_err(|e| io_error("cannot create", &parts, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let part = parts.join(format!(
+            "{nanos}-{}",
+            NEXT_PART.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::create(&part).map_err(|e| io_error("cannot create", &part, e))?;
+        Ok(Upload::new(PartFile {
+            state: RefCell::new(Some((file, 0))),
+            part,
+            target,
+        }))
+    }
+
+    fn open_download(&self, key: String) -> Result<Download, PluginError> {
+        let path = self.path_of(&key)?;
+        let file = File::open(&path).map_err(|e| io_error("cannot open", &path, e))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        Ok(Download::new(Reader {
+            file: RefCell::new(file),
+            size,
+        }))
+    }
+
+    fn list_objects(&self, prefix: String) -> Result<Vec<ObjectInfo>, PluginError> {
+        let mut out = Vec::new();
+        self.walk(&self.root, "", &prefix, &mut out)?;
+        Ok(out)
+    }
+
+    fn delete(&self, key: String) -> Result<(), PluginError> {
+        let path = self.path_of(&key)?;
+        fs::remove_file(&path).map_err(|e| io_error("cannot delete", &path, e))
+    }
+}
+
+/// An upload in progress: the open part file and the bytes written so far.
+/// `None` once completed or aborted.
+struct PartFile {
+    state: RefCell<Option<(File, u64)>>,
+    part: PathBuf,
+    target: PathBuf,
+}
+
+impl PartFile {
+    fn finished() -> PluginError {
+        PluginError::Other("the upload was already completed or aborted".into())
+    }
+}
+
+impl GuestUpload for PartFile {
+    fn write(&self, chunk: Vec<u8>) -> Result<(), PluginError> {
+        let mut state = self.state.borrow_mut();
+        let (file, written) = state.as_mut().ok_or_else(Self::finished)?;
+        file.write_all(&chunk)
+            .map_err(|e| io_error("cannot write", &self.part, e))?;
+        *written += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn complete(&self) -> Result<u64, PluginError> {
+        let (file, written) = self.state.borrow_mut().take().ok_or_else(Self::finished)?;
+        file.sync_all()
+            .map_err(|e| io_error("cannot sync", &self.part, e))?;
+        drop(file);
+        if let Some(parent) = self.target.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
+        }
+        fs::rename(&self.part, &self.target)
+            .map_err(|e| io_error("cannot move into place", &self.target, e))?;
+        Ok(written)
+    }
+
+    fn abort(&self) -> Result<(), PluginError> {
+        if self.state.borrow_mut().take().is_some() {
+            fs::remove_file(&self.part).map_err(|e| io_error("cannot remove", &self.part, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    /// An upload dropped without `complete` is an abort.
+    fn drop(&mut self) {
+        if self.state.get_mut().take().is_some() {
+            let _ = fs::remove_file(&self.part);
+        }
+    }
+}
+
+struct Reader {
+    file: RefCell<File>,
+    size: Option<u64>,
+}
+
+impl GuestDownload for Reader {
+    fn size(&self) -> Option<u64> {
+        self.size
+    }
+
+    fn read(&self, max: u32) -> Result<Vec<u8>, PluginError> {
+        let mut buf = vec![0u8; max as usize];
+        let n = self
+            .file
+            .borrow_mut()
+            .read(&mut buf)
+            .map_err(|e| PluginError::Transient(format!("read failed: {e}")))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+etcd_plugin_sdk::export_storage_backend!(Local);
