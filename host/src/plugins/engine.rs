@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 use super::PluginError;
 use super::bindings::storage::etcd_operator::plugin::{log, types};
@@ -16,7 +16,8 @@ use super::egress::{Denial, EgressPolicy};
 use super::limits::Limits;
 use super::state::HostState;
 
-/// How often the epoch advances. A call's deadline is counted in ticks.
+/// How often the epoch advances: how often a running guest yields and its
+/// deadline is checked.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Shared engine, linker, compile cache and limits. Cheap to clone.
@@ -106,11 +107,6 @@ impl PluginEngine {
         &self.inner.cache
     }
 
-    /// Epoch ticks in one call's budget.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.inner.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
-    }
-
     /// Compile (or load from the cache) a component. CPU-heavy: call from a
     /// blocking context.
     pub fn compile(&self, bytes: &[u8], source_name: &str) -> Result<Component, PluginError> {
@@ -135,8 +131,19 @@ impl PluginEngine {
         let state = HostState::new(plugin, &self.inner.limits, egress, preopen, denials.clone())?;
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        // At every tick a running guest yields to the async executor, so a
+        // busy plugin never starves the operator's other tasks; past its
+        // call deadline it is interrupted (a trap the sandbox reports as a
+        // timeout).
+        store.epoch_deadline_callback(|ctx| {
+            let expired = ctx.data().call_deadline.is_none_or(|d| Instant::now() >= d);
+            Ok(if expired {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         Ok((store, denials))
     }
 }

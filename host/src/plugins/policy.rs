@@ -60,6 +60,15 @@ pub struct PolicyPlugin {
     info: Arc<PluginInfo>,
 }
 
+impl std::fmt::Debug for PolicyPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyPlugin")
+            .field("name", &self.name)
+            .field("sha256", &self.info.sha256)
+            .finish()
+    }
+}
+
 impl PolicyPlugin {
     pub fn new(
         engine: &PluginEngine,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
@@ -65,7 +65,9 @@ impl Sandbox {
             });
         }
         self.denials.lock().expect("denials lock").clear();
-        self.store.set_epoch_deadline(self.engine.deadline_ticks());
+        self.store.data_mut().call_deadline =
+            Some(Instant::now() + self.engine.limits().call_timeout);
+        self.store.set_epoch_deadline(1);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
@@ -25,6 +26,9 @@ pub struct HostState {
     table: ResourceTable,
     hooks: EgressHooks,
     pub(crate) limiter: Limiter,
+    /// When the current call must stop; None outside a call (instantiation
+    /// included, which is armed like a call).
+    pub(crate) call_deadline: Option<Instant>,
 }
 
 impl HostState {
@@ -63,6 +67,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.clone()),
+            call_deadline: None,
         })
     }
 }

@@ -54,6 +54,15 @@ pub struct StoragePlugin {
     info: Arc<PluginInfo>,
 }
 
+impl std::fmt::Debug for StoragePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoragePlugin")
+            .field("name", &self.name)
+            .field("sha256", &self.info.sha256)
+            .finish()
+    }
+}
+
 impl StoragePlugin {
     /// Link a compiled component against the host (fails if it imports
     /// anything the host does not provide).
@@ -229,6 +238,9 @@ impl StorageSession {
     /// Drop a guest resource (runs its destructor). Failures are only logged:
     /// the whole store is dropped at the end of the session anyway.
     async fn release(&mut self, resource: ResourceAny) {
+        if self.sandbox.arm().is_err() {
+            return;
+        }
         if let Err(e) = resource.resource_drop_async(&mut self.sandbox.store).await {
             tracing::debug!(plugin = self.plugin(), error = %e, "dropping a plugin resource failed");
         }

@@ -133,7 +133,7 @@ impl GuestBackend for Backend {
         let root = PathBuf::from(ROOT);
         fs::metadata(&root).map_err(|e| {
             PluginError::InvalidConfig(format!(
-                "no directory is granted at {} ({e}): set the `root` config key to the host directory for backups",
+                "no directory is granted to this plugin (nothing at {}: {e}); the operator grants one per backup location (CLI: `plugin test --dir DIR`)",
                 root.display()
             ))
         })?;

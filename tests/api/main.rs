@@ -1,0 +1,1 @@
+//! The custom resources: wire compatibility and schema validation.

@@ -1,0 +1,115 @@
+//! The `local` reference plugin: conformance and its own guarantees.
+
+use std::sync::Arc;
+
+use etcd_operator::plugins::conformance::{StorageOptions, test_storage};
+use etcd_operator::plugins::storage::UploadError;
+use etcd_operator::plugins::{EgressPolicy, Grants, GuestErrorKind, LoadedPlugin, StoragePlugin};
+
+use crate::common;
+
+fn local() -> StoragePlugin {
+    match common::load(&common::engine(), "local") {
+        LoadedPlugin::Storage(p) => p,
+        _ => panic!("local is a storage plugin"),
+    }
+}
+
+fn grant(dir: &std::path::Path) -> Grants {
+    Grants {
+        egress: Arc::new(EgressPolicy::deny_all()),
+        dir: Some(dir.to_path_buf()),
+    }
+}
+
+#[tokio::test]
+async fn passes_the_conformance_kit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = StorageOptions::new(Vec::new(), grant(dir.path()));
+    opts.large_bytes = 12 << 20;
+    let report = test_storage(&local(), &opts).await;
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.checks.len(), 8, "{report}");
+}
+
+#[tokio::test]
+async fn refuses_to_open_without_a_granted_directory() {
+    let err = match local().open(&[], &Grants::default()).await {
+        Ok(_) => panic!("open without a grant must fail"),
+        Err(e) => e,
+    };
+    assert_eq!(
+        err.guest_kind(),
+        Some(GuestErrorKind::InvalidConfig),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no directory is granted"), "{err}");
+}
+
+#[tokio::test]
+async fn objects_are_files_under_their_keys_and_keys_cannot_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = local().open(&[], &grant(dir.path())).await.unwrap();
+    let t = s
+        .upload_from("etcd/backup_v1", &b"snapshot"[..])
+        .await
+        .unwrap();
+    assert_eq!(t.size, 8);
+    assert_eq!(
+        std::fs::read(dir.path().join("etcd/backup_v1")).unwrap(),
+        b"snapshot"
+    );
+    for bad in ["../escape", "a/../../b", "/abs", "a//b", ".parts/x", ""] {
+        let err = match s.start_upload(bad).await {
+            Ok(_) => panic!("key {bad:?} must be refused"),
+            Err(e) => e,
+        };
+        assert!(
+            err.to_string().contains("invalid object key"),
+            "{bad:?}: {err}"
+        );
+    }
+    assert!(!dir.path().parent().unwrap().join("escape").exists());
+}
+
+/// A reader that yields some bytes and then fails, like a snapshot stream
+/// cut off mid-way.
+struct Failing(usize);
+impl tokio::io::AsyncRead for Failing {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("snapshot stream broke")));
+        }
+        let n = self.0.min(buf.remaining()).min(300_000);
+        buf.put_slice(&vec![1u8; n]);
+        self.0 -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_upload_leaves_the_previous_object_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = local().open(&[], &grant(dir.path())).await.unwrap();
+    s.upload_from("db", &b"good old backup"[..]).await.unwrap();
+    let err = s.upload_from("db", Failing(3 << 20)).await.unwrap_err();
+    assert!(matches!(err, UploadError::Source(_)), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("db")).unwrap(),
+        b"good old backup"
+    );
+    let listed = s.list("").await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "no partial object may be listed: {listed:?}"
+    );
+    let parts: Vec<_> = std::fs::read_dir(dir.path().join(".parts"))
+        .unwrap()
+        .collect();
+    assert!(parts.is_empty(), "aborted part files are removed");
+}

@@ -1,0 +1,10 @@
+//! The plugin host, exercised with real components built from plugins/.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod local;
+mod policy;
+mod registry;
+mod sandbox;
