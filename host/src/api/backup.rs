@@ -21,22 +21,10 @@ use super::source::{AbsSource, BackupSource, GcsSource, OssSource, PluginSource,
     status = "EtcdBackupStatus",
     derive = "PartialEq",
     doc = "Snapshots of an etcd cluster into a storage backend, once or periodically.",
-    printcolumn(name = "Storage", type_ = "string", json_path = ".spec.storageType"),
-    printcolumn(
-        name = "Last Success",
-        type_ = "date",
-        json_path = ".status.lastSuccessDate"
-    ),
-    printcolumn(
-        name = "Revision",
-        type_ = "integer",
-        json_path = ".status.etcdRevision"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Storage", "type": "string", "jsonPath": ".spec.storageType"}"#,
+    printcolumn = r#"{"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessDate"}"#,
+    printcolumn = r#"{"name": "Revision", "type": "integer", "jsonPath": ".status.etcdRevision"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdBackupSpec {

