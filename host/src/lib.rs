@@ -4,4 +4,8 @@
 //! `etcd.database.coreos.com/v1beta2` kinds ([`api`]).
 
 pub mod api;
+pub mod controller;
+pub mod etcd;
+pub mod local;
 pub mod plugins;
+pub mod runtime;

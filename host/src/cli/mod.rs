@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod local;
 mod plugin;
 
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ pub enum Command {
     /// Inspect and test WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run the operator without Kubernetes: members are local etcd processes,
+    /// desired state is the YAML in a directory.
+    Local(local::LocalArgs),
     /// Print the CustomResourceDefinitions (EtcdCluster, EtcdBackup, EtcdRestore) as YAML.
     Crd,
 }
@@ -51,6 +55,7 @@ pub fn init_tracing(format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd).await,
+        Command::Local(args) => local::run(args).await,
         Command::Crd => {
             print!("{}", etcd_operator::api::crd::to_yaml()?);
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,581 @@
+//! The decision: given what is desired and what is observed, the one next
+//! step. Pure and synchronous, so every rule is a unit test away.
+//!
+//! One step per reconcile: the loop observes again after each action, so a
+//! crash of the operator between steps loses nothing.
+
+use std::time::Duration;
+
+use super::version::{Version, check_supported, check_upgrade};
+
+/// One member as observed: its runtime object, its membership entry and its health.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberView {
+    pub name: String,
+    pub peer_url: String,
+    /// Membership id, if the member is in the etcd membership.
+    pub id: Option<u64>,
+    pub is_learner: bool,
+    /// The runtime holds it (process/data dir, Pod).
+    pub in_runtime: bool,
+    pub running: bool,
+    pub has_data: bool,
+    /// It was started at least once (a reserved member never was).
+    pub ever_started: bool,
+    /// Answers status, without errors, and sees a leader.
+    pub healthy: bool,
+    /// How long it has been unhealthy (zero when healthy).
+    pub unhealthy_for: Duration,
+    pub raft_index: Option<u64>,
+    pub is_leader: bool,
+    pub version: Option<Version>,
+}
+
+/// The whole cluster as observed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    pub members: Vec<MemberView>,
+    /// Whether the membership could be read (it needs a quorum).
+    pub membership_known: bool,
+    /// How long fewer than a quorum of voters have been healthy.
+    pub quorum_lost_for: Option<Duration>,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub size: usize,
+    pub version: Version,
+}
+
+/// Thresholds, from the operator's configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// A member unhealthy this long is replaced.
+    pub member_failure_grace: Duration,
+    /// A majority unhealthy this long triggers disaster recovery.
+    pub quorum_loss_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            member_failure_grace: Duration::from_secs(60),
+            quorum_loss_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The next step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Everything matches the spec.
+    Steady,
+    /// Nothing safe to do yet; the reason goes to status.
+    Wait {
+        reason: String,
+    },
+    /// Start the first member (reusing a reserved name after a crash).
+    Seed {
+        name: Option<String>,
+    },
+    /// Add a member: reserve it (or reuse a reserved one), add it as a learner, start it.
+    Grow {
+        name: Option<String>,
+    },
+    /// Start a learner that is in the membership but was never started.
+    StartLearner {
+        name: String,
+    },
+    Promote {
+        name: String,
+        id: u64,
+    },
+    /// Its process is down but its data survived: restart it under its own identity.
+    Restart {
+        name: String,
+    },
+    /// Remove a failed member from the membership, then delete it.
+    Replace {
+        name: String,
+        id: u64,
+        why: String,
+    },
+    /// Scale down: remove a healthy member from the membership, then delete it.
+    Shrink {
+        name: String,
+        id: u64,
+    },
+    /// Delete a runtime member that is not in the membership.
+    Cleanup {
+        name: String,
+    },
+    /// Restart a member on a new version.
+    Upgrade {
+        name: String,
+        to: Version,
+    },
+    /// Quorum is lost for good: restart the survivor with the most data as a
+    /// one-member cluster; the rest is deleted and the cluster grows back.
+    Recover {
+        survivor: String,
+    },
+    /// Quorum is lost and no member has data left.
+    Unrecoverable {
+        reason: String,
+    },
+    /// The spec asks for something that must not be done.
+    Refuse {
+        reason: String,
+    },
+}
+
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Decide the next step.
+pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action {
+    if let Err(reason) = check_supported(&desired.version) {
+        return Action::Refuse { reason };
+    }
+    let m = &view.members;
+    if m.iter().all(|x| !x.ever_started) {
+        // Nothing ever started: seed (reusing a reserved name after a crash).
+        // A cluster whose members all lost their data is *not* seeded again:
+        // that would silently replace the user's data with an empty cluster.
+        return Action::Seed {
+            name: m.first().map(|x| x.name.clone()),
+        };
+    }
+
+    // Voters: from the membership when it can be read, else every member
+    // that ever held data (the membership lives in the data).
+    let voters: Vec<&MemberView> = if view.membership_known {
+        m.iter()
+            .filter(|x| x.id.is_some() && !x.is_learner)
+            .collect()
+    } else {
+        m.iter().filter(|x| x.ever_started).collect()
+    };
+    let healthy_voters = voters.iter().filter(|x| x.healthy).count();
+
+    if voters.is_empty() || healthy_voters < quorum(voters.len()) {
+        if let Some(x) = voters
+            .iter()
+            .find(|x| x.in_runtime && !x.running && x.has_data)
+        {
+            return Action::Restart {
+                name: x.name.clone(),
+            };
+        }
+        let lost_for = view.quorum_lost_for.unwrap_or_default();
+        if lost_for < tuning.quorum_loss_timeout {
+            return Action::Wait {
+                reason: format!(
+                    "quorum lost: {healthy_voters} of {} voting members healthy; recovering from the surviving member \
+                     with the most data in {}s unless members come back",
+                    voters.len(),
+                    (tuning.quorum_loss_timeout - lost_for).as_secs()
+                ),
+            };
+        }
+        let survivor = m
+            .iter()
+            .filter(|x| x.in_runtime && x.has_data)
+            .max_by_key(|x| {
+                (
+                    x.raft_index.unwrap_or(0),
+                    x.running,
+                    std::cmp::Reverse(x.name.clone()),
+                )
+            });
+        return match survivor {
+            Some(s) => Action::Recover { survivor: s.name.clone() },
+            None => Action::Unrecoverable {
+                reason: "quorum lost and no member has data left; restore the cluster from a backup (EtcdRestore)".into(),
+            },
+        };
+    }
+
+    // Quorum holds from here on.
+    if let Some(x) = m
+        .iter()
+        .find(|x| x.id.is_some() && x.in_runtime && !x.running && x.has_data)
+    {
+        return Action::Restart {
+            name: x.name.clone(),
+        };
+    }
+    // Stale runtime members (removed from the membership, or strays). A member
+    // reserved but never started is kept: the next Grow reuses it.
+    if view.membership_known
+        && let Some(x) = m
+            .iter()
+            .find(|x| x.in_runtime && x.id.is_none() && (x.ever_started || x.running || x.has_data))
+    {
+        return Action::Cleanup {
+            name: x.name.clone(),
+        };
+    }
+    if let Some(x) = m.iter().find(|x| x.id.is_some() && !x.in_runtime) {
+        return Action::Replace {
+            name: x.name.clone(),
+            id: x.id.unwrap_or_default(),
+            why: "its runtime object is gone".into(),
+        };
+    }
+    if let Some(x) = m.iter().find(|x| x.is_learner && !x.running && !x.has_data) {
+        return Action::StartLearner {
+            name: x.name.clone(),
+        };
+    }
+    if let Some(x) = m
+        .iter()
+        .find(|x| x.id.is_some() && !x.is_learner && !x.running && !x.has_data)
+    {
+        return Action::Replace {
+            name: x.name.clone(),
+            id: x.id.unwrap_or_default(),
+            why: "its data is gone".into(),
+        };
+    }
+    if let Some(x) = m
+        .iter()
+        .find(|x| x.id.is_some() && !x.healthy && x.unhealthy_for >= tuning.member_failure_grace)
+    {
+        return Action::Replace {
+            name: x.name.clone(),
+            id: x.id.unwrap_or_default(),
+            why: format!("it has been unhealthy for {}s", x.unhealthy_for.as_secs()),
+        };
+    }
+    if let Some(x) = m.iter().find(|x| x.is_learner && x.healthy) {
+        return Action::Promote {
+            name: x.name.clone(),
+            id: x.id.unwrap_or_default(),
+        };
+    }
+    if let Some(x) = m.iter().find(|x| !x.healthy) {
+        return Action::Wait {
+            reason: format!(
+                "member {} is not healthy yet ({}s; replaced after {}s)",
+                x.name,
+                x.unhealthy_for.as_secs(),
+                tuning.member_failure_grace.as_secs()
+            ),
+        };
+    }
+
+    // Everyone is healthy: upgrade, then scale.
+    let versions: Vec<Version> = voters.iter().filter_map(|x| x.version).collect();
+    if let Some(current) = versions.iter().min()
+        && versions
+            .iter()
+            .any(|v| v.minor_line() != desired.version.minor_line() || *v != desired.version)
+    {
+        if let Err(reason) = check_upgrade(current, &desired.version) {
+            return Action::Refuse { reason };
+        }
+        // Followers first, the leader last: one leader election at most.
+        let next = voters
+            .iter()
+            .filter(|x| x.version != Some(desired.version))
+            .min_by_key(|x| (x.is_leader, x.name.clone()));
+        if let Some(x) = next {
+            return Action::Upgrade {
+                name: x.name.clone(),
+                to: desired.version,
+            };
+        }
+    }
+    let members = voters.len() + m.iter().filter(|x| x.is_learner).count();
+    if members < desired.size {
+        let reserved = m
+            .iter()
+            .find(|x| x.in_runtime && x.id.is_none() && !x.ever_started);
+        return Action::Grow {
+            name: reserved.map(|x| x.name.clone()),
+        };
+    }
+    if voters.len() > desired.size {
+        let x = voters
+            .iter()
+            .max_by_key(|x| (!x.is_leader, x.name.clone()))
+            .expect("voters is not empty");
+        return Action::Shrink {
+            name: x.name.clone(),
+            id: x.id.unwrap_or_default(),
+        };
+    }
+    Action::Steady
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn healthy(name: &str, id: u64) -> MemberView {
+        MemberView {
+            name: name.into(),
+            id: Some(id),
+            in_runtime: true,
+            running: true,
+            has_data: true,
+            ever_started: true,
+            healthy: true,
+            raft_index: Some(100),
+            version: Some(v("3.5.1")),
+            ..Default::default()
+        }
+    }
+
+    fn dead(mut m: MemberView, data: bool, for_secs: u64) -> MemberView {
+        m.running = false;
+        m.healthy = false;
+        m.has_data = data;
+        m.unhealthy_for = Duration::from_secs(for_secs);
+        m
+    }
+
+    fn view(members: Vec<MemberView>) -> ClusterView {
+        ClusterView {
+            members,
+            membership_known: true,
+            quorum_lost_for: None,
+        }
+    }
+
+    fn want(size: usize) -> Desired {
+        Desired {
+            size,
+            version: v("3.5.1"),
+        }
+    }
+
+    fn t() -> Tuning {
+        Tuning {
+            member_failure_grace: Duration::from_secs(10),
+            quorum_loss_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn seeds_an_empty_cluster_then_grows_one_at_a_time() {
+        assert_eq!(
+            decide(&want(3), &ClusterView::default(), &t()),
+            Action::Seed { name: None }
+        );
+        assert_eq!(
+            decide(&want(3), &view(vec![healthy("a", 1)]), &t()),
+            Action::Grow { name: None }
+        );
+        let mut learner = healthy("b", 2);
+        learner.is_learner = true;
+        assert_eq!(
+            decide(
+                &want(3),
+                &view(vec![healthy("a", 1), learner.clone()]),
+                &t()
+            ),
+            Action::Promote {
+                name: "b".into(),
+                id: 2
+            }
+        );
+        // A learner still catching up blocks further growth.
+        learner.healthy = false;
+        learner.unhealthy_for = Duration::from_secs(2);
+        assert!(matches!(
+            decide(&want(3), &view(vec![healthy("a", 1), learner]), &t()),
+            Action::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn refuses_unsupported_versions() {
+        let d = Desired {
+            size: 3,
+            version: v("3.2.25"),
+        };
+        assert!(
+            matches!(decide(&d, &ClusterView::default(), &t()), Action::Refuse { reason } if reason.contains("not supported"))
+        );
+    }
+
+    #[test]
+    fn shrinks_a_follower_never_the_leader() {
+        let mut members = vec![healthy("a", 1), healthy("b", 2), healthy("c", 3)];
+        members[2].is_leader = true;
+        assert_eq!(
+            decide(&want(2), &view(members), &t()),
+            Action::Shrink {
+                name: "b".into(),
+                id: 2
+            }
+        );
+    }
+
+    #[test]
+    fn restarts_a_crashed_member_that_kept_its_data() {
+        let members = vec![
+            healthy("a", 1),
+            healthy("b", 2),
+            dead(healthy("c", 3), true, 1),
+        ];
+        assert_eq!(
+            decide(&want(3), &view(members), &t()),
+            Action::Restart { name: "c".into() }
+        );
+    }
+
+    #[test]
+    fn replaces_a_member_whose_data_is_gone_or_that_stays_unhealthy() {
+        let members = vec![
+            healthy("a", 1),
+            healthy("b", 2),
+            dead(healthy("c", 3), false, 1),
+        ];
+        assert!(
+            matches!(decide(&want(3), &view(members), &t()), Action::Replace { name, .. } if name == "c")
+        );
+        let mut sick = healthy("c", 3);
+        sick.healthy = false;
+        sick.unhealthy_for = Duration::from_secs(5);
+        let members = vec![healthy("a", 1), healthy("b", 2), sick.clone()];
+        assert!(
+            matches!(decide(&want(3), &view(members), &t()), Action::Wait { .. }),
+            "within the grace period"
+        );
+        sick.unhealthy_for = Duration::from_secs(11);
+        let members = vec![healthy("a", 1), healthy("b", 2), sick];
+        assert!(
+            matches!(decide(&want(3), &view(members), &t()), Action::Replace { name, .. } if name == "c")
+        );
+    }
+
+    #[test]
+    fn cleans_up_runtime_members_outside_the_membership() {
+        let mut stray = healthy("x", 0);
+        stray.id = None;
+        assert_eq!(
+            decide(&want(1), &view(vec![healthy("a", 1), stray]), &t()),
+            Action::Cleanup { name: "x".into() }
+        );
+    }
+
+    #[test]
+    fn quorum_loss_waits_then_recovers_from_the_most_advanced_survivor() {
+        let mut a = healthy("a", 1);
+        a.healthy = false;
+        a.raft_index = Some(90);
+        let mut b = healthy("b", 2);
+        b.healthy = false;
+        b.raft_index = Some(120);
+        let c = dead(healthy("c", 3), false, 100);
+        let mut v = ClusterView {
+            members: vec![a, b, c],
+            membership_known: false,
+            quorum_lost_for: Some(Duration::from_secs(5)),
+        };
+        assert!(
+            matches!(decide(&want(3), &v, &t()), Action::Wait { reason } if reason.contains("quorum lost"))
+        );
+        v.quorum_lost_for = Some(Duration::from_secs(31));
+        assert_eq!(
+            decide(&want(3), &v, &t()),
+            Action::Recover {
+                survivor: "b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn quorum_loss_restarts_members_with_data_first() {
+        let v = ClusterView {
+            members: vec![
+                healthy("a", 1),
+                dead(healthy("b", 2), true, 50),
+                dead(healthy("c", 3), true, 50),
+            ],
+            membership_known: false,
+            quorum_lost_for: Some(Duration::from_secs(100)),
+        };
+        assert_eq!(
+            decide(&want(3), &v, &t()),
+            Action::Restart { name: "b".into() }
+        );
+    }
+
+    #[test]
+    fn quorum_loss_without_data_is_unrecoverable_here() {
+        let v = ClusterView {
+            members: vec![
+                dead(healthy("a", 1), false, 50),
+                dead(healthy("b", 2), false, 50),
+            ],
+            membership_known: false,
+            quorum_lost_for: Some(Duration::from_secs(100)),
+        };
+        assert!(matches!(
+            decide(&want(3), &v, &t()),
+            Action::Unrecoverable { .. }
+        ));
+        // Members reserved but never started are a seed that crashed: seed again.
+        let mut reserved = v.clone();
+        for m in &mut reserved.members {
+            m.ever_started = false;
+        }
+        assert_eq!(
+            decide(&want(3), &reserved, &t()),
+            Action::Seed {
+                name: Some("a".into())
+            }
+        );
+    }
+
+    #[test]
+    fn upgrades_followers_first_one_minor_at_a_time() {
+        let mut members: Vec<MemberView> = ["a", "b", "c"]
+            .iter()
+            .zip(1..)
+            .map(|(n, i)| healthy(n, i))
+            .collect();
+        for m in &mut members {
+            m.version = Some(v("3.4.23"));
+        }
+        members[0].is_leader = true;
+        let d = Desired {
+            size: 3,
+            version: v("3.5.1"),
+        };
+        assert_eq!(
+            decide(&d, &view(members.clone()), &t()),
+            Action::Upgrade {
+                name: "b".into(),
+                to: v("3.5.1")
+            }
+        );
+        members[1].version = Some(v("3.5.1"));
+        members[2].version = Some(v("3.5.1"));
+        assert_eq!(
+            decide(&d, &view(members.clone()), &t()),
+            Action::Upgrade {
+                name: "a".into(),
+                to: v("3.5.1")
+            }
+        );
+        let down = Desired {
+            size: 3,
+            version: v("3.3.0"),
+        };
+        assert!(matches!(
+            decide(&down, &view(members), &t()),
+            Action::Refuse { .. }
+        ));
+    }
+}

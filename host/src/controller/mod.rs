@@ -1,0 +1,24 @@
+//! The reconcile core: keeps an etcd cluster at its declared size and
+//! version and brings it back from failures, whatever runs the members.
+//!
+//! - [`runtime`]: the contract a member runtime fulfils;
+//! - [`decide`]: the pure decision of the next step;
+//! - [`version`]: versions and upgrade rules;
+//! - [`reconciler`]: observe → decide → act, and the resulting status;
+//! - [`status`]: the EtcdCluster status from an observation.
+//!
+//! This module imports neither kube's client nor wasmtime.
+
+pub mod decide;
+pub mod events;
+pub mod reconciler;
+pub mod runtime;
+pub mod status;
+pub mod version;
+
+pub use decide::{Action, Desired, Tuning};
+pub use events::Event;
+pub use reconciler::{Outcome, Reconciler};
+pub use runtime::{
+    ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode,
+};

@@ -1,0 +1,579 @@
+//! Observe → decide → act, one step per call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::api::{EtcdClusterSpec, EtcdClusterStatus};
+use crate::etcd::{self, EtcdError};
+
+use super::decide::{Action, ClusterView, Desired, MemberView, Tuning, decide};
+use super::events::Event;
+use super::runtime::{ClusterKey, MemberPlan, Runtime, RuntimeError, RuntimeMember, StartMode};
+use super::status;
+use super::version::{DEFAULT_VERSION, Version};
+
+/// What one reconcile produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: EtcdClusterStatus,
+    pub events: Vec<Event>,
+    /// When to reconcile again at the latest.
+    pub requeue: Duration,
+    pub action: Action,
+}
+
+/// What the reconciler remembers between steps about one cluster (timers
+/// only: everything else is observed again each time).
+#[derive(Debug, Default)]
+struct Memory {
+    unhealthy_since: HashMap<String, Instant>,
+    quorum_lost_since: Option<Instant>,
+}
+
+/// Drives clusters through a [`Runtime`].
+pub struct Reconciler<R> {
+    runtime: Arc<R>,
+    tuning: Tuning,
+    memory: Mutex<HashMap<ClusterKey, Memory>>,
+}
+
+/// An observation: the runtime's members, the membership (if a quorum
+/// answered) and each running member's status.
+struct Observation {
+    runtime: Vec<RuntimeMember>,
+    membership: Option<Vec<etcd::Member>>,
+    statuses: HashMap<String, etcd::Status>,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn member_name(cluster: &str) -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .take(8)
+        .collect();
+    format!("{cluster}-{suffix}")
+}
+
+/// Errors while carrying out a step; reported in status and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+}
+
+impl<R: Runtime> Reconciler<R> {
+    pub fn new(runtime: Arc<R>, tuning: Tuning) -> Self {
+        Reconciler {
+            runtime,
+            tuning,
+            memory: Mutex::default(),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<R> {
+        &self.runtime
+    }
+
+    async fn observe(&self, key: &ClusterKey) -> Result<Observation, RuntimeError> {
+        let runtime = self.runtime.list(key).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for m in runtime.iter().filter(|m| m.running) {
+            let (name, url) = (m.name.clone(), m.urls.client.clone());
+            tasks.spawn(async move { (name, etcd::status(&url).await) });
+        }
+        let mut statuses = HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((name, Ok(status))) = joined {
+                statuses.insert(name, status);
+            }
+        }
+        // Ask for the membership only through members that see a leader.
+        let endpoints: Vec<String> = runtime
+            .iter()
+            .filter(|m| {
+                statuses
+                    .get(&m.name)
+                    .is_some_and(|s| s.leader != 0 && !s.is_learner)
+            })
+            .map(|m| m.urls.client.clone())
+            .collect();
+        let membership = if endpoints.is_empty() {
+            None
+        } else {
+            match etcd::Cluster::connect(&endpoints).await {
+                Ok(mut c) => c.members().await.ok(),
+                Err(_) => None,
+            }
+        };
+        Ok(Observation {
+            runtime,
+            membership,
+            statuses,
+        })
+    }
+
+    /// Join the three sources into one view, and update the timers.
+    fn view(&self, key: &ClusterKey, obs: &Observation) -> ClusterView {
+        let mut memory = self.memory.lock().expect("reconciler memory");
+        let memory = memory.entry(key.clone()).or_default();
+        let now = Instant::now();
+        let mut members: Vec<MemberView> = Vec::new();
+        for r in &obs.runtime {
+            let entry = obs
+                .membership
+                .as_ref()
+                .and_then(|ms| ms.iter().find(|m| m.peer_urls.contains(&r.urls.peer)));
+            let status = obs.statuses.get(&r.name);
+            let healthy = r.running && status.is_some_and(|s| s.errors.is_empty() && s.leader != 0);
+            members.push(MemberView {
+                name: r.name.clone(),
+                peer_url: r.urls.peer.clone(),
+                id: entry.map(|m| m.id).or_else(|| {
+                    if obs.membership.is_none() {
+                        status.map(|s| s.member_id)
+                    } else {
+                        None
+                    }
+                }),
+                is_learner: entry
+                    .map(|m| m.is_learner)
+                    .or(status.map(|s| s.is_learner))
+                    .unwrap_or(false),
+                in_runtime: true,
+                running: r.running,
+                has_data: r.has_data,
+                ever_started: r.ever_started,
+                healthy,
+                unhealthy_for: Duration::ZERO,
+                raft_index: status.map(|s| s.raft_index),
+                is_leader: status.is_some_and(|s| s.leader != 0 && s.leader == s.member_id),
+                version: Version::parse(&r.version).ok(),
+            });
+        }
+        for m in obs.membership.iter().flatten() {
+            if !obs
+                .runtime
+                .iter()
+                .any(|r| m.peer_urls.contains(&r.urls.peer))
+            {
+                members.push(MemberView {
+                    name: if m.name.is_empty() {
+                        format!("member-{:x}", m.id)
+                    } else {
+                        m.name.clone()
+                    },
+                    peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
+                    id: Some(m.id),
+                    is_learner: m.is_learner,
+                    ever_started: true,
+                    ..Default::default()
+                });
+            }
+        }
+        for m in &mut members {
+            if m.healthy {
+                memory.unhealthy_since.remove(&m.name);
+            } else {
+                let since = *memory.unhealthy_since.entry(m.name.clone()).or_insert(now);
+                m.unhealthy_for = now - since;
+            }
+        }
+        memory
+            .unhealthy_since
+            .retain(|name, _| members.iter().any(|m| &m.name == name));
+
+        let voters: Vec<&MemberView> = match &obs.membership {
+            Some(_) => members
+                .iter()
+                .filter(|m| m.id.is_some() && !m.is_learner)
+                .collect(),
+            None => members.iter().filter(|m| m.ever_started).collect(),
+        };
+        let healthy = voters.iter().filter(|m| m.healthy).count();
+        let lost = !voters.is_empty() && healthy < voters.len() / 2 + 1;
+        memory.quorum_lost_since = if lost {
+            Some(memory.quorum_lost_since.unwrap_or(now))
+        } else {
+            None
+        };
+        ClusterView {
+            members,
+            membership_known: obs.membership.is_some(),
+            quorum_lost_for: memory.quorum_lost_since.map(|t| now - t),
+        }
+    }
+
+    /// One reconcile step for the cluster `key`.
+    pub async fn reconcile(
+        &self,
+        key: &ClusterKey,
+        spec: &EtcdClusterSpec,
+        previous: Option<&EtcdClusterStatus>,
+    ) -> Outcome {
+        let now = now_rfc3339();
+        if spec.paused == Some(true) {
+            return Outcome {
+                status: status::paused(previous, &now),
+                events: Vec::new(),
+                requeue: Duration::from_secs(5),
+                action: Action::Wait {
+                    reason: "paused".into(),
+                },
+            };
+        }
+        if !(1..=7).contains(&spec.size) {
+            return self.refused(
+                previous,
+                spec,
+                &format!("spec.size is {}; it must be between 1 and 7", spec.size),
+                &now,
+            );
+        }
+        let requested = spec
+            .version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+        let desired_version = match Version::parse(&requested) {
+            Ok(v) => v,
+            Err(reason) => return self.refused(previous, spec, &reason, &now),
+        };
+        let desired = Desired {
+            size: spec.size.max(0) as usize,
+            version: desired_version,
+        };
+        let obs = match self.observe(key).await {
+            Ok(o) => o,
+            Err(e) => {
+                return self.refused(
+                    previous,
+                    spec,
+                    &format!("cannot observe members: {e}"),
+                    &now,
+                );
+            }
+        };
+        let view = self.view(key, &obs);
+        let action = decide(&desired, &view, &self.tuning);
+        let client_urls: Vec<String> = obs
+            .runtime
+            .iter()
+            .filter(|r| view.members.iter().any(|m| m.name == r.name && m.healthy))
+            .map(|r| r.urls.client.clone())
+            .collect();
+        let mut status = status::compute(previous, &desired, &view, &action, client_urls, &now);
+        let mut events = Vec::new();
+        match self.act(key, &desired, &view, &obs, &action).await {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => {}
+            Err(e) => {
+                let message = format!("{}: {e}", describe(&action));
+                status.reason = Some(message.clone());
+                events.push(Event::warning("StepFailed", message));
+            }
+        }
+        if let Action::Refuse { reason } | Action::Unrecoverable { reason } = &action
+            && previous.and_then(|p| p.reason.as_ref()) != Some(reason)
+        {
+            events.push(Event::warning(
+                if matches!(action, Action::Refuse { .. }) {
+                    "SpecRefused"
+                } else {
+                    "Unrecoverable"
+                },
+                reason.clone(),
+            ));
+        }
+        let requeue = match action {
+            Action::Steady => Duration::from_secs(5),
+            Action::Refuse { .. } | Action::Unrecoverable { .. } => Duration::from_secs(10),
+            _ => Duration::from_secs(1),
+        };
+        Outcome {
+            status,
+            events,
+            requeue,
+            action,
+        }
+    }
+
+    fn refused(
+        &self,
+        previous: Option<&EtcdClusterStatus>,
+        spec: &EtcdClusterSpec,
+        reason: &str,
+        now: &str,
+    ) -> Outcome {
+        let desired = Desired {
+            size: spec.size.max(0) as usize,
+            version: Version {
+                major: 0,
+                minor: 0,
+                patch: 0,
+            },
+        };
+        let action = Action::Refuse {
+            reason: reason.to_string(),
+        };
+        let mut status = status::compute(
+            previous,
+            &desired,
+            &ClusterView::default(),
+            &action,
+            Vec::new(),
+            now,
+        );
+        status.target_version = spec.version.clone();
+        Outcome {
+            status,
+            events: vec![Event::warning("SpecRefused", reason)],
+            requeue: Duration::from_secs(10),
+            action,
+        }
+    }
+
+    /// `name=peer` of every membership entry, plus `extra`.
+    fn initial_cluster(view: &ClusterView, extra: Option<(&str, &str)>) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = view
+            .members
+            .iter()
+            .filter(|m| m.id.is_some())
+            .map(|m| (m.name.clone(), m.peer_url.clone()))
+            .collect();
+        if let Some((n, p)) = extra
+            && !out.iter().any(|(name, _)| name == n)
+        {
+            out.push((n.to_string(), p.to_string()));
+        }
+        out
+    }
+
+    fn plan(
+        key: &ClusterKey,
+        name: &str,
+        version: &str,
+        initial: Vec<(String, String)>,
+        mode: StartMode,
+    ) -> MemberPlan {
+        MemberPlan {
+            name: name.to_string(),
+            version: version.to_string(),
+            initial_cluster: initial,
+            mode,
+            cluster_token: format!("{}-{}", key.namespace, key.name),
+        }
+    }
+
+    /// Carry out one step. Returns the event describing it.
+    async fn act(
+        &self,
+        key: &ClusterKey,
+        desired: &Desired,
+        view: &ClusterView,
+        obs: &Observation,
+        action: &Action,
+    ) -> Result<Option<Event>, StepError> {
+        let rt = &self.runtime;
+        let version = desired.version.to_string();
+        let member = |name: &str| view.members.iter().find(|m| m.name == name);
+        let event = match action {
+            Action::Steady
+            | Action::Wait { .. }
+            | Action::Refuse { .. }
+            | Action::Unrecoverable { .. } => return Ok(None),
+            Action::Seed { name } => {
+                let name = name.clone().unwrap_or_else(|| member_name(&key.name));
+                for extra in obs.runtime.iter().filter(|r| r.name != name) {
+                    rt.delete(key, &extra.name).await?;
+                }
+                let urls = rt.reserve(key, &name).await?;
+                let plan = Self::plan(
+                    key,
+                    &name,
+                    &version,
+                    vec![(name.clone(), urls.peer)],
+                    StartMode::Seed,
+                );
+                rt.start(key, &plan).await?;
+                Event::normal(
+                    "ClusterSeeded",
+                    format!("started the first member {name} (etcd {version})"),
+                )
+            }
+            Action::Grow { name } => {
+                let name = name.clone().unwrap_or_else(|| member_name(&key.name));
+                let urls = rt.reserve(key, &name).await?;
+                let endpoints: Vec<String> = obs
+                    .runtime
+                    .iter()
+                    .filter(|r| member(&r.name).is_some_and(|m| m.healthy && !m.is_learner))
+                    .map(|r| r.urls.client.clone())
+                    .collect();
+                let mut cluster = etcd::Cluster::connect(&endpoints).await?;
+                match cluster.add_learner(&urls.peer).await {
+                    Ok(_) => {}
+                    // etcd refuses changes until every member has been
+                    // connected for a few seconds; try again next step.
+                    Err(EtcdError::Request { message, .. })
+                        if message.contains("unhealthy cluster") =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let initial = Self::initial_cluster(view, Some((&name, &urls.peer)));
+                rt.start(
+                    key,
+                    &Self::plan(key, &name, &version, initial, StartMode::Join),
+                )
+                .await?;
+                Event::normal(
+                    "MemberAdded",
+                    format!("added {name} as a learner; it is promoted once caught up"),
+                )
+            }
+            Action::StartLearner { name } => {
+                let peer = member(name).map(|m| m.peer_url.clone()).unwrap_or_default();
+                let initial = Self::initial_cluster(view, Some((name, &peer)));
+                rt.start(
+                    key,
+                    &Self::plan(key, name, &version, initial, StartMode::Join),
+                )
+                .await?;
+                Event::normal("MemberStarted", format!("started learner {name}"))
+            }
+            Action::Promote { name, id } => {
+                let mut cluster = self.connect_healthy(obs, view).await?;
+                match cluster.promote(*id).await {
+                    Ok(()) => Event::normal(
+                        "MemberPromoted",
+                        format!("promoted {name} to a voting member"),
+                    ),
+                    Err(EtcdError::LearnerNotReady { .. }) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Action::Restart { name } => {
+                let m = member(name);
+                let v = m
+                    .and_then(|m| m.version)
+                    .map(|v| v.to_string())
+                    .unwrap_or(version.clone());
+                let initial =
+                    Self::initial_cluster(view, m.map(|m| (m.name.as_str(), m.peer_url.as_str())));
+                rt.start(key, &Self::plan(key, name, &v, initial, StartMode::Join))
+                    .await?;
+                Event::warning(
+                    "MemberRestarted",
+                    format!("member {name} was down; restarted it with its data"),
+                )
+            }
+            Action::Replace { name, id, why } => {
+                let mut cluster = self.connect_healthy(obs, view).await?;
+                cluster.remove(*id).await?;
+                if member(name).is_some_and(|m| m.in_runtime) {
+                    rt.delete(key, name).await?;
+                }
+                Event::warning(
+                    "MemberReplaced",
+                    format!("removed failed member {name} ({why}); a fresh member will be added"),
+                )
+            }
+            Action::Shrink { name, id } => {
+                let mut cluster = self.connect_healthy(obs, view).await?;
+                cluster.remove(*id).await?;
+                rt.delete(key, name).await?;
+                Event::normal(
+                    "MemberRemoved",
+                    format!("removed member {name} to scale down"),
+                )
+            }
+            Action::Cleanup { name } => {
+                rt.delete(key, name).await?;
+                Event::normal(
+                    "MemberDeleted",
+                    format!("deleted {name}, which is not in the cluster membership"),
+                )
+            }
+            Action::Upgrade { name, to } => {
+                rt.stop(key, name).await?;
+                let m = member(name);
+                let initial =
+                    Self::initial_cluster(view, m.map(|m| (m.name.as_str(), m.peer_url.as_str())));
+                rt.start(
+                    key,
+                    &Self::plan(key, name, &to.to_string(), initial, StartMode::Join),
+                )
+                .await?;
+                Event::normal("MemberUpgraded", format!("restarted {name} on etcd {to}"))
+            }
+            Action::Recover { survivor } => {
+                for other in obs.runtime.iter().filter(|r| &r.name != survivor) {
+                    rt.delete(key, &other.name).await?;
+                }
+                rt.stop(key, survivor).await?;
+                let m = member(survivor);
+                let v = m
+                    .and_then(|m| m.version)
+                    .map(|v| v.to_string())
+                    .unwrap_or(version.clone());
+                let peer = m.map(|m| m.peer_url.clone()).unwrap_or_default();
+                let plan = Self::plan(
+                    key,
+                    survivor,
+                    &v,
+                    vec![(survivor.clone(), peer)],
+                    StartMode::ForceNewCluster,
+                );
+                rt.start(key, &plan).await?;
+                self.memory.lock().expect("reconciler memory").remove(key);
+                Event::warning(
+                    "QuorumRecovered",
+                    format!(
+                        "quorum was lost; restarted {survivor} (the survivor with the most data) as a one-member cluster; growing back to {}",
+                        desired.size
+                    ),
+                )
+            }
+        };
+        Ok(Some(event))
+    }
+
+    async fn connect_healthy(
+        &self,
+        obs: &Observation,
+        view: &ClusterView,
+    ) -> Result<etcd::Cluster, EtcdError> {
+        let endpoints: Vec<String> = obs
+            .runtime
+            .iter()
+            .filter(|r| {
+                view.members
+                    .iter()
+                    .any(|m| m.name == r.name && m.healthy && !m.is_learner)
+            })
+            .map(|r| r.urls.client.clone())
+            .collect();
+        etcd::Cluster::connect(&endpoints).await
+    }
+
+    /// Delete every member of a cluster (the resource was deleted).
+    pub async fn delete(&self, key: &ClusterKey) -> Result<(), RuntimeError> {
+        for m in self.runtime.list(key).await? {
+            self.runtime.delete(key, &m.name).await?;
+        }
+        self.memory.lock().expect("reconciler memory").remove(key);
+        Ok(())
+    }
+}
+
+fn describe(action: &Action) -> String {
+    format!("{action:?}")
+}

@@ -1,0 +1,174 @@
+//! The EtcdCluster status, computed from one observation and the step taken.
+
+use crate::api::EtcdClusterStatus;
+use crate::api::cluster::MembersStatus;
+use crate::api::condition::{Condition, set_condition};
+
+use super::decide::{Action, ClusterView, Desired};
+
+fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        ..Default::default()
+    }
+}
+
+/// Why the cluster is changing, for the Progressing condition.
+fn progress(action: &Action) -> Option<(&'static str, String)> {
+    Some(match action {
+        Action::Seed { .. } => ("Creating", "starting the first member".into()),
+        Action::Grow { .. } => ("Scaling", "adding a member".into()),
+        Action::StartLearner { name } => ("Scaling", format!("starting new member {name}")),
+        Action::Promote { name, .. } => (
+            "Scaling",
+            format!("promoting learner {name} to a voting member"),
+        ),
+        Action::Shrink { name, .. } => ("Scaling", format!("removing member {name}")),
+        Action::Upgrade { name, to } => ("Upgrading", format!("upgrading member {name} to {to}")),
+        Action::Restart { name } => (
+            "Recovering",
+            format!("restarting member {name} with its data"),
+        ),
+        Action::Replace { name, why, .. } => {
+            ("Recovering", format!("replacing member {name}: {why}"))
+        }
+        Action::Cleanup { name } => ("Recovering", format!("deleting stray member {name}")),
+        Action::Recover { survivor } => (
+            "Recovering",
+            format!(
+                "quorum lost: rebuilding from member {survivor}, the survivor with the most data"
+            ),
+        ),
+        Action::Wait { reason } if reason.starts_with("quorum lost") => {
+            ("Recovering", reason.clone())
+        }
+        Action::Wait { reason } => ("Waiting", reason.clone()),
+        Action::Steady | Action::Refuse { .. } | Action::Unrecoverable { .. } => return None,
+    })
+}
+
+/// Status after observing `view` and choosing `action`.
+pub fn compute(
+    previous: Option<&EtcdClusterStatus>,
+    desired: &Desired,
+    view: &ClusterView,
+    action: &Action,
+    client_urls: Vec<String>,
+    now: &str,
+) -> EtcdClusterStatus {
+    let mut s = previous.cloned().unwrap_or_default();
+    let voters: Vec<_> = view
+        .members
+        .iter()
+        .filter(|m| m.id.is_some() && !m.is_learner)
+        .collect();
+    let ready: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| m.healthy)
+        .map(|m| m.name.clone())
+        .collect();
+    let unready: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| !m.healthy)
+        .map(|m| m.name.clone())
+        .collect();
+    let ready_voters = voters.iter().filter(|m| m.healthy).count();
+    let quorum_ok =
+        view.membership_known && ready_voters >= voters.len() / 2 + 1 && !voters.is_empty();
+
+    s.control_paused = false;
+    s.size = voters.len() as i32;
+    s.members = MembersStatus { ready, unready };
+    s.ready = Some(format!("{ready_voters}/{}", desired.size));
+    s.current_version = voters
+        .iter()
+        .filter_map(|m| m.version)
+        .min()
+        .map(|v| v.to_string());
+    s.target_version = Some(desired.version.to_string());
+    s.client_urls = client_urls;
+
+    let all_ready = ready_voters == desired.size
+        && voters.len() == desired.size
+        && view.members.len() == desired.size;
+    s.phase = Some(match action {
+        Action::Unrecoverable { .. } => "Failed".into(),
+        _ if s.phase.as_deref() == Some("Running") || all_ready => "Running".into(),
+        _ => "Creating".into(),
+    });
+    s.reason = match action {
+        Action::Refuse { reason } | Action::Unrecoverable { reason } | Action::Wait { reason } => {
+            Some(reason.clone())
+        }
+        _ => None,
+    };
+
+    let available = if quorum_ok {
+        condition(
+            "Available",
+            true,
+            "QuorumHealthy",
+            format!("{ready_voters} of {} voting members healthy", voters.len()),
+        )
+    } else {
+        condition(
+            "Available",
+            false,
+            "QuorumLost",
+            format!("{ready_voters} of {} voting members healthy", voters.len()),
+        )
+    };
+    set_condition(&mut s.conditions, available, now);
+    let progressing = match progress(action) {
+        Some((reason, message)) => condition("Progressing", true, reason, message),
+        None => condition("Progressing", false, "Steady", "nothing to do"),
+    };
+    set_condition(&mut s.conditions, progressing, now);
+    let degraded = match action {
+        Action::Refuse { reason } => Some(("SpecRefused", reason.clone())),
+        Action::Unrecoverable { reason } => Some(("Unrecoverable", reason.clone())),
+        _ if !s.members.unready.is_empty() => Some((
+            "MembersUnhealthy",
+            format!("unhealthy members: {}", s.members.unready.join(", ")),
+        )),
+        _ if voters.len() != desired.size => Some((
+            "SizeMismatch",
+            format!("{} voting members, {} desired", voters.len(), desired.size),
+        )),
+        _ => None,
+    };
+    let degraded = match degraded {
+        Some((reason, message)) => condition("Degraded", true, reason, message),
+        None => condition(
+            "Degraded",
+            false,
+            "AllHealthy",
+            "all members healthy at the desired size",
+        ),
+    };
+    set_condition(&mut s.conditions, degraded, now);
+    s
+}
+
+/// Status of a paused cluster: unchanged, but says so.
+pub fn paused(previous: Option<&EtcdClusterStatus>, now: &str) -> EtcdClusterStatus {
+    let mut s = previous.cloned().unwrap_or_default();
+    s.control_paused = true;
+    s.reason = Some("spec.paused is true: the operator makes no changes to this cluster".into());
+    set_condition(
+        &mut s.conditions,
+        condition(
+            "Progressing",
+            false,
+            "Paused",
+            "spec.paused is true: no changes are made; set it to false to resume",
+        ),
+        now,
+    );
+    s
+}

@@ -1,0 +1,194 @@
+//! Talking to etcd: membership changes and member status, over the client
+//! API (etcd-client). Nothing here knows where members run.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+
+/// Timeout of one etcd request from the operator.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The etcd layer's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("cannot reach etcd at {endpoints}: {message}")]
+    Unreachable { endpoints: String, message: String },
+    #[error("etcd {operation} failed: {message}")]
+    Request {
+        operation: &'static str,
+        message: String,
+    },
+    /// A learner cannot be promoted until it has caught up with the leader.
+    #[error("learner {id:x} has not caught up with the leader yet")]
+    LearnerNotReady { id: u64 },
+}
+
+/// One entry of the cluster membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty until the member has started once.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl From<&etcd_client::Member> for Member {
+    fn from(m: &etcd_client::Member) -> Self {
+        Member {
+            id: m.id(),
+            name: m.name().to_string(),
+            peer_urls: m.peer_urls().to_vec(),
+            client_urls: m.client_urls().to_vec(),
+            is_learner: m.is_learner(),
+        }
+    }
+}
+
+/// What one member says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub member_id: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    /// Revision of the key space (the response header's revision).
+    pub revision: i64,
+    pub version: String,
+    pub db_size: i64,
+    pub is_learner: bool,
+    /// Alarms or errors the member reports (e.g. NOSPACE).
+    pub errors: Vec<String>,
+}
+
+fn options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+}
+
+async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
+    let unreachable = |message: String| EtcdError::Unreachable {
+        endpoints: endpoints.join(","),
+        message,
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(endpoints, Some(options()))).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable("connection timed out".into())),
+    }
+}
+
+fn request(operation: &'static str) -> impl Fn(etcd_client::Error) -> EtcdError {
+    move |e| EtcdError::Request {
+        operation,
+        message: e.to_string(),
+    }
+}
+
+/// Bound a request in time, whatever the client does.
+async fn bounded<T>(
+    operation: &'static str,
+    f: impl Future<Output = Result<T, EtcdError>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(REQUEST_TIMEOUT * 2, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EtcdError::Request {
+                operation,
+                message: "timed out".into(),
+            })
+        })
+}
+
+/// The status of the single member at `endpoint`.
+pub async fn status(endpoint: &str) -> Result<Status, EtcdError> {
+    bounded("status", async {
+        let mut client = connect(&[endpoint.to_string()]).await?;
+        let s = client.status().await.map_err(request("status"))?;
+        let header = s.header();
+        Ok(Status {
+            member_id: header.map(|h| h.member_id()).unwrap_or_default(),
+            leader: s.leader(),
+            raft_index: s.raft_index(),
+            raft_term: s.raft_term(),
+            revision: header.map(|h| h.revision()).unwrap_or_default(),
+            version: s.version().to_string(),
+            db_size: s.db_size(),
+            is_learner: s.is_learner(),
+            errors: s.errors().to_vec(),
+        })
+    })
+    .await
+}
+
+/// Membership operations against a cluster, through any of its endpoints.
+pub struct Cluster {
+    client: Client,
+}
+
+impl Cluster {
+    pub async fn connect(endpoints: &[String]) -> Result<Self, EtcdError> {
+        Ok(Cluster {
+            client: connect(endpoints).await?,
+        })
+    }
+
+    pub async fn members(&mut self) -> Result<Vec<Member>, EtcdError> {
+        bounded("member list", async {
+            let r = self
+                .client
+                .member_list()
+                .await
+                .map_err(request("member list"))?;
+            Ok(r.members().iter().map(Member::from).collect())
+        })
+        .await
+    }
+
+    /// Add a learner with `peer_url`; returns its id.
+    pub async fn add_learner(&mut self, peer_url: &str) -> Result<u64, EtcdError> {
+        bounded("member add", async {
+            let r = self
+                .client
+                .member_add(
+                    vec![peer_url.to_string()],
+                    Some(MemberAddOptions::new().with_is_learner()),
+                )
+                .await
+                .map_err(request("member add"))?;
+            r.member().map(|m| m.id()).ok_or(EtcdError::Request {
+                operation: "member add",
+                message: "no member in the response".into(),
+            })
+        })
+        .await
+    }
+
+    pub async fn promote(&mut self, id: u64) -> Result<(), EtcdError> {
+        bounded("member promote", async {
+            match self.client.member_promote(id).await {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.to_string().contains("in sync") || e.to_string().contains("not ready") =>
+                {
+                    Err(EtcdError::LearnerNotReady { id })
+                }
+                Err(e) => Err(request("member promote")(e)),
+            }
+        })
+        .await
+    }
+
+    pub async fn remove(&mut self, id: u64) -> Result<(), EtcdError> {
+        bounded("member remove", async {
+            self.client
+                .member_remove(id)
+                .await
+                .map_err(request("member remove"))?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,356 @@
+//! The local runtime: members are etcd processes on this machine.
+//!
+//! Each member has a directory `<root>/<namespace>/<cluster>/<member>/` with
+//! `member.json` (its ports, version and pid), `data/` (the etcd data dir)
+//! and `etcd.log`. Processes run in their own process group, so they survive
+//! the operator when asked to (`--keep-members`) and are re-adopted from
+//! `member.json` on the next start.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::binaries::EtcdBinaries;
+use crate::controller::{
+    ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode,
+};
+
+/// What is remembered about one member between operator runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MemberRecord {
+    name: String,
+    peer_port: u16,
+    client_port: u16,
+    /// Version of the binary it last ran.
+    version: String,
+    /// Started at least once.
+    started: bool,
+    pid: Option<i32>,
+}
+
+/// Members as local processes.
+pub struct LocalRuntime {
+    root: PathBuf,
+    binaries: EtcdBinaries,
+    /// Processes this operator spawned, kept to reap them when they exit.
+    children: Mutex<HashMap<i32, tokio::process::Child>>,
+    /// Time to wait for a graceful stop before SIGKILL.
+    stop_grace: Duration,
+}
+
+fn member_err(member: &str) -> impl Fn(std::io::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Member {
+        member: member.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn free_port() -> std::io::Result<(TcpListener, u16)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let port = l.local_addr()?.port();
+    Ok((l, port))
+}
+
+fn urls(r: &MemberRecord) -> MemberUrls {
+    MemberUrls {
+        peer: format!("http://127.0.0.1:{}", r.peer_port),
+        client: format!("http://127.0.0.1:{}", r.client_port),
+    }
+}
+
+impl LocalRuntime {
+    /// `root` holds member directories; `binaries` are the etcd versions available.
+    pub fn new(root: PathBuf, binaries: EtcdBinaries) -> Self {
+        LocalRuntime {
+            root,
+            binaries,
+            children: Mutex::default(),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+
+    pub fn binaries(&self) -> &EtcdBinaries {
+        &self.binaries
+    }
+
+    fn cluster_dir(&self, c: &ClusterKey) -> PathBuf {
+        self.root.join(&c.namespace).join(&c.name)
+    }
+
+    fn member_dir(&self, c: &ClusterKey, name: &str) -> PathBuf {
+        self.cluster_dir(c).join(name)
+    }
+
+    fn read_record(dir: &Path) -> Option<MemberRecord> {
+        serde_json::from_slice(&std::fs::read(dir.join("member.json")).ok()?).ok()
+    }
+
+    fn write_record(dir: &Path, r: &MemberRecord) -> Result<(), RuntimeError> {
+        let tmp = dir.join("member.json.tmp");
+        let bytes = serde_json::to_vec_pretty(r).expect("member record serializes");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, dir.join("member.json")))
+            .map_err(member_err(&r.name))
+    }
+
+    /// Is `pid` a live etcd process serving `data_dir`? Reaps it if it is our
+    /// exited child.
+    fn alive(&self, pid: i32, data_dir: &Path) -> bool {
+        if let Some(child) = self.children.lock().expect("children lock").get_mut(&pid)
+            && matches!(child.try_wait(), Ok(Some(_)))
+        {
+            return false;
+        }
+        if kill(Pid::from_raw(pid), None).is_err() {
+            return false;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
+            return false;
+        }
+        // Guard against pid reuse: the process must be serving this data dir.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = data_dir.to_string_lossy();
+        String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| a == needle)
+    }
+
+    async fn terminate(&self, pid: i32, data_dir: &Path) {
+        if !self.alive(pid, data_dir) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let deadline = Instant::now() + self.stop_grace;
+        while Instant::now() < deadline {
+            if !self.alive(pid, data_dir) {
+                self.children.lock().expect("children lock").remove(&pid);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A leader whose followers are gone can take long to stop.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.alive(pid, data_dir) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.children.lock().expect("children lock").remove(&pid);
+    }
+
+    /// Stop every member process of every cluster, keeping data (shutdown).
+    pub async fn stop_all(&self) {
+        let Ok(namespaces) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for ns in namespaces.flatten() {
+            for cluster in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                let key = ClusterKey {
+                    namespace: ns.file_name().to_string_lossy().into_owned(),
+                    name: cluster.file_name().to_string_lossy().into_owned(),
+                };
+                if let Ok(members) = self.list(&key).await {
+                    for m in members.iter().filter(|m| m.running) {
+                        let _ = self.stop(&key, &m.name).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every cluster that has member directories.
+    pub fn clusters(&self) -> Vec<ClusterKey> {
+        let mut out = Vec::new();
+        for ns in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for cluster in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                out.push(ClusterKey {
+                    namespace: ns.file_name().to_string_lossy().into_owned(),
+                    name: cluster.file_name().to_string_lossy().into_owned(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The pid of a running member, for tests and diagnostics.
+    pub fn pid_of(&self, c: &ClusterKey, name: &str) -> Option<i32> {
+        let dir = self.member_dir(c, name);
+        Self::read_record(&dir)?
+            .pid
+            .filter(|pid| self.alive(*pid, &dir.join("data")))
+    }
+}
+
+impl Runtime for LocalRuntime {
+    async fn reserve(&self, c: &ClusterKey, name: &str) -> Result<MemberUrls, RuntimeError> {
+        let dir = self.member_dir(c, name);
+        if let Some(r) = Self::read_record(&dir) {
+            return Ok(urls(&r));
+        }
+        std::fs::create_dir_all(&dir).map_err(member_err(name))?;
+        // Hold both listeners until both ports are chosen, so they differ.
+        let (l1, peer_port) = free_port().map_err(member_err(name))?;
+        let (l2, client_port) = free_port().map_err(member_err(name))?;
+        drop((l1, l2));
+        let r = MemberRecord {
+            name: name.into(),
+            peer_port,
+            client_port,
+            version: String::new(),
+            started: false,
+            pid: None,
+        };
+        Self::write_record(&dir, &r)?;
+        Ok(urls(&r))
+    }
+
+    async fn list(&self, c: &ClusterKey) -> Result<Vec<RuntimeMember>, RuntimeError> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.cluster_dir(c)) else {
+            return Ok(out);
+        };
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let Some(r) = Self::read_record(&dir) else {
+                continue;
+            };
+            let data = dir.join("data");
+            out.push(RuntimeMember {
+                name: r.name.clone(),
+                urls: urls(&r),
+                running: r.pid.is_some_and(|pid| self.alive(pid, &data)),
+                has_data: data.join("member").join("wal").is_dir(),
+                ever_started: r.started,
+                version: r.version.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn start(&self, c: &ClusterKey, plan: &MemberPlan) -> Result<(), RuntimeError> {
+        let name = plan.name.as_str();
+        let dir = self.member_dir(c, name);
+        let mut r = Self::read_record(&dir).ok_or_else(|| RuntimeError::Member {
+            member: name.into(),
+            message: "start before reserve: the member has no ports yet".into(),
+        })?;
+        let data = dir.join("data");
+        if r.pid.is_some_and(|pid| self.alive(pid, &data)) {
+            return Ok(());
+        }
+        let (version, binary) = self.binaries.resolve(&plan.version)?;
+        let u = urls(&r);
+        let initial: Vec<String> = plan
+            .initial_cluster
+            .iter()
+            .map(|(n, p)| format!("{n}={p}"))
+            .collect();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("etcd.log"))
+            .map_err(member_err(name))?;
+        let mut cmd = tokio::process::Command::new(&binary);
+        cmd.arg("--name")
+            .arg(name)
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-peer-urls",
+                &u.peer,
+                "--initial-advertise-peer-urls",
+                &u.peer,
+            ])
+            .args([
+                "--listen-client-urls",
+                &u.client,
+                "--advertise-client-urls",
+                &u.client,
+            ])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-token", &plan.cluster_token])
+            .args([
+                "--initial-cluster-state",
+                if plan.mode == StartMode::Seed {
+                    "new"
+                } else {
+                    "existing"
+                },
+            ])
+            .args(["--logger", "zap"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(member_err(name))?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        if plan.mode == StartMode::ForceNewCluster {
+            cmd.arg("--force-new-cluster");
+        }
+        let child = cmd.spawn().map_err(|e| RuntimeError::Member {
+            member: name.into(),
+            message: format!("cannot start {}: {e}", binary.display()),
+        })?;
+        let pid = child.id().map(|p| p as i32);
+        if let Some(pid) = pid {
+            self.children
+                .lock()
+                .expect("children lock")
+                .insert(pid, child);
+        }
+        r.pid = pid;
+        r.started = true;
+        r.version = version.to_string();
+        Self::write_record(&dir, &r)?;
+        tracing::info!(cluster = %c, member = name, %version, mode = ?plan.mode, pid, "etcd member started");
+        Ok(())
+    }
+
+    async fn stop(&self, c: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        let dir = self.member_dir(c, name);
+        if let Some(mut r) = Self::read_record(&dir) {
+            if let Some(pid) = r.pid {
+                let data = dir.join("data");
+                self.terminate(pid, &data).await;
+            }
+            r.pid = None;
+            Self::write_record(&dir, &r)?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, c: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        self.stop(c, name).await?;
+        let dir = self.member_dir(c, name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(member_err(name)(e)),
+        }
+        // Remove the cluster directory once it is empty.
+        let _ = std::fs::remove_dir(self.cluster_dir(c));
+        Ok(())
+    }
+
+    async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError> {
+        self.binaries.resolve(requested).map(|(v, _)| v.to_string())
+    }
+}
