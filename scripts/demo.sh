@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: build the operator and its reference
-# plugins, then run the plugin conformance kit against them.
+# The main job on its embedded default: the operator managing a real local
+# etcd cluster, no Kubernetes needed. Runs in the foreground; Ctrl-C stops it
+# (members are stopped cleanly, their data kept for the next run).
+#
+# Desired state: $DEMO_DIR/*.yaml (default ~/.cache/etcd-operator/demo), seeded
+# from examples/local/. Edit `size` or `version` there and save to watch the
+# operator act; status appears in $DEMO_DIR/.status/etcdcluster/example.yaml.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
 "$ROOT/plugins/build.sh" >/dev/null
-cargo build --quiet --release
+cargo build --quiet --release --bin etcd-operator
 op="$CARGO_TARGET_DIR/release/etcd-operator"
-dir="$(mktemp -d)"
-trap 'rm -rf "$dir"' EXIT
-"$op" plugin inspect plugins/dist/local.wasm
-"$op" plugin test plugins/dist/local.wasm --dir "$dir"
-"$op" plugin test plugins/dist/retention.wasm --config keep-last=3 --config keep-daily=7
+
+demo="${DEMO_DIR:-$HOME/.cache/etcd-operator/demo}"
+mkdir -p "$demo"
+for f in examples/local/*.yaml; do
+  [ -e "$demo/$(basename "$f")" ] || cp "$f" "$demo/"
+done
+echo "desired state: $demo/*.yaml"
+echo "status:        $demo/.status/etcdcluster/example.yaml"
+echo "events:        $demo/.status/events.log"
+exec "$op" local --dir "$demo"

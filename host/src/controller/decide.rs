@@ -130,6 +130,14 @@ pub enum Action {
     },
 }
 
+impl MemberView {
+    /// Reserved for a Grow (ports allocated) but never started nor added:
+    /// not a member yet, so neither healthy nor unhealthy.
+    pub fn is_reserved(&self) -> bool {
+        self.in_runtime && self.id.is_none() && !self.ever_started && !self.running && !self.has_data
+    }
+}
+
 fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
@@ -256,7 +264,7 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
             id: x.id.unwrap_or_default(),
         };
     }
-    if let Some(x) = m.iter().find(|x| !x.healthy) {
+    if let Some(x) = m.iter().find(|x| !x.healthy && !x.is_reserved()) {
         return Action::Wait {
             reason: format!(
                 "member {} is not healthy yet ({}s; replaced after {}s)",
@@ -456,6 +464,12 @@ mod tests {
         assert!(
             matches!(decide(&want(3), &view(members), &t()), Action::Replace { name, .. } if name == "c")
         );
+    }
+
+    #[test]
+    fn a_reserved_member_is_reused_not_waited_for() {
+        let reserved = MemberView { name: "r".into(), in_runtime: true, ..Default::default() };
+        assert_eq!(decide(&want(2), &view(vec![healthy("a", 1), reserved]), &t()), Action::Grow { name: Some("r".into()) });
     }
 
     #[test]

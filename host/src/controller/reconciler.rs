@@ -219,16 +219,6 @@ impl<R: Runtime> Reconciler<R> {
         previous: Option<&EtcdClusterStatus>,
     ) -> Outcome {
         let now = now_rfc3339();
-        if spec.paused == Some(true) {
-            return Outcome {
-                status: status::paused(previous, &now),
-                events: Vec::new(),
-                requeue: Duration::from_secs(5),
-                action: Action::Wait {
-                    reason: "paused".into(),
-                },
-            };
-        }
         if !(1..=7).contains(&spec.size) {
             return self.refused(
                 previous,
@@ -261,7 +251,12 @@ impl<R: Runtime> Reconciler<R> {
             }
         };
         let view = self.view(key, &obs);
-        let action = decide(&desired, &view, &self.tuning);
+        let paused = spec.paused == Some(true);
+        let action = if paused {
+            Action::Wait { reason: "spec.paused is true: the operator makes no changes to this cluster".into() }
+        } else {
+            decide(&desired, &view, &self.tuning)
+        };
         let client_urls: Vec<String> = obs
             .runtime
             .iter()
@@ -270,6 +265,10 @@ impl<R: Runtime> Reconciler<R> {
             .collect();
         let mut status = status::compute(previous, &desired, &view, &action, client_urls, &now);
         let mut events = Vec::new();
+        if paused {
+            status::mark_paused(&mut status, &now);
+            return Outcome { status, events, requeue: Duration::from_secs(2), action };
+        }
         match self.act(key, &desired, &view, &obs, &action).await {
             Ok(Some(event)) => events.push(event),
             Ok(None) => {}

@@ -155,20 +155,13 @@ pub fn compute(
     s
 }
 
-/// Status of a paused cluster: unchanged, but says so.
-pub fn paused(previous: Option<&EtcdClusterStatus>, now: &str) -> EtcdClusterStatus {
-    let mut s = previous.cloned().unwrap_or_default();
+/// Mark an observed status as paused: it still reports the members, and
+/// says that nothing is being changed.
+pub fn mark_paused(s: &mut EtcdClusterStatus, now: &str) {
     s.control_paused = true;
-    s.reason = Some("spec.paused is true: the operator makes no changes to this cluster".into());
     set_condition(
         &mut s.conditions,
-        condition(
-            "Progressing",
-            false,
-            "Paused",
-            "spec.paused is true: no changes are made; set it to false to resume",
-        ),
+        condition("Progressing", false, "Paused", "spec.paused is true: no changes are made; set it to false to resume"),
         now,
     );
-    s
 }
