@@ -19,14 +19,27 @@ pub struct Operator {
 impl Operator {
     /// Start an operator with short failure thresholds.
     pub fn start(extra: &[&str]) -> Operator {
-        let dir = tempfile::Builder::new().prefix("etcd-op-test-").tempdir().unwrap();
-        let mut args: Vec<String> =
-            ["--member-failure-grace", "4s", "--quorum-loss-timeout", "6s", "--poll-interval", "200ms"]
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-op-test-")
+            .tempdir()
+            .unwrap();
+        let mut args: Vec<String> = [
+            "--member-failure-grace",
+            "4s",
+            "--quorum-loss-timeout",
+            "6s",
+            "--poll-interval",
+            "200ms",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
         args.extend(extra.iter().map(ToString::to_string));
-        let mut op = Operator { dir, child: None, args };
+        let mut op = Operator {
+            dir,
+            child: None,
+            args,
+        };
         op.spawn();
         op
     }
@@ -36,7 +49,11 @@ impl Operator {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("operator.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("operator.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
             .arg("local")
             .arg("--dir")
@@ -67,13 +84,20 @@ impl Operator {
     /// SIGTERM the operator and wait for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("operator running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         let start = Instant::now();
         loop {
             if let Some(status) = c.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "operator did not stop after SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "operator did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -89,12 +113,22 @@ impl Operator {
     }
 
     pub fn status(&self, name: &str) -> Option<EtcdClusterStatus> {
-        let text = std::fs::read_to_string(self.path().join(".status/etcdcluster").join(format!("{name}.yaml"))).ok()?;
+        let text = std::fs::read_to_string(
+            self.path()
+                .join(".status/etcdcluster")
+                .join(format!("{name}.yaml")),
+        )
+        .ok()?;
         serde_yaml::from_str(&text).ok()
     }
 
     /// Poll the status of `name` until `pred` holds.
-    pub async fn wait(&self, name: &str, what: &str, pred: impl Fn(&EtcdClusterStatus) -> bool) -> EtcdClusterStatus {
+    pub async fn wait(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&EtcdClusterStatus) -> bool,
+    ) -> EtcdClusterStatus {
         let start = Instant::now();
         loop {
             if let Some(s) = self.status(name)
@@ -120,7 +154,9 @@ impl Operator {
             s.ready.as_deref() == Some(want.as_str())
                 && s.members.ready.len() == size
                 && s.members.unready.is_empty()
-                && s.conditions.iter().any(|c| c.type_ == "Progressing" && c.status == "False")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Progressing" && c.status == "False")
         })
         .await
     }
@@ -141,8 +177,13 @@ impl Operator {
 
     pub fn member_dirs(&self, cluster: &str) -> Vec<PathBuf> {
         let dir = self.path().join(".data/default").join(cluster);
-        let mut out: Vec<PathBuf> =
-            std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         out.sort();
         out
     }
@@ -152,7 +193,8 @@ impl Operator {
         self.member_dirs(cluster)
             .iter()
             .filter_map(|d| {
-                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("member.json")).ok()?).ok()?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(d.join("member.json")).ok()?).ok()?;
                 let pid = v["pid"].as_i64()? as i32;
                 alive(pid).then(|| (v["name"].as_str().unwrap().to_string(), pid))
             })
@@ -161,15 +203,28 @@ impl Operator {
 
     /// SIGKILL a member; optionally delete its data (a lost disk).
     pub fn kill_member(&self, cluster: &str, member: &str, delete_data: bool) {
-        let (_, pid) = self.pids(cluster).into_iter().find(|(n, _)| n == member).expect("member running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let (_, pid) = self
+            .pids(cluster)
+            .into_iter()
+            .find(|(n, _)| n == member)
+            .expect("member running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         let start = Instant::now();
         while alive(pid) {
             assert!(start.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(20));
         }
         if delete_data {
-            let dir = self.path().join(".data/default").join(cluster).join(member).join("data");
+            let dir = self
+                .path()
+                .join(".data/default")
+                .join(cluster)
+                .join(member)
+                .join("data");
             std::fs::remove_dir_all(dir).unwrap();
         }
     }
@@ -177,7 +232,13 @@ impl Operator {
 
 pub fn alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
 }
 
 impl Drop for Operator {
@@ -187,17 +248,32 @@ impl Drop for Operator {
         let data = self.path().join(".data");
         for ns in std::fs::read_dir(&data).into_iter().flatten().flatten() {
             for cluster in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-                for member in std::fs::read_dir(cluster.path()).into_iter().flatten().flatten() {
-                    let Ok(bytes) = std::fs::read(member.path().join("member.json")) else { continue };
-                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+                for member in std::fs::read_dir(cluster.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let Ok(bytes) = std::fs::read(member.path().join("member.json")) else {
+                        continue;
+                    };
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                        continue;
+                    };
                     if let Some(pid) = v["pid"].as_i64() {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                     }
                 }
             }
         }
         if std::thread::panicking() {
-            eprintln!("operator log tail ({}):\n{}", self.path().display(), self.log_tail());
+            eprintln!(
+                "operator log tail ({}):\n{}",
+                self.path().display(),
+                self.log_tail()
+            );
         }
     }
 }
@@ -213,11 +289,17 @@ pub async fn client(status: &EtcdClusterStatus) -> etcd_client::Client {
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(5));
-    etcd_client::Client::connect(&status.client_urls, Some(opts)).await.unwrap()
+    etcd_client::Client::connect(&status.client_urls, Some(opts))
+        .await
+        .unwrap()
 }
 
 /// Write `n` keys `prefix/i`; returns their values.
-pub async fn write_keys(status: &EtcdClusterStatus, prefix: &str, n: usize) -> Vec<(String, String)> {
+pub async fn write_keys(
+    status: &EtcdClusterStatus,
+    prefix: &str,
+    n: usize,
+) -> Vec<(String, String)> {
     let mut c = client(status).await;
     let mut out = Vec::new();
     for i in 0..n {
@@ -231,15 +313,29 @@ pub async fn write_keys(status: &EtcdClusterStatus, prefix: &str, n: usize) -> V
 /// Every key under `prefix`, sorted.
 pub async fn read_prefix(status: &EtcdClusterStatus, prefix: &str) -> Vec<(String, String)> {
     let mut c = client(status).await;
-    let r = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
-    let mut out: Vec<(String, String)> =
-        r.kvs().iter().map(|kv| (kv.key_str().unwrap().to_string(), kv.value_str().unwrap().to_string())).collect();
+    let r = c
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let mut out: Vec<(String, String)> = r
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_string(),
+                kv.value_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     out.sort();
     out
 }
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Wait for several clusters.

@@ -12,7 +12,10 @@ use harness::{Operator, alive, cluster_yaml, read_prefix, wait_ready_all, write_
 async fn creates_clusters_of_1_3_and_5() {
     let op = Operator::start(&[]);
     for (name, size) in [("one", 1), ("three", 3), ("five", 5)] {
-        op.apply(&format!("{name}.yaml"), &cluster_yaml(name, size, "3.5.1", ""));
+        op.apply(
+            &format!("{name}.yaml"),
+            &cluster_yaml(name, size, "3.5.1", ""),
+        );
     }
     wait_ready_all(&op, &[("one", 1), ("three", 3), ("five", 5)]).await;
     for (name, size) in [("one", 1), ("three", 3), ("five", 5)] {
@@ -26,8 +29,17 @@ async fn creates_clusters_of_1_3_and_5() {
         write_keys(&s, &format!("/{name}"), 3).await;
         assert_eq!(read_prefix(&s, &format!("/{name}")).await.len(), 3);
     }
-    let added = op.events().iter().filter(|e| e["reason"] == "MemberAdded").count();
-    assert_eq!(added, 2 + 4, "members join one at a time as learners: {}", op.log_tail());
+    let added = op
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "MemberAdded")
+        .count();
+    assert_eq!(
+        added,
+        2 + 4,
+        "members join one at a time as learners: {}",
+        op.log_tail()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +56,11 @@ async fn scales_3_to_5_to_3_keeping_data() {
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     let s = op.wait_ready("c", 3).await;
     assert_eq!(op.pids("c").len(), 3, "removed members are stopped");
-    assert_eq!(op.member_dirs("c").len(), 3, "removed members' data is deleted");
+    assert_eq!(
+        op.member_dirs("c").len(),
+        3,
+        "removed members' data is deleted"
+    );
     assert_eq!(read_prefix(&s, "/scale").await, written);
 }
 
@@ -58,18 +74,27 @@ async fn heals_a_killed_member() {
     // SIGKILL with data intact: restarted under its own identity.
     let victim = s.members.ready[0].clone();
     op.kill_member("c", &victim, false);
-    op.wait(&"c", "the killed member to be noticed", |s| s.members.unready.contains(&victim) || s.members.ready.len() < 3)
-        .await;
+    op.wait("c", "the killed member to be noticed", |s| {
+        s.members.unready.contains(&victim) || s.members.ready.len() < 3
+    })
+    .await;
     let s = op.wait_ready("c", 3).await;
-    assert!(s.members.ready.contains(&victim), "the member rejoins with its data: {:?}", s.members);
+    assert!(
+        s.members.ready.contains(&victim),
+        "the member rejoins with its data: {:?}",
+        s.members
+    );
 
     // SIGKILL and disk lost: replaced by a fresh member.
     let victim = s.members.ready[1].clone();
     op.kill_member("c", &victim, true);
-    let s = op.wait("c", "the failed member to be replaced", |s| {
-        s.members.ready.len() == 3 && !s.members.ready.contains(&victim) && s.members.unready.is_empty()
-    })
-    .await;
+    let s = op
+        .wait("c", "the failed member to be replaced", |s| {
+            s.members.ready.len() == 3
+                && !s.members.ready.contains(&victim)
+                && s.members.unready.is_empty()
+        })
+        .await;
     assert_eq!(read_prefix(&s, "/heal").await, written);
     assert!(op.events().iter().any(|e| e["reason"] == "MemberReplaced"));
 }
@@ -86,12 +111,22 @@ async fn recovers_from_losing_a_majority_with_their_data() {
         op.kill_member("c", victim, true);
     }
     op.wait("c", "quorum loss to be reported", |s| {
-        s.conditions.iter().any(|c| c.type_ == "Available" && c.status == "False")
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "False")
     })
     .await;
     let s = op.wait_ready("c", 3).await;
-    assert!(s.members.ready.contains(&survivor), "rebuilt from the survivor: {:?}", s.members);
-    assert_eq!(read_prefix(&s, "/dr").await, written, "every key the survivor had is back");
+    assert!(
+        s.members.ready.contains(&survivor),
+        "rebuilt from the survivor: {:?}",
+        s.members
+    );
+    assert_eq!(
+        read_prefix(&s, "/dr").await,
+        written,
+        "every key the survivor had is back"
+    );
     assert!(op.events().iter().any(|e| e["reason"] == "QuorumRecovered"));
 }
 
@@ -104,7 +139,10 @@ async fn finishes_a_scale_after_the_operator_is_killed_mid_way() {
     op.wait("c", "scaling to start", |s| s.size >= 2).await;
     op.kill();
     let running = op.pids("c").len();
-    assert!((2..5).contains(&running), "killed mid-scale with {running} members");
+    assert!(
+        (2..5).contains(&running),
+        "killed mid-scale with {running} members"
+    );
     op.restart();
     let s = op.wait_ready("c", 5).await;
     assert_eq!(s.members.ready.len(), 5);
@@ -119,9 +157,18 @@ async fn sigterm_stops_members_and_the_next_run_rejoins_them() {
     let before: Vec<String> = s.members.ready.clone();
     assert!(op.terminate().success());
     assert!(op.pids("c").is_empty(), "SIGTERM stops every member");
+    let stopped = op.status("c").unwrap();
+    assert_eq!(
+        stopped.ready.as_deref(),
+        Some("0/3"),
+        "status says the members are stopped"
+    );
     op.restart();
     let s = op.wait_ready("c", 3).await;
-    assert_eq!(s.members.ready, before, "the same members come back with their data");
+    assert_eq!(
+        s.members.ready, before,
+        "the same members come back with their data"
+    );
     assert_eq!(read_prefix(&s, "/restart").await, written);
 }
 
@@ -136,9 +183,14 @@ async fn keep_members_leaves_them_running_for_re_adoption() {
     op.restart();
     // Re-adopted: still ready, same processes, nothing restarted.
     let log_before = op.events().len();
-    op.wait("c", "re-adoption", |s| s.members.ready.len() == 3).await;
+    op.wait("c", "re-adoption", |s| s.members.ready.len() == 3)
+        .await;
     assert_eq!(op.pids("c"), pids);
-    assert!(op.events()[log_before..].iter().all(|e| e["reason"] != "MemberRestarted"));
+    assert!(
+        op.events()[log_before..]
+            .iter()
+            .all(|e| e["reason"] != "MemberRestarted")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,13 +205,27 @@ async fn a_paused_cluster_is_left_alone() {
     // Several reconcile periods pass without a restart.
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        assert!(!op.pids("c").iter().any(|(n, _)| n == &victim), "a paused cluster must not be touched");
+        assert!(
+            !op.pids("c").iter().any(|(n, _)| n == &victim),
+            "a paused cluster must not be touched"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let s = op.status("c").unwrap();
-    assert!(s.control_paused && s.members.unready.contains(&victim), "status still reports the dead member: {:?}", s.members);
-    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", "  paused: false\n"));
-    let s = op.wait("c", "unpaused and healed", |s| !s.control_paused && s.members.ready.len() == 3).await;
+    assert!(
+        s.control_paused && s.members.unready.contains(&victim),
+        "status still reports the dead member: {:?}",
+        s.members
+    );
+    op.apply(
+        "c.yaml",
+        &cluster_yaml("c", 3, "3.5.1", "  paused: false\n"),
+    );
+    let s = op
+        .wait("c", "unpaused and healed", |s| {
+            !s.control_paused && s.members.ready.len() == 3
+        })
+        .await;
     assert!(s.members.ready.contains(&victim));
 }
 
@@ -172,7 +238,11 @@ async fn deleting_the_manifest_deletes_the_cluster() {
     op.remove("c.yaml");
     let start = Instant::now();
     while !op.member_dirs("c").is_empty() || pids.iter().any(|(_, p)| alive(*p)) {
-        assert!(start.elapsed() < harness::DEADLINE, "cluster not deleted: {}", op.log_tail());
+        assert!(
+            start.elapsed() < harness::DEADLINE,
+            "cluster not deleted: {}",
+            op.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(op.status("c").is_none(), "its status file is removed");
@@ -182,23 +252,45 @@ async fn deleting_the_manifest_deletes_the_cluster() {
 async fn unsupported_versions_and_sizes_are_explained_in_status() {
     let op = Operator::start(&[]);
     // The seed example asks for etcd 3.2.25, which predates learners.
-    op.apply("seed.yaml", &std::fs::read_to_string(harness::repo().join("tests/fixtures/seed/etcd-cluster.yaml")).unwrap());
+    op.apply(
+        "seed.yaml",
+        &std::fs::read_to_string(harness::repo().join("tests/fixtures/seed/etcd-cluster.yaml"))
+            .unwrap(),
+    );
     let s = op
         .wait("etcd-cluster", "a refusal", |s| {
-            s.conditions.iter().any(|c| c.type_ == "Degraded" && c.reason.as_deref() == Some("SpecRefused"))
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.reason.as_deref() == Some("SpecRefused"))
         })
         .await;
     let reason = s.reason.unwrap();
-    assert!(reason.contains("3.2.25") && reason.contains("set spec.version"), "{reason}");
+    assert!(
+        reason.contains("3.2.25") && reason.contains("set spec.version"),
+        "{reason}"
+    );
     assert!(op.pids("etcd-cluster").is_empty(), "nothing is started");
 
     op.apply("big.yaml", &cluster_yaml("big", 9, "3.5.1", ""));
     let s = op.wait("big", "a refusal", |s| s.reason.is_some()).await;
-    assert!(s.reason.unwrap().contains("spec.size is 9; it must be between 1 and 7"));
+    assert!(
+        s.reason
+            .unwrap()
+            .contains("spec.size is 9; it must be between 1 and 7")
+    );
 
     op.apply("future.yaml", &cluster_yaml("future", 1, "3.6.0", ""));
-    let s = op.wait("future", "a refusal", |s| s.reason.as_deref().is_some_and(|r| r.contains("not available"))).await;
-    assert!(s.reason.unwrap().contains("available: "), "lists the versions it has");
+    let s = op
+        .wait("future", "a refusal", |s| {
+            s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("not available"))
+        })
+        .await;
+    assert!(
+        s.reason.unwrap().contains("available: "),
+        "lists the versions it has"
+    );
 }
 
 /// Records every write etcd acknowledged, while members are disturbed.
@@ -217,16 +309,25 @@ impl Writer {
         let handle = tokio::spawn(async move {
             let mut i = 0u64;
             while !*stopped.borrow_and_update() {
-                let status_file = dir.join(".status/etcdcluster").join(format!("{cluster}.yaml"));
+                let status_file = dir
+                    .join(".status/etcdcluster")
+                    .join(format!("{cluster}.yaml"));
                 let urls = std::fs::read_to_string(&status_file)
                     .ok()
-                    .and_then(|t| serde_yaml::from_str::<etcd_operator::api::EtcdClusterStatus>(&t).ok())
+                    .and_then(|t| {
+                        serde_yaml::from_str::<etcd_operator::api::EtcdClusterStatus>(&t).ok()
+                    })
                     .map(|s| s.client_urls)
                     .unwrap_or_default();
                 let opts = etcd_client::ConnectOptions::new()
                     .with_connect_timeout(Duration::from_millis(500))
                     .with_timeout(Duration::from_secs(2));
-                if let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(2), etcd_client::Client::connect(&urls, Some(opts))).await {
+                if let Ok(Ok(mut c)) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    etcd_client::Client::connect(&urls, Some(opts)),
+                )
+                .await
+                {
                     for _ in 0..20 {
                         let (k, v) = (format!("{prefix}/{i:08}"), format!("v{i}"));
                         i += 1;
@@ -242,7 +343,11 @@ impl Writer {
                 }
             }
         });
-        Writer { acked, stop, handle }
+        Writer {
+            acked,
+            stop,
+            handle,
+        }
     }
 
     async fn finish(self) -> Vec<(String, String)> {
@@ -256,11 +361,26 @@ impl Writer {
 
 /// Every acknowledged write must be readable (extra keys from writes whose
 /// acknowledgement was lost in a failure are allowed).
-async fn assert_all_acked_readable(op: &Operator, cluster: &str, prefix: &str, acked: &[(String, String)]) {
+async fn assert_all_acked_readable(
+    op: &Operator,
+    cluster: &str,
+    prefix: &str,
+    acked: &[(String, String)],
+) {
     let s = op.status(cluster).unwrap();
-    let stored: std::collections::BTreeMap<String, String> = read_prefix(&s, prefix).await.into_iter().collect();
-    let missing: Vec<&(String, String)> = acked.iter().filter(|(k, v)| stored.get(k) != Some(v)).collect();
-    assert!(missing.is_empty(), "{} of {} acknowledged writes lost, e.g. {:?}", missing.len(), acked.len(), &missing[..missing.len().min(5)]);
+    let stored: std::collections::BTreeMap<String, String> =
+        read_prefix(&s, prefix).await.into_iter().collect();
+    let missing: Vec<&(String, String)> = acked
+        .iter()
+        .filter(|(k, v)| stored.get(k) != Some(v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,18 +394,34 @@ async fn upgrades_3_4_to_3_5_under_write_load() {
     op.wait("c", "all members on 3.5.1", |s| {
         s.current_version.as_deref() == Some("3.5.1")
             && s.members.ready.len() == 3
-            && s.conditions.iter().any(|c| c.type_ == "Progressing" && c.status == "False")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Progressing" && c.status == "False")
     })
     .await;
     let acked = writer.finish().await;
-    assert!(acked.len() > 50, "the writer made progress during the upgrade: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "the writer made progress during the upgrade: {}",
+        acked.len()
+    );
     assert_all_acked_readable(&op, "c", "/upgrade", &acked).await;
-    let upgrades = op.events().iter().filter(|e| e["reason"] == "MemberUpgraded").count();
+    let upgrades = op
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "MemberUpgraded")
+        .count();
     assert_eq!(upgrades, 3, "one member at a time");
 
     // Skipping back is refused with a reason.
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.4.23", ""));
-    let s = op.wait("c", "downgrade refusal", |s| s.reason.as_deref().is_some_and(|r| r.contains("refusing to downgrade"))).await;
+    let s = op
+        .wait("c", "downgrade refusal", |s| {
+            s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("refusing to downgrade"))
+        })
+        .await;
     assert_eq!(s.current_version.as_deref(), Some("3.5.1"));
 }
 
@@ -305,11 +441,18 @@ async fn chaos_keeps_every_acknowledged_write() {
         let lose_disk = rng.random_bool(0.5);
         eprintln!("round {round}: killing {victim} (disk lost: {lose_disk})");
         op.kill_member("c", &victim, lose_disk);
-        op.wait("c", "the failure to be seen", |s| s.members.ready.len() < 3 || !s.members.ready.contains(&victim)).await;
+        op.wait("c", "the failure to be seen", |s| {
+            s.members.ready.len() < 3 || !s.members.ready.contains(&victim)
+        })
+        .await;
     }
     op.wait_ready("c", 3).await;
     let acked = writer.finish().await;
-    assert!(acked.len() > 50, "writes went through between failures: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "writes went through between failures: {}",
+        acked.len()
+    );
     assert_all_acked_readable(&op, "c", "/chaos", &acked).await;
     assert_eq!(op.status("c").unwrap().size, 3);
 }

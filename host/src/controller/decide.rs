@@ -134,7 +134,11 @@ impl MemberView {
     /// Reserved for a Grow (ports allocated) but never started nor added:
     /// not a member yet, so neither healthy nor unhealthy.
     pub fn is_reserved(&self) -> bool {
-        self.in_runtime && self.id.is_none() && !self.ever_started && !self.running && !self.has_data
+        self.in_runtime
+            && self.id.is_none()
+            && !self.ever_started
+            && !self.running
+            && !self.has_data
     }
 }
 
@@ -468,8 +472,17 @@ mod tests {
 
     #[test]
     fn a_reserved_member_is_reused_not_waited_for() {
-        let reserved = MemberView { name: "r".into(), in_runtime: true, ..Default::default() };
-        assert_eq!(decide(&want(2), &view(vec![healthy("a", 1), reserved]), &t()), Action::Grow { name: Some("r".into()) });
+        let reserved = MemberView {
+            name: "r".into(),
+            in_runtime: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&want(2), &view(vec![healthy("a", 1), reserved]), &t()),
+            Action::Grow {
+                name: Some("r".into())
+            }
+        );
     }
 
     #[test]

@@ -253,7 +253,9 @@ impl<R: Runtime> Reconciler<R> {
         let view = self.view(key, &obs);
         let paused = spec.paused == Some(true);
         let action = if paused {
-            Action::Wait { reason: "spec.paused is true: the operator makes no changes to this cluster".into() }
+            Action::Wait {
+                reason: "spec.paused is true: the operator makes no changes to this cluster".into(),
+            }
         } else {
             decide(&desired, &view, &self.tuning)
         };
@@ -267,7 +269,12 @@ impl<R: Runtime> Reconciler<R> {
         let mut events = Vec::new();
         if paused {
             status::mark_paused(&mut status, &now);
-            return Outcome { status, events, requeue: Duration::from_secs(2), action };
+            return Outcome {
+                status,
+                events,
+                requeue: Duration::from_secs(2),
+                action,
+            };
         }
         match self.act(key, &desired, &view, &obs, &action).await {
             Ok(Some(event)) => events.push(event),

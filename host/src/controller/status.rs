@@ -78,8 +78,7 @@ pub fn compute(
         .map(|m| m.name.clone())
         .collect();
     let ready_voters = voters.iter().filter(|m| m.healthy).count();
-    let quorum_ok =
-        view.membership_known && ready_voters >= voters.len() / 2 + 1 && !voters.is_empty();
+    let quorum_ok = view.membership_known && ready_voters > voters.len() / 2 && !voters.is_empty();
 
     s.control_paused = false;
     s.size = voters.len() as i32;
@@ -161,7 +160,12 @@ pub fn mark_paused(s: &mut EtcdClusterStatus, now: &str) {
     s.control_paused = true;
     set_condition(
         &mut s.conditions,
-        condition("Progressing", false, "Paused", "spec.paused is true: no changes are made; set it to false to resume"),
+        condition(
+            "Progressing",
+            false,
+            "Paused",
+            "spec.paused is true: no changes are made; set it to false to resume",
+        ),
         now,
     );
 }

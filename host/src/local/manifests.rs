@@ -10,9 +10,9 @@ use crate::api::{API_VERSION, EtcdBackup, EtcdCluster, EtcdRestore};
 /// One object from a manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
-    Cluster(EtcdCluster),
-    Backup(EtcdBackup),
-    Restore(EtcdRestore),
+    Cluster(Box<EtcdCluster>),
+    Backup(Box<EtcdBackup>),
+    Restore(Box<EtcdRestore>),
 }
 
 impl Object {
@@ -58,9 +58,9 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, String> {
         }
         let typed = |e: serde_json::Error| format!("{file}, document {n} ({kind}): {e}");
         out.push(match kind.as_str() {
-            "EtcdCluster" => Object::Cluster(serde_json::from_value(value).map_err(typed)?),
-            "EtcdBackup" => Object::Backup(serde_json::from_value(value).map_err(typed)?),
-            "EtcdRestore" => Object::Restore(serde_json::from_value(value).map_err(typed)?),
+            "EtcdCluster" => Object::Cluster(Box::new(serde_json::from_value(value).map_err(typed)?)),
+            "EtcdBackup" => Object::Backup(Box::new(serde_json::from_value(value).map_err(typed)?)),
+            "EtcdRestore" => Object::Restore(Box::new(serde_json::from_value(value).map_err(typed)?)),
             other => {
                 return Err(format!(
                     "{file}, document {n}: kind `{other}` is not one of EtcdCluster, EtcdBackup, EtcdRestore"
@@ -122,7 +122,7 @@ impl Manifests {
         let mut out = BTreeMap::new();
         for o in self.objects() {
             if let Object::Cluster(c) = o {
-                out.entry(o.name()).or_insert_with(|| c.clone());
+                out.entry(o.name()).or_insert_with(|| (**c).clone());
             }
         }
         out

@@ -150,6 +150,33 @@ async fn cluster_worker(
     }
 }
 
+/// After a clean shutdown the status must not claim members are serving.
+fn mark_stopped(path: &Path) {
+    let Some(mut s) = read_status(path) else {
+        return;
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut all = std::mem::take(&mut s.members.ready);
+    all.append(&mut s.members.unready);
+    s.members.unready = all;
+    s.client_urls.clear();
+    if let Some(r) = &s.ready {
+        s.ready = r.split_once('/').map(|(_, size)| format!("0/{size}"));
+    }
+    crate::api::condition::set_condition(
+        &mut s.conditions,
+        crate::api::Condition {
+            type_: "Available".into(),
+            status: "False".into(),
+            reason: Some("OperatorStopped".into()),
+            message: Some("the operator stopped all members at shutdown; they restart with their data on its next run".into()),
+            ..Default::default()
+        },
+        &now,
+    );
+    write_status(path, &s);
+}
+
 /// Statuses of kinds this mode does not handle yet.
 fn not_yet(dir: &Path, o: &Object) {
     let message = format!(
@@ -290,6 +317,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         tracing::info!("leaving members running (--keep-members); the next run re-adopts them");
     } else {
         runtime.stop_all().await;
+        for name in manifests.clusters().keys() {
+            mark_stopped(&status_path(&dir, "EtcdCluster", name));
+        }
         tracing::info!(
             "all members stopped; their data is kept under {}",
             dir.join(".data").display()

@@ -67,8 +67,7 @@ impl EtcdBinaries {
         }
         self.by_version
             .iter()
-            .filter(|(v, _)| v.minor_line() == want.minor_line())
-            .next_back()
+            .rfind(|(v, _)| v.minor_line() == want.minor_line())
             .map(|(v, p)| (*v, p.clone()))
             .ok_or_else(|| {
                 let have: Vec<String> = self.versions().iter().map(ToString::to_string).collect();
