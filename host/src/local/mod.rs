@@ -230,6 +230,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 
     // Clusters with data but no manifest were deleted while we were down.
     let mut orphans: Vec<ClusterKey> = runtime.clusters();
+    let spawn_worker = |key: ClusterKey, rx: watch::Receiver<Option<EtcdCluster>>| {
+        tokio::spawn(cluster_worker(
+            reconciler.clone(),
+            key,
+            rx,
+            stop_rx.clone(),
+            dir.clone(),
+            events.clone(),
+        ))
+    };
     loop {
         let errors = manifests.refresh(&dir);
         if errors != last_errors {
@@ -261,14 +271,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                     };
                     orphans.retain(|k| k != &key);
                     let (tx, rx) = watch::channel(Some(cluster.clone()));
-                    let handle = tokio::spawn(cluster_worker(
-                        reconciler.clone(),
-                        key,
-                        rx,
-                        stop_rx.clone(),
-                        dir.clone(),
-                        events.clone(),
-                    ));
+                    let handle = spawn_worker(key, rx);
                     workers.insert(name.clone(), (tx, handle));
                 }
             }
@@ -276,14 +279,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         for key in orphans.drain(..) {
             tracing::info!(cluster = %key, "cluster has data but no manifest; deleting it");
             let (_, rx) = watch::channel(None);
-            tokio::spawn(cluster_worker(
-                reconciler.clone(),
-                key,
-                rx,
-                stop_rx.clone(),
-                dir.clone(),
-                events.clone(),
-            ));
+            spawn_worker(key, rx);
         }
         let gone: Vec<String> = workers
             .keys()

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 use super::PluginError;
 use super::bindings::storage::etcd_operator::plugin::{log, types};
 use super::cache::CompileCache;
 use super::egress::{Denial, EgressPolicy};
+use super::inspect::PluginInfo;
 use super::limits::Limits;
 use super::state::HostState;
 
@@ -98,10 +99,6 @@ impl PluginEngine {
         &self.inner.engine
     }
 
-    pub(crate) fn linker(&self) -> &Linker<HostState> {
-        &self.inner.linker
-    }
-
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
@@ -121,6 +118,27 @@ impl PluginEngine {
                 source_name: source_name.to_string(),
                 message: format!("it does not compile as a WebAssembly component: {e:#}"),
             })
+    }
+
+    /// Link a compiled component against the host and wrap it in the typed
+    /// pre-instance of its world (`StorageBackendPre::new`, ...). Fails if the
+    /// component imports something the host does not provide.
+    pub(crate) fn link<P>(
+        &self,
+        component: &Component,
+        info: &PluginInfo,
+        typed: impl FnOnce(InstancePre<HostState>) -> wasmtime::Result<P>,
+    ) -> Result<P, PluginError> {
+        let load_err = |e: wasmtime::Error| PluginError::Load {
+            source_name: info.name.clone(),
+            message: format!("it does not fit the {} world: {e:#}", info.world),
+        };
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(component)
+            .map_err(load_err)?;
+        typed(pre).map_err(load_err)
     }
 
     /// A fresh sandboxed store for one operation.

@@ -75,15 +75,7 @@ impl PolicyPlugin {
         component: &Component,
         info: PluginInfo,
     ) -> Result<Self, PluginError> {
-        let load_err = |e: wasmtime::Error| PluginError::Load {
-            source_name: info.name.clone(),
-            message: format!("it does not fit the backup-policy world: {e:#}"),
-        };
-        let pre = engine
-            .linker()
-            .instantiate_pre(component)
-            .map_err(load_err)?;
-        let pre = BackupPolicyPre::new(pre).map_err(load_err)?;
+        let pre = engine.link(component, &info, BackupPolicyPre::new)?;
         Ok(PolicyPlugin {
             name: info.name.as_str().into(),
             engine: engine.clone(),

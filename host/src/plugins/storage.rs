@@ -71,15 +71,7 @@ impl StoragePlugin {
         component: &Component,
         info: PluginInfo,
     ) -> Result<Self, PluginError> {
-        let load_err = |e: wasmtime::Error| PluginError::Load {
-            source_name: info.name.clone(),
-            message: format!("it does not fit the storage-backend world: {e:#}"),
-        };
-        let pre = engine
-            .linker()
-            .instantiate_pre(component)
-            .map_err(load_err)?;
-        let pre = StorageBackendPre::new(pre).map_err(load_err)?;
+        let pre = engine.link(component, &info, StorageBackendPre::new)?;
         Ok(StoragePlugin {
             name: info.name.as_str().into(),
             engine: engine.clone(),

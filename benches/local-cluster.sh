@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Benchmark of the local runtime (results in docs/benchmarks.md):
+#   1. apply → 3 healthy members, side by side with a static 3-member bootstrap of
+#      the same etcd binary started by hand (all members at once, no learners);
+#   2. SIGKILL of one member → full health again;
+#   3. SIGKILL of two members with their data deleted → serving again (and → 3/3).
+# Usage: benches/local-cluster.sh [runs]   (default 3)
+set -euo pipefail
+source "$(dirname "$0")/../scripts/env.sh"
+cd "$ROOT"
+runs="${1:-3}"
+"$ROOT/scripts/setup.sh" >/dev/null
+cargo build --quiet --release --bin etcd-operator
+op="$CARGO_TARGET_DIR/release/etcd-operator"
+etcd="$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd"
+grace=5s; qlt=10s
+
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
+status() { cat "$1/.status/etcdcluster/bench.yaml" 2>/dev/null || true; }
+wait_for() { # dir, grep pattern (all must match), timeout
+  local start; start=$(now)
+  while :; do
+    local s; s=$(status "$1")
+    local ok=1
+    for p in "${@:3}"; do grep -q -- "$p" <<<"$s" || ok=0; done
+    [ $ok = 1 ] && return 0
+    if awk "BEGIN { exit !($(now) - $start > $2) }"; then echo "timeout waiting for ${*:3}" >&2; return 1; fi
+    sleep 0.05
+  done
+}
+pids_of() { python3 - "$1" <<'PY'
+import json,sys,glob,os
+for f in sorted(glob.glob(sys.argv[1]+"/.data/default/bench/*/member.json")):
+    m=json.load(open(f))
+    if m.get("pid") and os.path.exists(f"/proc/{m['pid']}"): print(m["name"], m["pid"])
+PY
+}
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+static_bootstrap() { # seconds until 3 hand-started members all answer `endpoint health`
+  local d; d=$(mktemp -d); local names=(a b c) peers=() clients=() pids=()
+  for n in "${names[@]}"; do peers+=("$(free_port)"); clients+=("$(free_port)"); done
+  local initial=""; for i in 0 1 2; do initial+="${names[$i]}=http://127.0.0.1:${peers[$i]},"; done
+  local t0; t0=$(now)
+  for i in 0 1 2; do
+    "$etcd" --name "${names[$i]}" --data-dir "$d/${names[$i]}" \
+      --listen-peer-urls "http://127.0.0.1:${peers[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${peers[$i]}" \
+      --listen-client-urls "http://127.0.0.1:${clients[$i]}" --advertise-client-urls "http://127.0.0.1:${clients[$i]}" \
+      --initial-cluster "${initial%,}" --initial-cluster-state new >"$d/${names[$i]}.log" 2>&1 &
+    pids+=($!)
+  done
+  local eps="http://127.0.0.1:${clients[0]},http://127.0.0.1:${clients[1]},http://127.0.0.1:${clients[2]}"
+  until ETCDCTL_API=3 "$ETCD_OPERATOR_TOOLS/etcd/3.5/etcdctl" --endpoints "$eps" endpoint health >/dev/null 2>&1; do sleep 0.05; done
+  calc "$(now) - $t0"
+  kill -9 "${pids[@]}"; wait 2>/dev/null || true; rm -rf "$d"
+}
+
+printf "run  static-3  operator-3  ratio  heal-1  majority-serving  majority-full\n"
+for r in $(seq 1 "$runs"); do
+  base=$(static_bootstrap)
+  d=$(mktemp -d)
+  "$op" local --dir "$d" --member-failure-grace $grace --quorum-loss-timeout $qlt --poll-interval 100ms 2>"$d/op.log" &
+  opid=$!
+  t0=$(now)
+  printf 'apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdCluster\nmetadata:\n  name: bench\nspec:\n  size: 3\n  version: "3.5.1"\n' >"$d/bench.yaml"
+  wait_for "$d" 120 "^ready: 3/3" "reason: Steady"
+  create=$(calc "$(now) - $t0")
+
+  read -r _ victim < <(pids_of "$d" | head -1)
+  t0=$(now); kill -9 "$victim"
+  until status "$d" | grep -q "reason: MembersUnhealthy\|reason: Recovering"; do sleep 0.02; done
+  wait_for "$d" 120 "^ready: 3/3" "reason: Steady" "reason: AllHealthy"
+  heal=$(calc "$(now) - $t0")
+
+  mapfile -t two < <(pids_of "$d" | head -2)
+  t0=$(now)
+  for m in "${two[@]}"; do read -r name pid <<<"$m"; kill -9 "$pid"; rm -rf "$d/.data/default/bench/$name/data"; done
+  until status "$d" | grep -q "reason: QuorumLost"; do sleep 0.02; done
+  wait_for "$d" 180 "reason: QuorumHealthy"
+  serving=$(calc "$(now) - $t0")
+  wait_for "$d" 180 "^ready: 3/3" "reason: Steady" "reason: AllHealthy"
+  full=$(calc "$(now) - $t0")
+
+  kill -TERM "$opid"; wait "$opid" || true; rm -rf "$d"
+  printf "%3d  %8.2f  %10.2f  %5.2f  %6.2f  %16.2f  %13.2f\n" "$r" "$base" "$create" "$(calc "$create / $base")" "$heal" "$serving" "$full"
+done
+echo "(seconds; member-failure-grace $grace, quorum-loss-timeout $qlt: majority times include that wait)"
