@@ -67,13 +67,13 @@ for r in $(seq 1 "$runs"); do
   wait_for "$d" 120 "^ready: 3/3" "reason: Steady"
   create=$(calc "$(now) - $t0")
 
-  read -r _ victim < <(pids_of "$d" | head -1)
+  victim=$(pids_of "$d" | awk "NR==1 {print \$2}")
   t0=$(now); kill -9 "$victim"
   until status "$d" | grep -q "reason: MembersUnhealthy\|reason: Recovering"; do sleep 0.02; done
   wait_for "$d" 120 "^ready: 3/3" "reason: Steady" "reason: AllHealthy"
   heal=$(calc "$(now) - $t0")
 
-  mapfile -t two < <(pids_of "$d" | head -2)
+  mapfile -t two < <(pids_of "$d" | awk "NR<=2")
   t0=$(now)
   for m in "${two[@]}"; do read -r name pid <<<"$m"; kill -9 "$pid"; rm -rf "$d/.data/default/bench/$name/data"; done
   until status "$d" | grep -q "reason: QuorumLost"; do sleep 0.02; done
