@@ -580,6 +580,9 @@ impl<R: Runtime> Reconciler<R> {
     }
 }
 
+/// The step in words, for failure messages.
 fn describe(action: &Action) -> String {
-    format!("{action:?}")
+    status::progress(action)
+        .map(|(_, what)| what)
+        .unwrap_or_else(|| format!("{action:?}"))
 }

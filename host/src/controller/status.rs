@@ -17,7 +17,7 @@ fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) ->
 }
 
 /// Why the cluster is changing, for the Progressing condition.
-fn progress(action: &Action) -> Option<(&'static str, String)> {
+pub(crate) fn progress(action: &Action) -> Option<(&'static str, String)> {
     Some(match action {
         Action::Seed { .. } => ("Creating", "starting the first member".into()),
         Action::Grow { .. } => ("Scaling", "adding a member".into()),

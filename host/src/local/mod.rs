@@ -188,7 +188,13 @@ fn not_yet(dir: &Path, o: &Object) {
         "reason": message,
         "conditions": [{"type": "Supported", "status": "False", "reason": "NotYetImplemented", "message": message}],
     });
-    write_status(&status_path(dir, o.kind(), &o.name()), &status);
+    let path = status_path(dir, o.kind(), &o.name());
+    let current: Option<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_yaml::from_str(&t).ok());
+    if current.as_ref() != Some(&status) {
+        write_status(&path, &status);
+    }
 }
 
 /// Run until `shutdown` resolves.
