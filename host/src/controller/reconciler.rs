@@ -298,7 +298,9 @@ impl<R: Runtime> Reconciler<R> {
             ));
         }
         let requeue = match action {
-            Action::Steady => Duration::from_secs(5),
+            // Polling is how a local member crash is noticed: keep it short
+            // (an observation is a few status RPCs).
+            Action::Steady => Duration::from_secs(2),
             Action::Refuse { .. } | Action::Unrecoverable { .. } => Duration::from_secs(10),
             _ => Duration::from_secs(1),
         };
