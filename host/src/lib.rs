@@ -4,6 +4,7 @@
 //! `etcd.database.coreos.com/v1beta2` kinds ([`api`]).
 
 pub mod api;
+pub mod backup;
 pub mod controller;
 pub mod etcd;
 pub mod local;

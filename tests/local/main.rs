@@ -1,6 +1,7 @@
 //! `etcd-operator local` against real etcd: create, scale, heal, recover,
 //! upgrade, restart, pause, delete.
 
+mod backup;
 mod harness;
 
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,141 @@
+//! One snapshot, streamed from the etcd member with the highest revision into
+//! a storage session in bounded chunks, with integrity metadata beside it.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::etcd;
+use crate::plugins::PluginError;
+use crate::plugins::storage::{CHUNK_SIZE, StorageSession};
+
+/// Integrity metadata stored as `<key>.meta.json` beside each backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupMeta {
+    pub key: String,
+    pub size: u64,
+    /// Lower-case hex sha256 of the snapshot bytes.
+    pub sha256: String,
+    pub etcd_version: String,
+    pub revision: i64,
+    /// When the snapshot was taken (RFC 3339).
+    pub created_at: String,
+}
+
+/// The key of the metadata object of backup `key`.
+pub fn meta_key(key: &str) -> String {
+    format!("{key}.meta.json")
+}
+
+/// Why a backup failed. Nothing is left half-written: a failed upload is aborted.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("no etcd endpoint answered: {0}")]
+    NoEndpoint(String),
+    #[error("reading the snapshot from {endpoint} failed: {message}")]
+    Snapshot { endpoint: String, message: String },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// The endpoint with the highest revision, and its status.
+pub async fn pick_endpoint(endpoints: &[String]) -> Result<(String, etcd::Status), BackupError> {
+    let mut best: Option<(String, etcd::Status)> = None;
+    let mut errors = Vec::new();
+    for e in endpoints {
+        match etcd::status(e).await {
+            Ok(s) if best.as_ref().is_none_or(|(_, b)| s.revision > b.revision) => {
+                best = Some((e.clone(), s))
+            }
+            Ok(_) => {}
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    best.ok_or_else(|| {
+        BackupError::NoEndpoint(if errors.is_empty() {
+            "no endpoints given".into()
+        } else {
+            errors.join("; ")
+        })
+    })
+}
+
+/// Stream a snapshot of the best endpoint into `key`, then write its
+/// metadata. Memory stays bounded by one chunk whatever the snapshot size.
+pub async fn backup_to(
+    session: &mut StorageSession,
+    endpoints: &[String],
+    key: &str,
+) -> Result<BackupMeta, BackupError> {
+    let (endpoint, status) = pick_endpoint(endpoints).await?;
+    let snap_err = |message: String| BackupError::Snapshot {
+        endpoint: endpoint.clone(),
+        message,
+    };
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(etcd::REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
+    let mut client = Client::connect([endpoint.as_str()], Some(opts))
+        .await
+        .map_err(|e| snap_err(e.to_string()))?;
+    let mut stream = client
+        .snapshot()
+        .await
+        .map_err(|e| snap_err(e.to_string()))?;
+
+    let upload = session.start_upload(key).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_SIZE);
+    let streamed: Result<(), BackupError> = async {
+        loop {
+            let message = stream
+                .message()
+                .await
+                .map_err(|e| snap_err(e.to_string()))?;
+            let blob = message.as_ref().map(|m| m.blob()).unwrap_or_default();
+            hasher.update(blob);
+            size += blob.len() as u64;
+            buf.extend_from_slice(blob);
+            if buf.len() >= CHUNK_SIZE || (message.is_none() && !buf.is_empty()) {
+                session.write(&upload, &buf).await?;
+                buf.clear();
+            }
+            if message.is_none() {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    if let Err(e) = streamed {
+        if let Err(abort) = session.abort(upload).await {
+            tracing::warn!(key, error = %abort, "aborting a failed backup upload also failed");
+        }
+        return Err(e);
+    }
+    if size == 0 {
+        session.abort(upload).await?;
+        return Err(snap_err("the snapshot stream was empty".into()));
+    }
+    session.complete(upload).await?;
+    let meta = BackupMeta {
+        key: key.to_string(),
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        etcd_version: status.version.clone(),
+        revision: status.revision,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
+    session
+        .upload_from(&meta_key(key), &json[..])
+        .await
+        .map_err(|e| match e {
+            crate::plugins::storage::UploadError::Plugin(p) => BackupError::Plugin(p),
+            crate::plugins::storage::UploadError::Source(io) => snap_err(io.to_string()),
+        })?;
+    Ok(meta)
+}
