@@ -3,19 +3,22 @@
 use std::sync::Arc;
 
 use etcd_operator::backup::{BackupError, BackupMeta, backup_to, meta_key};
-use etcd_operator::plugins::{EgressPolicy, Grants, Limits, LoadedPlugin, PluginEngine, registry};
+use etcd_operator::plugins::{EgressPolicy, Grants, LoadedPlugin, StorageSession};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Operator, cluster_yaml, repo, write_keys};
+use crate::common;
+use crate::harness::{Operator, cluster_yaml, write_keys};
 
-fn local_plugin() -> etcd_operator::plugins::StoragePlugin {
-    let bytes =
-        std::fs::read(repo().join("plugins/dist/local.wasm")).expect("run plugins/build.sh first");
-    let engine = PluginEngine::new(Limits::default(), None).unwrap();
-    match registry::load(&engine, "local", &bytes).unwrap() {
-        LoadedPlugin::Storage(p) => p,
-        _ => panic!("local is a storage plugin"),
-    }
+/// A session of the `local` plugin granted `dir`.
+async fn local_session(dir: &std::path::Path) -> StorageSession {
+    let LoadedPlugin::Storage(plugin) = common::load(&common::engine(), "local") else {
+        panic!("local is a storage plugin")
+    };
+    let grants = Grants {
+        egress: Arc::new(EgressPolicy::deny_all()),
+        dir: Some(dir.to_path_buf()),
+    };
+    plugin.open(&[], &grants).await.unwrap()
 }
 
 fn etcdutl() -> std::path::PathBuf {
@@ -36,12 +39,7 @@ async fn a_snapshot_streams_into_the_local_plugin_with_verifiable_metadata() {
     write_keys(&s, "/backup", 200).await;
 
     let store = tempfile::tempdir().unwrap();
-    let grants = Grants {
-        egress: Arc::new(EgressPolicy::deny_all()),
-        dir: Some(store.path().to_path_buf()),
-    };
-    let plugin = local_plugin();
-    let mut session = plugin.open(&[], &grants).await.unwrap();
+    let mut session = local_session(store.path()).await;
     let meta = backup_to(&mut session, &s.client_urls, "c/backup_v1")
         .await
         .unwrap();
@@ -75,12 +73,7 @@ async fn a_snapshot_streams_into_the_local_plugin_with_verifiable_metadata() {
 #[tokio::test]
 async fn no_reachable_endpoint_fails_without_writing_anything() {
     let store = tempfile::tempdir().unwrap();
-    let grants = Grants {
-        egress: Arc::new(EgressPolicy::deny_all()),
-        dir: Some(store.path().to_path_buf()),
-    };
-    let plugin = local_plugin();
-    let mut session = plugin.open(&[], &grants).await.unwrap();
+    let mut session = local_session(store.path()).await;
     let dead = format!(
         "http://127.0.0.1:{}",
         std::net::TcpListener::bind("127.0.0.1:0")

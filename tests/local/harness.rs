@@ -331,13 +331,6 @@ pub async fn read_prefix(status: &EtcdClusterStatus, prefix: &str) -> Vec<(Strin
     out
 }
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// Wait for several clusters.
 pub async fn wait_ready_all(op: &Operator, clusters: &[(&str, usize)]) {
     for (name, size) in clusters {

@@ -1,6 +1,9 @@
 //! `etcd-operator local` against real etcd: create, scale, heal, recover,
 //! upgrade, restart, pause, delete.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod backup;
 mod harness;
 
@@ -255,7 +258,7 @@ async fn unsupported_versions_and_sizes_are_explained_in_status() {
     // The seed example asks for etcd 3.2.25, which predates learners.
     op.apply(
         "seed.yaml",
-        &std::fs::read_to_string(harness::repo().join("tests/fixtures/seed/etcd-cluster.yaml"))
+        &std::fs::read_to_string(common::repo().join("tests/fixtures/seed/etcd-cluster.yaml"))
             .unwrap(),
     );
     let s = op

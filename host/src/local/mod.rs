@@ -188,13 +188,7 @@ fn not_yet(dir: &Path, o: &Object) {
         "reason": message,
         "conditions": [{"type": "Supported", "status": "False", "reason": "NotYetImplemented", "message": message}],
     });
-    let path = status_path(dir, o.kind(), &o.name());
-    let current: Option<serde_json::Value> = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_yaml::from_str(&t).ok());
-    if current.as_ref() != Some(&status) {
-        write_status(&path, &status);
-    }
+    write_status(&status_path(dir, o.kind(), &o.name()), &status);
 }
 
 /// Run until `shutdown` resolves.
@@ -236,6 +230,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 
     // Clusters with data but no manifest were deleted while we were down.
     let mut orphans: Vec<ClusterKey> = runtime.clusters();
+    let mut announced: std::collections::HashSet<(&'static str, String)> = Default::default();
     let spawn_worker = |key: ClusterKey, rx: watch::Receiver<Option<EtcdCluster>>| {
         tokio::spawn(cluster_worker(
             reconciler.clone(),
@@ -299,8 +294,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 let _ = tx.send(None);
             }
         }
+        // Their status never changes: write it once per object.
         for o in manifests.objects() {
-            if !matches!(o, Object::Cluster(_)) {
+            if !matches!(o, Object::Cluster(_)) && announced.insert((o.kind(), o.name())) {
                 not_yet(&dir, o);
             }
         }

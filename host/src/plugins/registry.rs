@@ -145,23 +145,27 @@ impl PluginRegistry {
                     return;
                 };
                 let dir = dir.clone();
+                // Only stat the files each tick; read and apply them when a
+                // name, size or modification time changed.
+                let previous = last.take();
                 let result = tokio::task::spawn_blocking(move || {
-                    let source = read_dir_source(&dir)?;
-                    let fingerprint: Vec<(String, usize, u64)> = source
-                        .iter()
-                        .map(|(n, b)| (n.clone(), b.len(), crc(b)))
-                        .collect();
-                    Ok::<_, PluginError>((source, fingerprint))
+                    let fingerprint = dir_fingerprint(&dir)?;
+                    if previous.as_ref() == Some(&fingerprint) {
+                        return Ok((previous, None));
+                    }
+                    Ok::<_, PluginError>((Some(fingerprint), Some(read_dir_source(&dir)?)))
                 })
                 .await;
                 match result {
-                    Ok(Ok((source, fingerprint))) if last.as_ref() != Some(&fingerprint) => {
-                        last = Some(fingerprint);
-                        let r = registry.clone();
-                        let _ = tokio::task::spawn_blocking(move || r.apply(source)).await;
+                    Ok(Ok((fingerprint, source))) => {
+                        last = fingerprint;
+                        if let Some(source) = source {
+                            let r = registry.clone();
+                            let _ = tokio::task::spawn_blocking(move || r.apply(source)).await;
+                        }
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "cannot rescan the plugin directory"),
-                    _ => {}
+                    Err(e) => tracing::warn!(error = %e, "plugin directory scan panicked"),
                 }
             }
         })
@@ -228,33 +232,45 @@ impl PluginRegistry {
     }
 }
 
-/// A cheap checksum to notice changed files between scans.
-fn crc(bytes: &[u8]) -> u64 {
-    use std::hash::{DefaultHasher, Hasher};
-    let mut h = DefaultHasher::new();
-    h.write(bytes);
-    h.finish()
+fn io_error(path: &Path, e: std::io::Error) -> PluginError {
+    PluginError::Config(format!("cannot read {}: {e}", path.display()))
 }
 
-/// Every `*.wasm` file of `dir` by file stem.
-pub fn read_dir_source(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, PluginError> {
-    let io = |e: std::io::Error| {
-        PluginError::Config(format!(
-            "cannot read plugin directory {}: {e}",
-            dir.display()
-        ))
-    };
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
+/// Every `*.wasm` file of `dir`, by file stem.
+fn wasm_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, PluginError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+        let path = entry.map_err(|e| io_error(dir, e))?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
             continue;
         }
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        let bytes = std::fs::read(&path).map_err(io)?;
-        out.insert(name.to_string(), bytes);
+        if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+            out.push((name.to_string(), path));
+        }
     }
+    out.sort();
     Ok(out)
+}
+
+/// Name, size and modification time of every plugin file: enough to notice
+/// a change (metadata follows symlinks, so ConfigMap swaps show) without
+/// reading the files.
+type Fingerprint = Vec<(String, u64, Option<std::time::SystemTime>)>;
+
+fn dir_fingerprint(dir: &Path) -> Result<Fingerprint, PluginError> {
+    wasm_files(dir)?
+        .into_iter()
+        .map(|(name, path)| {
+            let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
+            Ok((name, meta.len(), meta.modified().ok()))
+        })
+        .collect()
+}
+
+/// Every `*.wasm` file of `dir` by file stem, with its bytes.
+pub fn read_dir_source(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, PluginError> {
+    wasm_files(dir)?
+        .into_iter()
+        .map(|(name, path)| Ok((name, std::fs::read(&path).map_err(|e| io_error(&path, e))?)))
+        .collect()
 }

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
-use etcd_plugin_sdk::config::Config;
 use etcd_plugin_sdk::storage::{Download, Guest, GuestBackend, GuestDownload, GuestUpload, Upload};
 use etcd_plugin_sdk::types::{ObjectInfo, PluginError};
 
@@ -124,12 +123,10 @@ impl Backend {
 
 impl GuestBackend for Backend {
     fn open(
-        config: Vec<(String, String)>,
+        _config: Vec<(String, String)>,
     ) -> Result<etcd_plugin_sdk::storage::Backend, PluginError> {
-        let config = Config::new(config);
-        // The host grants the directory named by `root` and mounts it at
-        // ROOT; the guest only checks that the grant is there.
-        let _ = config;
+        // The operator grants the backup directory and mounts it at ROOT;
+        // the guest only checks that the grant is there. No config keys.
         let root = PathBuf::from(ROOT);
         fs::metadata(&root).map_err(|e| {
             PluginError::InvalidConfig(format!(
