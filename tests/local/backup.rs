@@ -40,9 +40,14 @@ async fn a_snapshot_streams_into_the_local_plugin_with_verifiable_metadata() {
 
     let store = tempfile::tempdir().unwrap();
     let mut session = local_session(store.path()).await;
-    let meta = backup_to(&mut session, &s.client_urls, "c/backup_v1")
-        .await
-        .unwrap();
+    let meta = backup_to(
+        &mut session,
+        &s.client_urls,
+        "c/backup_v1",
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
 
     let file = store.path().join("c/backup_v1");
     let bytes = std::fs::read(&file).unwrap();
@@ -82,9 +87,14 @@ async fn no_reachable_endpoint_fails_without_writing_anything() {
             .unwrap()
             .port()
     );
-    let err = backup_to(&mut session, &[dead], "c/never")
-        .await
-        .unwrap_err();
+    let err = backup_to(
+        &mut session,
+        &[dead],
+        "c/never",
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BackupError::NoEndpoint(_)), "{err}");
     assert!(session.list("").await.unwrap().is_empty());
 }

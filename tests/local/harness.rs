@@ -34,6 +34,13 @@ impl Operator {
         .iter()
         .map(ToString::to_string)
         .collect();
+        args.push("--plugin-dir".into());
+        args.push(
+            crate::common::repo()
+                .join("plugins/dist")
+                .display()
+                .to_string(),
+        );
         args.extend(extra.iter().map(ToString::to_string));
         let mut op = Operator {
             dir,
@@ -110,6 +117,66 @@ impl Operator {
 
     pub fn remove(&self, file: &str) {
         std::fs::remove_file(self.path().join(file)).unwrap();
+    }
+
+    /// The operator's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Where the `local` plugin keeps backups.
+    pub fn backups(&self) -> PathBuf {
+        self.path().join(".backups")
+    }
+
+    /// The status file of any kind of object.
+    pub fn object_status<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Option<T> {
+        let text = std::fs::read_to_string(
+            self.path()
+                .join(".status")
+                .join(kind.to_ascii_lowercase())
+                .join(format!("{name}.yaml")),
+        )
+        .ok()?;
+        serde_yaml::from_str(&text).ok()
+    }
+
+    /// Poll the status of `kind`/`name` until `pred` holds.
+    pub async fn wait_object<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+        &self,
+        kind: &str,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&T) -> bool,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.object_status::<T>(kind, name)
+                && pred(&s)
+            {
+                return s;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "timed out waiting for {kind} {name}: {what}\nlast status: {:#?}\noperator log tail:\n{}",
+                    self.object_status::<T>(kind, name),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Events of one reason.
+    pub fn events_of(&self, reason: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["reason"] == reason)
+            .collect()
     }
 
     pub fn status(&self, name: &str) -> Option<EtcdClusterStatus> {

@@ -5,6 +5,7 @@
 mod common;
 
 mod backup;
+mod backup_restore;
 mod harness;
 
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,20 @@
-//! Backups: streaming etcd snapshots into storage plugins.
+//! Backups and restores through storage plugins.
 //!
-//! This is the data path the EtcdBackup and EtcdRestore controllers build on;
-//! the controllers themselves are not wired in yet (local mode reports those
-//! kinds as not handled).
+//! - [`snapshot`]: stream a snapshot from etcd into a plugin, with metadata;
+//! - [`location`]: from a source block and its Secret to a plugin, config and grants;
+//! - [`schedule`]: when backups are due, their names, retention choice;
+//! - [`controller`]: the EtcdBackup controller (one reconcile at a time);
+//! - [`verify`] and [`restore`]: fetch a backup and prove it sound before
+//!   anything is restored from it.
 
+pub mod controller;
+pub mod location;
+pub mod restore;
+pub mod schedule;
 pub mod snapshot;
+pub mod verify;
 
+pub use controller::{BackupMemory, BackupOutcome, Storage};
+pub use location::{HostGrants, LocationError, SecretStore, StaticSecrets, Target};
+pub use restore::{RestoreError, Verified, fetch_verified, newest_verified};
 pub use snapshot::{BackupError, BackupMeta, backup_to, meta_key, pick_endpoint};

@@ -37,8 +37,23 @@ pub enum BackupError {
     NoEndpoint(String),
     #[error("reading the snapshot from {endpoint} failed: {message}")]
     Snapshot { endpoint: String, message: String },
+    #[error(
+        "the backup did not finish within {limit:?} (spec.backupPolicy.timeoutInSecond); the partial upload was aborted"
+    )]
+    TimedOut { limit: Duration },
     #[error(transparent)]
     Plugin(#[from] PluginError),
+}
+
+impl BackupError {
+    /// Whether trying again later may succeed (etcd down, a slow or flaky
+    /// backend); credentials and configuration errors are permanent.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackupError::Plugin(e) => e.is_retryable(),
+            _ => true,
+        }
+    }
 }
 
 /// The endpoint with the highest revision, and its status.
@@ -65,12 +80,31 @@ pub async fn pick_endpoint(endpoints: &[String]) -> Result<(String, etcd::Status
 
 /// Stream a snapshot of the best endpoint into `key`, then write its
 /// metadata. Memory stays bounded by one chunk whatever the snapshot size.
+/// Past `limit` the upload is aborted and [`BackupError::TimedOut`] returned.
 pub async fn backup_to(
     session: &mut StorageSession,
     endpoints: &[String],
     key: &str,
+    limit: Duration,
 ) -> Result<BackupMeta, BackupError> {
-    let (endpoint, status) = pick_endpoint(endpoints).await?;
+    let deadline = tokio::time::Instant::now() + limit;
+    let (endpoint, status) = tokio::time::timeout_at(deadline, pick_endpoint(endpoints))
+        .await
+        .map_err(|_| BackupError::TimedOut { limit })??;
+    backup_from(session, &endpoint, status, key, deadline, limit).await
+}
+
+/// [`backup_to`] from a chosen endpoint.
+pub async fn backup_from(
+    session: &mut StorageSession,
+    endpoint: &str,
+    status: etcd::Status,
+    key: &str,
+    deadline: tokio::time::Instant,
+    limit: Duration,
+) -> Result<BackupMeta, BackupError> {
+    let endpoint = endpoint.to_string();
+    let timed_out = || BackupError::TimedOut { limit };
     let snap_err = |message: String| BackupError::Snapshot {
         endpoint: endpoint.clone(),
         message,
@@ -78,13 +112,14 @@ pub async fn backup_to(
     let opts = ConnectOptions::new()
         .with_connect_timeout(etcd::REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
-    let mut client = Client::connect([endpoint.as_str()], Some(opts))
-        .await
-        .map_err(|e| snap_err(e.to_string()))?;
-    let mut stream = client
-        .snapshot()
-        .await
-        .map_err(|e| snap_err(e.to_string()))?;
+    let mut stream = tokio::time::timeout_at(deadline, async {
+        let mut client = Client::connect([endpoint.as_str()], Some(opts))
+            .await
+            .map_err(|e| snap_err(e.to_string()))?;
+        client.snapshot().await.map_err(|e| snap_err(e.to_string()))
+    })
+    .await
+    .map_err(|_| timed_out())??;
 
     let upload = session.start_upload(key).await?;
     let mut hasher = Sha256::new();
@@ -92,9 +127,9 @@ pub async fn backup_to(
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_SIZE);
     let streamed: Result<(), BackupError> = async {
         loop {
-            let message = stream
-                .message()
+            let message = tokio::time::timeout_at(deadline, stream.message())
                 .await
+                .map_err(|_| timed_out())?
                 .map_err(|e| snap_err(e.to_string()))?;
             let blob = message.as_ref().map(|m| m.blob()).unwrap_or_default();
             hasher.update(blob);
@@ -103,6 +138,9 @@ pub async fn backup_to(
             if buf.len() >= CHUNK_SIZE || (message.is_none() && !buf.is_empty()) {
                 session.write(&upload, &buf).await?;
                 buf.clear();
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(timed_out());
+                }
             }
             if message.is_none() {
                 return Ok(());

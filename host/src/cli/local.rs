@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use etcd_operator::controller::Tuning;
 use etcd_operator::local::{self, Options};
+use etcd_operator::plugins::Limits;
 
 #[derive(Args, Debug)]
 pub struct LocalArgs {
@@ -34,6 +35,23 @@ pub struct LocalArgs {
     /// How often DIR is re-read.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
+    /// Directory of storage and backup-policy plugins (`<name>.wasm`),
+    /// rescanned while running. Without it backups and restores cannot run.
+    #[arg(long, env = "ETCD_OPERATOR_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// The one directory the `local` storage plugin may use [default: DIR/.backups].
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+    /// A private network (CIDR or address) storage plugins may reach, e.g.
+    /// 127.0.0.1/32 for a test server; repeatable. Public endpoints need none.
+    #[arg(long = "allow-network")]
+    pub allow_networks: Vec<String>,
+    /// Memory limit of one plugin instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub plugin_memory_mib: usize,
+    /// Time limit of one plugin call (e.g. one chunk upload).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub plugin_call_timeout: Duration,
 }
 
 fn default_etcd_dirs() -> Vec<PathBuf> {
@@ -57,7 +75,16 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
             quorum_loss_timeout: args.quorum_loss_timeout,
         },
         poll_interval: args.poll_interval,
+        plugin_dir: args.plugin_dir,
+        backup_dir: args.backup_dir,
+        allow_networks: args.allow_networks,
+        plugin_limits: Limits {
+            memory_bytes: args.plugin_memory_mib << 20,
+            call_timeout: args.plugin_call_timeout,
+            ..Limits::default()
+        },
     };
+    opts.plugin_limits.validate()?;
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

@@ -1,6 +1,9 @@
 //! Observe → decide → act, one step per call.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,11 +34,33 @@ struct Memory {
     quorum_lost_since: Option<Instant>,
 }
 
+/// A verified snapshot handed to the reconciler for a restore. The
+/// reconciler removes `path` once the members have been restored from it.
+#[derive(Debug, Clone)]
+pub struct RecoverySnapshot {
+    pub path: PathBuf,
+    /// Where it came from, for events (e.g. `local:backups/a_v12_...`).
+    pub description: String,
+}
+
+/// The future a [`RecoverySource`] returns.
+pub type RecoveryFuture =
+    Pin<Box<dyn Future<Output = Result<Option<RecoverySnapshot>, String>> + Send>>;
+
+/// Finds, downloads and verifies the newest backup of a cluster, for the
+/// last resort of quorum-loss recovery: every member lost its data.
+/// `Ok(None)`: the cluster has no backup.
+pub type RecoverySource = Arc<dyn Fn(ClusterKey) -> RecoveryFuture + Send + Sync>;
+
 /// Drives clusters through a [`Runtime`].
 pub struct Reconciler<R> {
     runtime: Arc<R>,
     tuning: Tuning,
     memory: Mutex<HashMap<ClusterKey, Memory>>,
+    /// One step at a time per cluster: a restore must not interleave with a
+    /// reconcile of the same cluster.
+    locks: Mutex<HashMap<ClusterKey, Arc<tokio::sync::Mutex<()>>>>,
+    recovery: Option<RecoverySource>,
 }
 
 /// An observation: the runtime's members, the membership (if a quorum
@@ -67,6 +92,8 @@ pub enum StepError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    #[error("{0}")]
+    Recovery(String),
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -75,7 +102,79 @@ impl<R: Runtime> Reconciler<R> {
             runtime,
             tuning,
             memory: Mutex::default(),
+            locks: Mutex::default(),
+            recovery: None,
         }
+    }
+
+    /// Recover clusters that lost every member's data from their newest backup.
+    pub fn with_recovery(mut self, source: RecoverySource) -> Self {
+        self.recovery = Some(source);
+        self
+    }
+
+    fn lock(&self, key: &ClusterKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("reconciler locks")
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Replace every member of cluster `key` with `spec.size` members
+    /// restored from `snapshot` (verified by the caller), all with the same
+    /// data and a fresh cluster token; the normal reconcile takes over after.
+    /// Waits for a reconcile step of the same cluster in progress to finish.
+    pub async fn restore(
+        &self,
+        key: &ClusterKey,
+        spec: &EtcdClusterSpec,
+        snapshot: &Path,
+    ) -> Result<Event, StepError> {
+        let lock = self.lock(key);
+        let _guard = lock.lock().await;
+        self.restore_locked(key, spec, snapshot).await
+    }
+
+    async fn restore_locked(
+        &self,
+        key: &ClusterKey,
+        spec: &EtcdClusterSpec,
+        snapshot: &Path,
+    ) -> Result<Event, StepError> {
+        let rt = &self.runtime;
+        let size = spec.size.clamp(1, 7) as usize;
+        let requested = spec
+            .version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+        let version = rt.resolve_version(&requested).await?;
+        for m in rt.list(key).await? {
+            rt.delete(key, &m.name).await?;
+        }
+        self.memory.lock().expect("reconciler memory").remove(key);
+        let mut initial = Vec::with_capacity(size);
+        for _ in 0..size {
+            let name = member_name(&key.name);
+            let urls = rt.reserve(key, &name).await?;
+            initial.push((name, urls.peer));
+        }
+        let token = format!("{}-{}", key.namespace, member_name(&key.name));
+        for (name, _) in &initial {
+            let plan = MemberPlan {
+                cluster_token: token.clone(),
+                snapshot: Some(snapshot.to_path_buf()),
+                ..Self::plan(key, name, &version, initial.clone(), StartMode::Restore)
+            };
+            rt.start(key, &plan).await?;
+        }
+        Ok(Event::warning(
+            "ClusterRestored",
+            format!(
+                "replaced all members with {size} members restored from a verified snapshot (etcd {version})"
+            ),
+        ))
     }
 
     pub fn runtime(&self) -> &Arc<R> {
@@ -218,6 +317,8 @@ impl<R: Runtime> Reconciler<R> {
         spec: &EtcdClusterSpec,
         previous: Option<&EtcdClusterStatus>,
     ) -> Outcome {
+        let lock = self.lock(key);
+        let _guard = lock.lock().await;
         let now = now_rfc3339();
         if !(1..=7).contains(&spec.size) {
             return self.refused(
@@ -276,7 +377,13 @@ impl<R: Runtime> Reconciler<R> {
                 action,
             };
         }
-        match self.act(key, &desired, &view, &obs, &action).await {
+        let acted = match &action {
+            Action::Unrecoverable { .. } if self.recovery.is_some() => {
+                self.recover_from_backup(key, spec).await
+            }
+            _ => self.act(key, &desired, &view, &obs, &action).await,
+        };
+        match acted {
             Ok(Some(event)) => events.push(event),
             Ok(None) => {}
             Err(e) => {
@@ -376,6 +483,7 @@ impl<R: Runtime> Reconciler<R> {
             initial_cluster: initial,
             mode,
             cluster_token: format!("{}-{}", key.namespace, key.name),
+            snapshot: None,
         }
     }
 
@@ -552,6 +660,37 @@ impl<R: Runtime> Reconciler<R> {
             }
         };
         Ok(Some(event))
+    }
+
+    /// Last resort: no member has data left. Restore from the newest
+    /// verified backup, if the cluster has one.
+    async fn recover_from_backup(
+        &self,
+        key: &ClusterKey,
+        spec: &EtcdClusterSpec,
+    ) -> Result<Option<Event>, StepError> {
+        let Some(source) = &self.recovery else {
+            return Ok(None);
+        };
+        let snapshot = match source(key.clone()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(None),
+            Err(message) => {
+                return Err(StepError::Recovery(format!(
+                    "no verified backup could be fetched: {message}"
+                )));
+            }
+        };
+        let restored = self.restore_locked(key, spec, &snapshot.path).await;
+        let _ = std::fs::remove_file(&snapshot.path);
+        restored?;
+        Ok(Some(Event::warning(
+            "QuorumRecoveredFromBackup",
+            format!(
+                "quorum was lost and no member had data left; restored all members from the newest verified backup {}",
+                snapshot.description
+            ),
+        )))
     }
 
     async fn connect_healthy(

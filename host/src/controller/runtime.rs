@@ -48,6 +48,10 @@ pub enum StartMode {
     Join,
     /// Restart from its own data as a one-member cluster (disaster recovery).
     ForceNewCluster,
+    /// Start a new cluster from a verified snapshot ([`MemberPlan::snapshot`]):
+    /// the member's data is replaced by `etcdutl snapshot restore` with the
+    /// plan's membership, then it starts as part of a new cluster.
+    Restore,
 }
 
 /// Everything a runtime needs to start (or restart) a member.
@@ -61,6 +65,10 @@ pub struct MemberPlan {
     pub mode: StartMode,
     /// Unique per cluster incarnation, so members of different clusters never join each other.
     pub cluster_token: String,
+    /// For [`StartMode::Restore`]: the verified snapshot file on the
+    /// operator's filesystem. A runtime that runs members elsewhere hands
+    /// the file to them (the Kubernetes runtime serves it to an init container).
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 /// The runtime layer's errors.

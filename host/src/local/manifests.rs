@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use k8s_openapi::api::core::v1::Secret;
+
 use crate::api::{API_VERSION, EtcdBackup, EtcdCluster, EtcdRestore};
 
 /// One object from a manifest.
@@ -13,6 +15,9 @@ pub enum Object {
     Cluster(Box<EtcdCluster>),
     Backup(Box<EtcdBackup>),
     Restore(Box<EtcdRestore>),
+    /// A `v1` Secret holding storage credentials (what `awsSecret`,
+    /// `plugin.secretRef`... name), as `kubectl apply` would create it.
+    Secret(Box<Secret>),
 }
 
 impl Object {
@@ -21,6 +26,7 @@ impl Object {
             Object::Cluster(_) => "EtcdCluster",
             Object::Backup(_) => "EtcdBackup",
             Object::Restore(_) => "EtcdRestore",
+            Object::Secret(_) => "Secret",
         }
     }
 
@@ -29,6 +35,7 @@ impl Object {
             Object::Cluster(o) => &o.metadata,
             Object::Backup(o) => &o.metadata,
             Object::Restore(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
         };
         meta.name.clone().unwrap_or_default()
     }
@@ -48,6 +55,16 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, String> {
         }
         let api = value["apiVersion"].as_str().unwrap_or_default();
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let typed = |e: serde_json::Error| format!("{file}, document {n} ({kind}): {e}");
+        if api == "v1" && kind == "Secret" {
+            if value["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+                return Err(format!("{file}, document {n}: metadata.name is required"));
+            }
+            out.push(Object::Secret(Box::new(
+                serde_json::from_value(value).map_err(typed)?,
+            )));
+            continue;
+        }
         if api != API_VERSION {
             return Err(format!(
                 "{file}, document {n}: apiVersion is `{api}`; this operator reads `{API_VERSION}`"
@@ -56,14 +73,13 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, String> {
         if value["metadata"]["name"].as_str().is_none_or(str::is_empty) {
             return Err(format!("{file}, document {n}: metadata.name is required"));
         }
-        let typed = |e: serde_json::Error| format!("{file}, document {n} ({kind}): {e}");
         out.push(match kind.as_str() {
             "EtcdCluster" => Object::Cluster(Box::new(serde_json::from_value(value).map_err(typed)?)),
             "EtcdBackup" => Object::Backup(Box::new(serde_json::from_value(value).map_err(typed)?)),
             "EtcdRestore" => Object::Restore(Box::new(serde_json::from_value(value).map_err(typed)?)),
             other => {
                 return Err(format!(
-                    "{file}, document {n}: kind `{other}` is not one of EtcdCluster, EtcdBackup, EtcdRestore"
+                    "{file}, document {n}: kind `{other}` is not one of EtcdCluster, EtcdBackup, EtcdRestore (or a v1 Secret)"
                 ));
             }
         });
@@ -117,6 +133,57 @@ impl Manifests {
         self.files.values().flatten()
     }
 
+    /// Objects of one kind by name (the first of a duplicated name wins).
+    fn by_name<T: Clone>(&self, pick: impl Fn(&Object) -> Option<&T>) -> BTreeMap<String, T> {
+        let mut out = BTreeMap::new();
+        for o in self.objects() {
+            if let Some(t) = pick(o) {
+                out.entry(o.name()).or_insert_with(|| t.clone());
+            }
+        }
+        out
+    }
+
+    pub fn backups(&self) -> BTreeMap<String, EtcdBackup> {
+        self.by_name(|o| match o {
+            Object::Backup(b) => Some(&**b),
+            _ => None,
+        })
+    }
+
+    pub fn restores(&self) -> BTreeMap<String, EtcdRestore> {
+        self.by_name(|o| match o {
+            Object::Restore(r) => Some(&**r),
+            _ => None,
+        })
+    }
+
+    /// Secret data by (namespace, name); `stringData` wins over `data`, as
+    /// the API server merges them.
+    pub fn secrets(&self) -> BTreeMap<(String, String), BTreeMap<String, Vec<u8>>> {
+        let mut out = BTreeMap::new();
+        for o in self.objects() {
+            if let Object::Secret(s) = o {
+                let ns = s
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                let mut data: BTreeMap<String, Vec<u8>> = s
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                    .collect();
+                for (k, v) in s.string_data.iter().flatten() {
+                    data.insert(k.clone(), v.clone().into_bytes());
+                }
+                out.entry((ns, o.name())).or_insert(data);
+            }
+        }
+        out
+    }
+
     /// EtcdClusters by name (a later duplicate name is reported and ignored).
     pub fn clusters(&self) -> BTreeMap<String, EtcdCluster> {
         let mut out = BTreeMap::new();
@@ -144,6 +211,16 @@ mod tests {
         let err =
             parse_file(p, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap_err();
         assert!(err.contains("apiVersion is `v1`"), "{err}");
+        let secret = parse_file(
+            p,
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: aGk=}\nstringData: {b: there}\n",
+        )
+        .unwrap();
+        let mut m = Manifests::default();
+        m.files.insert(p.to_path_buf(), secret);
+        let data = &m.secrets()[&("default".to_string(), "s".to_string())];
+        assert_eq!(data["a"], b"hi");
+        assert_eq!(data["b"], b"there");
         let objs = parse_file(p, "---\napiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdCluster\nmetadata: {name: a}\nspec: {size: 1}\n---\n").unwrap();
         assert_eq!(objs.len(), 1);
     }

@@ -1,25 +1,34 @@
 //! `etcd-operator local --dir DIR`: the operator without Kubernetes.
 //!
-//! Desired state is every `*.yaml` in DIR; status is written to
-//! `DIR/.status/<kind>/<name>.yaml`, events to `DIR/.status/events.log`,
+//! Desired state is every `*.yaml` in DIR (EtcdCluster, EtcdBackup,
+//! EtcdRestore, and v1 Secrets for storage credentials); status is written
+//! to `DIR/.status/<kind>/<name>.yaml`, events to `DIR/.status/events.log`,
 //! member data to `DIR/.data/`. Edits and deletions of the YAML files act
-//! like `kubectl apply` and `kubectl delete`.
+//! like `kubectl apply` and `kubectl delete`. Storage plugins come from a
+//! plugin directory; the `local` plugin stores backups under one directory.
 
+mod backups;
 pub mod manifests;
+mod restores;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::api::{EtcdCluster, EtcdClusterStatus};
-use crate::controller::{ClusterKey, Event, Reconciler, Tuning};
+use crate::api::{EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus};
+use crate::backup::location::{HostGrants, SecretStore};
+use crate::backup::{Storage, newest_verified};
+use crate::controller::{
+    ClusterKey, Event, Reconciler, RecoveryFuture, RecoverySnapshot, RecoverySource, Tuning,
+};
+use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
 use crate::runtime::LocalRuntime;
 use crate::runtime::binaries::EtcdBinaries;
-use manifests::{Manifests, Object};
+use manifests::Manifests;
 
 /// How `local` runs.
 #[derive(Debug, Clone)]
@@ -32,6 +41,14 @@ pub struct Options {
     pub tuning: Tuning,
     /// How often DIR is re-read.
     pub poll_interval: Duration,
+    /// Storage and backup-policy plugins (`*.wasm`, rescanned while running).
+    pub plugin_dir: Option<PathBuf>,
+    /// The one directory the `local` storage plugin may use (default DIR/.backups).
+    pub backup_dir: Option<PathBuf>,
+    /// Private networks storage plugins may reach (e.g. 127.0.0.1/32 for a
+    /// test server, 10.0.0.0/8 for an in-cluster MinIO).
+    pub allow_networks: Vec<String>,
+    pub plugin_limits: Limits,
 }
 
 /// Errors that stop `local` from running at all.
@@ -43,7 +60,7 @@ pub enum LocalError {
 
 /// Appends events as JSON lines and logs them.
 #[derive(Clone)]
-struct EventLog {
+pub(crate) struct EventLog {
     path: PathBuf,
 }
 
@@ -95,8 +112,106 @@ fn write_status<T: serde::Serialize>(path: &Path, status: &T) {
     }
 }
 
-fn read_status(path: &Path) -> Option<EtcdClusterStatus> {
+fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_yaml::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn read_status(path: &Path) -> Option<EtcdClusterStatus> {
+    read_yaml(path)
+}
+
+/// Secrets from the `kind: Secret` manifests in DIR.
+struct LocalSecrets(Arc<RwLock<Manifests>>);
+
+impl SecretStore for LocalSecrets {
+    async fn get(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        self.0
+            .read()
+            .expect("manifests lock")
+            .secrets()
+            .remove(&(namespace.to_string(), name.to_string()))
+            .ok_or_else(|| {
+                "not found: add a `kind: Secret` manifest of that name to the directory".to_string()
+            })
+    }
+}
+
+/// What the backup and restore workers share.
+pub(crate) struct Context {
+    dir: PathBuf,
+    events: EventLog,
+    reconciler: Arc<Reconciler<LocalRuntime>>,
+    storage: Arc<Storage<LocalSecrets>>,
+    manifests: Arc<RwLock<Manifests>>,
+    /// Where verified snapshots wait to be restored.
+    staging: PathBuf,
+}
+
+impl Context {
+    fn has_cluster(&self, name: &str) -> bool {
+        self.cluster_spec(name).is_some()
+    }
+
+    fn cluster_spec(&self, name: &str) -> Option<EtcdClusterSpec> {
+        self.manifests
+            .read()
+            .expect("manifests lock")
+            .clusters()
+            .get(name)
+            .map(|c| c.spec.clone())
+    }
+}
+
+/// Quorum-loss recovery's last resort: the newest backup, among those of the
+/// EtcdBackups that name the cluster, that downloads and verifies.
+fn recovery_source(
+    storage: Arc<Storage<LocalSecrets>>,
+    manifests: Arc<RwLock<Manifests>>,
+    runtime: Arc<LocalRuntime>,
+    staging: PathBuf,
+) -> RecoverySource {
+    Arc::new(move |key: ClusterKey| -> RecoveryFuture {
+        let (storage, manifests, runtime, staging) = (
+            storage.clone(),
+            manifests.clone(),
+            runtime.clone(),
+            staging.clone(),
+        );
+        Box::pin(async move {
+            let backups: Vec<EtcdBackup> = manifests
+                .read()
+                .expect("manifests lock")
+                .backups()
+                .into_values()
+                .filter(|b| {
+                    b.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
+                        && b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
+                })
+                .collect();
+            if backups.is_empty() {
+                return Ok(None);
+            }
+            let mut targets = Vec::new();
+            for b in &backups {
+                match storage.backup_target(&key.namespace, &b.spec).await {
+                    Ok(t) => targets.push(t),
+                    Err(e) => {
+                        tracing::warn!(cluster = %key, error = %e, "backup location unusable for recovery")
+                    }
+                }
+            }
+            let tool = runtime
+                .binaries()
+                .snapshot_tool(None)
+                .map_err(|e| e.to_string())?;
+            Ok(newest_verified(&storage, &targets, &staging, &tool)
+                .await?
+                .map(|v| RecoverySnapshot {
+                    description: v.describe(),
+                    path: v.path,
+                }))
+        })
+    })
 }
 
 /// Reconcile one cluster until it is deleted or the operator stops.
@@ -177,20 +292,6 @@ fn mark_stopped(path: &Path) {
     write_status(path, &s);
 }
 
-/// Statuses of kinds this mode does not handle yet.
-fn not_yet(dir: &Path, o: &Object) {
-    let message = format!(
-        "{} is not handled by `etcd-operator local` yet; it is left untouched",
-        o.kind()
-    );
-    let status = serde_json::json!({
-        "succeeded": false,
-        "reason": message,
-        "conditions": [{"type": "Supported", "status": "False", "reason": "NotYetImplemented", "message": message}],
-    });
-    write_status(&status_path(dir, o.kind(), &o.name()), &status);
-}
-
 /// Run until `shutdown` resolves.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), LocalError> {
     let dir = opts.dir.canonicalize().map_err(|e| LocalError::Dir {
@@ -212,10 +313,81 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         tracing::warn!("no etcd binary found: run scripts/setup.sh or pass --etcd-dir");
     }
     let runtime = Arc::new(LocalRuntime::new(dir.join(".data"), binaries));
-    let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning));
     let events = EventLog {
         path: dir.join(".status").join("events.log"),
     };
+
+    let engine =
+        PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir()).map_err(|e| {
+            LocalError::Dir {
+                path: "plugin engine".into(),
+                message: e.to_string(),
+            }
+        })?;
+    let registry = Arc::new(PluginRegistry::new(engine));
+    let mut _plugin_watch = None;
+    match &opts.plugin_dir {
+        Some(pdir) => {
+            let r = registry.clone();
+            let pd = pdir.clone();
+            match tokio::task::spawn_blocking(move || r.load_dir(&pd)).await {
+                Ok(Ok(report)) => {
+                    tracing::info!(dir = %pdir.display(), loaded = ?report.loaded, "plugins loaded");
+                    for (name, e) in report.failed {
+                        tracing::error!(plugin = name, error = %e, "plugin not loaded; other plugins keep working");
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot read the plugin directory"),
+                Err(e) => tracing::error!(error = %e, "loading plugins panicked"),
+            }
+            _plugin_watch = Some(registry.watch_dir(pdir.clone(), Duration::from_secs(2)));
+        }
+        None => tracing::warn!(
+            "no --plugin-dir: EtcdBackup and EtcdRestore cannot run (build plugins with plugins/build.sh)"
+        ),
+    }
+    let backup_dir = opts
+        .backup_dir
+        .clone()
+        .unwrap_or_else(|| dir.join(".backups"));
+    std::fs::create_dir_all(&backup_dir).map_err(|e| LocalError::Dir {
+        path: backup_dir.display().to_string(),
+        message: format!("cannot create the backup directory: {e}"),
+    })?;
+    let shared = Arc::new(RwLock::new(Manifests::default()));
+    let storage = Arc::new(Storage {
+        registry,
+        secrets: Arc::new(LocalSecrets(shared.clone())),
+        host: HostGrants {
+            dirs: BTreeMap::from([("local".to_string(), backup_dir)]),
+            private_networks: opts.allow_networks.clone(),
+        },
+    });
+    let staging = dir.join(".data").join(".staging");
+    let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning).with_recovery(
+        recovery_source(
+            storage.clone(),
+            shared.clone(),
+            runtime.clone(),
+            staging.clone(),
+        ),
+    ));
+    let ctx = Arc::new(Context {
+        dir: dir.clone(),
+        events: events.clone(),
+        reconciler: reconciler.clone(),
+        storage,
+        manifests: shared.clone(),
+        staging,
+    });
+    let mut backup_workers: HashMap<
+        String,
+        (
+            watch::Sender<Option<EtcdBackup>>,
+            tokio::task::JoinHandle<()>,
+        ),
+    > = HashMap::new();
+    let mut restore_workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers: HashMap<
         String,
@@ -230,7 +402,6 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 
     // Clusters with data but no manifest were deleted while we were down.
     let mut orphans: Vec<ClusterKey> = runtime.clusters();
-    let mut announced: std::collections::HashSet<(&'static str, String)> = Default::default();
     let spawn_worker = |key: ClusterKey, rx: watch::Receiver<Option<EtcdCluster>>| {
         tokio::spawn(cluster_worker(
             reconciler.clone(),
@@ -294,12 +465,53 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
                 let _ = tx.send(None);
             }
         }
-        // Their status never changes: write it once per object.
-        for o in manifests.objects() {
-            if !matches!(o, Object::Cluster(_)) && announced.insert((o.kind(), o.name())) {
-                not_yet(&dir, o);
+        *shared.write().expect("manifests lock") = manifests.clone();
+
+        let backups = manifests.backups();
+        for (name, backup) in &backups {
+            match backup_workers.get(name) {
+                Some((tx, _)) => {
+                    tx.send_if_modified(|current| {
+                        let changed = current.as_ref().map(|b| &b.spec) != Some(&backup.spec);
+                        if changed {
+                            *current = Some(backup.clone());
+                        }
+                        changed
+                    });
+                }
+                None => {
+                    let (tx, rx) = watch::channel(Some(backup.clone()));
+                    let handle = tokio::spawn(backups::worker(
+                        ctx.clone(),
+                        name.clone(),
+                        rx,
+                        stop_rx.clone(),
+                    ));
+                    backup_workers.insert(name.clone(), (tx, handle));
+                }
             }
         }
+        backup_workers.retain(|name, (tx, _)| {
+            let keep = backups.contains_key(name);
+            if !keep {
+                let _ = tx.send(None);
+            }
+            keep
+        });
+        let restores = manifests.restores();
+        for (name, restore) in restores {
+            restore_workers.entry(name).or_insert_with(|| {
+                tokio::spawn(restores::worker(ctx.clone(), restore, stop_rx.clone()))
+            });
+        }
+        // A deleted EtcdRestore's status goes with it; a running one finishes.
+        for name in restore_workers.keys() {
+            if !manifests.restores().contains_key(name) {
+                let _ = std::fs::remove_file(status_path(&dir, "EtcdRestore", name));
+            }
+        }
+        restore_workers
+            .retain(|name, h| manifests.restores().contains_key(name) || !h.is_finished());
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(opts.poll_interval) => {}
@@ -309,6 +521,12 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for (_, (_, handle)) in workers.drain() {
+        let _ = handle.await;
+    }
+    for (_, (_, handle)) in backup_workers.drain() {
+        let _ = handle.await;
+    }
+    for (_, handle) in restore_workers.drain() {
         let _ = handle.await;
     }
     if opts.keep_members {

@@ -81,3 +81,83 @@ impl EtcdBinaries {
             })
     }
 }
+
+/// The offline snapshot tool of an etcd release: `etcdutl` (3.5+) or, for
+/// older releases, `etcdctl` with the v3 API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTool {
+    pub path: PathBuf,
+    /// `etcdctl` needs `ETCDCTL_API=3` on 3.4.
+    pub is_etcdctl: bool,
+}
+
+impl SnapshotTool {
+    /// A command running the tool, ready for `snapshot status|restore ...`.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.path);
+        if self.is_etcdctl {
+            cmd.env("ETCDCTL_API", "3");
+        }
+        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+}
+
+/// `dir/<name>` for the directory of `binary` and of the file it links to.
+fn beside(binary: &Path, name: &str) -> Option<PathBuf> {
+    let mut dirs = vec![binary.parent().map(Path::to_path_buf)];
+    if let Ok(real) = binary.canonicalize() {
+        dirs.push(real.parent().map(Path::to_path_buf));
+    }
+    dirs.into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl EtcdBinaries {
+    /// The snapshot tool shipped with the etcd that runs `version` (for a
+    /// restore, so the data is written in that release's format); `None`
+    /// picks the newest release found, which reads older snapshots too.
+    pub fn snapshot_tool(&self, version: Option<&str>) -> Result<SnapshotTool, RuntimeError> {
+        let (v, etcd) = match version {
+            Some(requested) => self.resolve(requested)?,
+            None => self
+                .by_version
+                .iter()
+                .next_back()
+                .map(|(v, p)| (*v, p.clone()))
+                .ok_or_else(|| RuntimeError::VersionUnavailable {
+                    requested: "any".into(),
+                    message: "no etcd binary found; run scripts/setup.sh or pass --etcd-dir".into(),
+                })?,
+        };
+        let prefer_etcdutl = v
+            >= Version {
+                major: 3,
+                minor: 5,
+                patch: 0,
+            };
+        let order: &[&str] = if prefer_etcdutl {
+            &["etcdutl", "etcdctl"]
+        } else {
+            &["etcdctl"]
+        };
+        order
+            .iter()
+            .find_map(|name| {
+                beside(&etcd, name).map(|path| SnapshotTool {
+                    path,
+                    is_etcdctl: *name == "etcdctl",
+                })
+            })
+            .ok_or_else(|| RuntimeError::VersionUnavailable {
+                requested: v.to_string(),
+                message: format!(
+                    "no {} found beside {}; install the etcd release's tools next to its etcd binary",
+                    order.join(" or "),
+                    etcd.display()
+                ),
+            })
+    }
+}

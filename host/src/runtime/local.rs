@@ -79,6 +79,59 @@ impl LocalRuntime {
         &self.binaries
     }
 
+    /// Replace `data` with the plan's snapshot, restored for this member's
+    /// name, URLs and the plan's membership (`etcdutl snapshot restore`).
+    async fn restore_data(
+        &self,
+        name: &str,
+        data: &Path,
+        plan: &MemberPlan,
+        u: &MemberUrls,
+    ) -> Result<(), RuntimeError> {
+        let fail = |message: String| RuntimeError::Member {
+            member: name.into(),
+            message,
+        };
+        let snapshot = plan
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| fail("a restore needs a snapshot file".into()))?;
+        let tool = self.binaries.snapshot_tool(Some(&plan.version))?;
+        match std::fs::remove_dir_all(data) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(member_err(name)(e)),
+        }
+        let initial: Vec<String> = plan
+            .initial_cluster
+            .iter()
+            .map(|(n, p)| format!("{n}={p}"))
+            .collect();
+        let out = tool
+            .command()
+            .arg("snapshot")
+            .arg("restore")
+            .arg(snapshot)
+            .arg("--name")
+            .arg(name)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-token", &plan.cluster_token])
+            .args(["--initial-advertise-peer-urls", &u.peer])
+            .output()
+            .await
+            .map_err(|e| fail(format!("cannot run {}: {e}", tool.path.display())))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(data);
+            return Err(fail(format!(
+                "snapshot restore failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
     fn cluster_dir(&self, c: &ClusterKey) -> PathBuf {
         self.root.join(&c.namespace).join(&c.name)
     }
@@ -269,6 +322,9 @@ impl Runtime for LocalRuntime {
             .append(true)
             .open(dir.join("etcd.log"))
             .map_err(member_err(name))?;
+        if plan.mode == StartMode::Restore {
+            self.restore_data(name, &data, plan, &u).await?;
+        }
         let mut cmd = tokio::process::Command::new(&binary);
         cmd.arg("--name")
             .arg(name)
@@ -290,7 +346,7 @@ impl Runtime for LocalRuntime {
             .args(["--initial-cluster-token", &plan.cluster_token])
             .args([
                 "--initial-cluster-state",
-                if plan.mode == StartMode::Seed {
+                if matches!(plan.mode, StartMode::Seed | StartMode::Restore) {
                     "new"
                 } else {
                     "existing"

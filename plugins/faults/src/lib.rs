@@ -9,6 +9,10 @@
 //!   `not-found` if the sandbox hides it, `other("leaked ...")` if it could read it;
 //! - `env`: look for any environment variable; `not-found` if there are none,
 //!   `other("leaked ...")` otherwise;
+//! - `unauthorized` / `invalid-config` / `transient`: fail `open` with that
+//!   error kind (the host must classify permanent and retryable errors);
+//! - `write-fails`: open, then fail every upload `write` with a transient
+//!   error (the host must abort the upload);
 //! - anything else or no `fault`: behave (every operation succeeds trivially),
 //!   so the host can be shown to serve calls after a fault.
 
@@ -25,8 +29,12 @@ impl Guest for Faults {
     type Download = Nothing;
 }
 
-struct Backend;
-struct Nothing;
+struct Backend {
+    fail_writes: bool,
+}
+struct Nothing {
+    fail_writes: bool,
+}
 
 fn spin() -> ! {
     let mut x: u64 = 0;
@@ -99,12 +107,28 @@ impl GuestBackend for Backend {
                     "no environment variables are visible".into(),
                 )),
             },
-            _ => Ok(etcd_plugin_sdk::storage::Backend::new(Backend)),
+            "unauthorized" => Err(PluginError::Unauthorized(
+                "the faults plugin refuses these credentials".into(),
+            )),
+            "invalid-config" => Err(PluginError::InvalidConfig(
+                "the faults plugin finds this configuration invalid".into(),
+            )),
+            "transient" => Err(PluginError::Transient(
+                "the faults plugin's backend is temporarily unavailable".into(),
+            )),
+            "write-fails" => Ok(etcd_plugin_sdk::storage::Backend::new(Backend {
+                fail_writes: true,
+            })),
+            _ => Ok(etcd_plugin_sdk::storage::Backend::new(Backend {
+                fail_writes: false,
+            })),
         }
     }
 
     fn start_upload(&self, _key: String) -> Result<Upload, PluginError> {
-        Ok(Upload::new(Nothing))
+        Ok(Upload::new(Nothing {
+            fail_writes: self.fail_writes,
+        }))
     }
 
     fn open_download(&self, key: String) -> Result<Download, PluginError> {
@@ -126,6 +150,11 @@ impl GuestBackend for Backend {
 
 impl GuestUpload for Nothing {
     fn write(&self, _chunk: Vec<u8>) -> Result<(), PluginError> {
+        if self.fail_writes {
+            return Err(PluginError::Transient(
+                "the faults plugin drops this write".into(),
+            ));
+        }
         Ok(())
     }
     fn complete(&self) -> Result<u64, PluginError> {

@@ -1,0 +1,558 @@
+//! The EtcdBackup controller: decides whether a backup is due, runs it
+//! through the storage plugin, applies retention, and reports the outcome as
+//! status, conditions and events. It knows nothing of Kubernetes or of local
+//! mode: the caller supplies the object, the cluster's endpoints and a place
+//! to keep retry pacing between calls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::location::{self, HostGrants, LocationError, SecretStore, Target};
+use super::schedule::{self, Due};
+use super::snapshot::{self, BackupError, BackupMeta, meta_key};
+use crate::api::condition::set_condition;
+use crate::api::{Condition, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus, EtcdClusterStatus};
+use crate::controller::Event;
+use crate::plugins::policy::{BackupContext, PolicyPlugin, PreBackupDecision};
+use crate::plugins::storage::{ObjectInfo, StorageSession};
+use crate::plugins::{GuestErrorKind, PluginError, PluginRegistry};
+
+/// Default `timeoutInSecond`, as in the CoreOS operator.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Storage plugins plus what resolving a location needs.
+pub struct Storage<S> {
+    pub registry: Arc<PluginRegistry>,
+    pub secrets: Arc<S>,
+    pub host: HostGrants,
+}
+
+impl<S: SecretStore> Storage<S> {
+    /// Resolve a location and open a session on its plugin.
+    pub async fn open(&self, target: &Target) -> Result<StorageSession, PluginError> {
+        let plugin = self.registry.storage(&target.plugin)?;
+        plugin.open(&target.config, &target.grants).await
+    }
+
+    pub async fn backup_target(
+        &self,
+        namespace: &str,
+        spec: &EtcdBackupSpec,
+    ) -> Result<Target, LocationError> {
+        location::resolve(
+            &spec.storage_type,
+            "storageType",
+            spec.source(),
+            namespace,
+            self.secrets.as_ref(),
+            &self.host,
+        )
+        .await
+    }
+}
+
+/// Pacing kept between calls for one EtcdBackup (not persisted: after a
+/// restart a failing backup is simply tried once more).
+#[derive(Debug, Default)]
+pub struct BackupMemory {
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// The spec a permanent failure was reported for; nothing runs until it changes.
+    gave_up_on: Option<EtcdBackupSpec>,
+    /// A policy plugin skipped the run; the next attempt waits a full interval.
+    skipped_until: Option<Instant>,
+}
+
+/// What one call produced.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub status: EtcdBackupStatus,
+    pub events: Vec<Event>,
+    /// Call again after this long at the latest.
+    pub requeue: Duration,
+}
+
+/// Where the cluster to back up answers: `etcdEndpoints`, or the client URLs
+/// of the referenced EtcdCluster (`cluster` is its status, if it exists).
+pub fn endpoints_of(
+    spec: &EtcdBackupSpec,
+    cluster: Option<&EtcdClusterStatus>,
+) -> Result<Vec<String>, String> {
+    if let Some(eps) = spec.etcd_endpoints.as_ref().filter(|e| !e.is_empty()) {
+        return Ok(eps.clone());
+    }
+    let Some(r) = &spec.etcd_cluster else {
+        return Err(
+            "neither spec.etcdEndpoints nor spec.etcdCluster is set: name the cluster to back up"
+                .into(),
+        );
+    };
+    match cluster {
+        None => Err(format!(
+            "EtcdCluster {} (spec.etcdCluster.name) does not exist",
+            r.name
+        )),
+        Some(s) if s.client_urls.is_empty() => {
+            Err(format!("EtcdCluster {} has no serving member yet", r.name))
+        }
+        Some(s) => Ok(s.client_urls.clone()),
+    }
+}
+
+/// A failed run.
+#[derive(Debug, Clone)]
+struct Failure {
+    message: String,
+    retryable: bool,
+    /// For the Failed condition of permanent failures.
+    reason: &'static str,
+}
+
+impl Failure {
+    fn retry(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            retryable: true,
+            reason: "",
+        }
+    }
+
+    fn permanent(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            retryable: false,
+            reason,
+        }
+    }
+}
+
+impl From<PluginError> for Failure {
+    fn from(e: PluginError) -> Self {
+        let message = e.to_string();
+        match &e {
+            // May be installed later (a ConfigMap not yet applied).
+            PluginError::Missing { .. } | PluginError::Config(_) => Failure::retry(message),
+            _ if e.is_retryable() => Failure::retry(message),
+            _ => Failure::permanent(
+                match e.guest_kind() {
+                    Some(GuestErrorKind::Unauthorized) => "Unauthorized",
+                    Some(GuestErrorKind::InvalidConfig) => "InvalidConfig",
+                    Some(GuestErrorKind::NotFound) => "NotFound",
+                    _ => "PluginError",
+                },
+                message,
+            ),
+        }
+    }
+}
+
+impl From<BackupError> for Failure {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::Plugin(p) => p.into(),
+            other => Failure::retry(other.to_string()),
+        }
+    }
+}
+
+impl From<LocationError> for Failure {
+    fn from(e: LocationError) -> Self {
+        match e {
+            LocationError::Spec(m) => Failure::permanent("InvalidSpec", m),
+            LocationError::Secret(m) => Failure::retry(m),
+        }
+    }
+}
+
+/// A completed run.
+#[derive(Debug)]
+enum Ran {
+    Done {
+        meta: BackupMeta,
+        took: Duration,
+        pruned: Vec<String>,
+        retention_error: Option<String>,
+    },
+    Skipped(String),
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn cond(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        ..Default::default()
+    }
+}
+
+/// The interval of a periodic backup; zero for one-shot.
+fn interval_of(spec: &EtcdBackupSpec) -> Duration {
+    let secs = spec
+        .backup_policy
+        .as_ref()
+        .and_then(|p| p.backup_interval_in_second)
+        .unwrap_or(0);
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+fn timeout_of(spec: &EtcdBackupSpec) -> Duration {
+    match spec
+        .backup_policy
+        .as_ref()
+        .and_then(|p| p.timeout_in_second)
+    {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => DEFAULT_TIMEOUT,
+    }
+}
+
+/// One reconcile of an EtcdBackup: run a backup if one is due.
+pub async fn reconcile<S: SecretStore>(
+    storage: &Storage<S>,
+    backup: &EtcdBackup,
+    endpoints: Result<Vec<String>, String>,
+    previous: &EtcdBackupStatus,
+    memory: &mut BackupMemory,
+) -> BackupOutcome {
+    let spec = &backup.spec;
+    let interval = interval_of(spec);
+    let mut status = previous.clone();
+    status.observed_generation = backup.metadata.generation;
+    let idle = |status: EtcdBackupStatus, requeue| BackupOutcome {
+        status,
+        events: Vec::new(),
+        requeue,
+    };
+
+    if memory.gave_up_on.as_ref() == Some(spec) {
+        return idle(status, Duration::from_secs(60));
+    }
+    memory.gave_up_on = None;
+    let now = Utc::now();
+    let last_success = previous
+        .last_success_date
+        .as_deref()
+        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.with_timezone(&Utc));
+    match schedule::next_due(interval, previous.succeeded, last_success, now) {
+        Due::Never => return idle(status, Duration::from_secs(3600)),
+        Due::In(wait) => return idle(status, wait),
+        Due::Now => {}
+    }
+    let instant = Instant::now();
+    for at in [memory.retry_at, memory.skipped_until]
+        .into_iter()
+        .flatten()
+    {
+        if at > instant {
+            return idle(status, at - instant);
+        }
+    }
+
+    let namespace = backup.metadata.namespace.as_deref().unwrap_or("default");
+    let name = backup.metadata.name.as_deref().unwrap_or_default();
+    let result = run(storage, namespace, name, spec, endpoints, previous, now).await;
+    let stamp = rfc3339(Utc::now());
+    let mut events = Vec::new();
+    let requeue = match result {
+        Ok(Ran::Done {
+            meta,
+            took,
+            pruned,
+            retention_error,
+        }) => {
+            memory.failures = 0;
+            memory.retry_at = None;
+            memory.skipped_until = None;
+            status.succeeded = true;
+            status.reason = None;
+            status.etcd_version = Some(meta.etcd_version.clone());
+            status.etcd_revision = meta.revision;
+            status.last_success_date = Some(stamp.clone());
+            status.last_backup_key = Some(meta.key.clone());
+            status.last_backup_size = Some(meta.size as i64);
+            status.last_backup_sha256 = Some(meta.sha256.clone());
+            let message = format!(
+                "backed up revision {} (etcd {}, {} bytes, sha256 {}) to {} in {:.1}s",
+                meta.revision,
+                meta.etcd_version,
+                meta.size,
+                &meta.sha256[..12],
+                meta.key,
+                took.as_secs_f64()
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("BackupSucceeded", true, "BackupCompleted", &message),
+                &stamp,
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("Retrying", false, "BackupCompleted", "no retry pending"),
+                &stamp,
+            );
+            set_condition(
+                &mut status.conditions,
+                cond(
+                    "Failed",
+                    false,
+                    "BackupCompleted",
+                    "the last backup succeeded",
+                ),
+                &stamp,
+            );
+            events.push(Event::normal("BackupSucceeded", message));
+            if !pruned.is_empty() {
+                events.push(Event::normal(
+                    "BackupsPruned",
+                    format!("retention deleted {}: {}", pruned.len(), pruned.join(", ")),
+                ));
+            }
+            if let Some(e) = retention_error {
+                events.push(Event::warning(
+                    "RetentionFailed",
+                    format!("the backup succeeded but retention failed (old backups kept): {e}"),
+                ));
+            }
+            if interval.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                interval
+            }
+        }
+        Ok(Ran::Skipped(reason)) => {
+            memory.skipped_until = Some(Instant::now() + interval.max(Duration::from_secs(1)));
+            let message = format!("the backup policy skipped this run: {reason}");
+            set_condition(
+                &mut status.conditions,
+                cond("Skipped", true, "PolicySkipped", &message),
+                &stamp,
+            );
+            events.push(Event::normal("BackupSkipped", message));
+            interval.max(Duration::from_secs(1))
+        }
+        Err(f) if f.retryable => {
+            memory.failures += 1;
+            let delay = schedule::retry_delay(memory.failures, interval);
+            memory.retry_at = Some(Instant::now() + delay);
+            status.succeeded = false;
+            status.reason = Some(f.message.clone());
+            let message = format!(
+                "attempt {} failed: {}; retrying in {}s",
+                memory.failures,
+                f.message,
+                delay.as_secs()
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("BackupSucceeded", false, "BackupFailed", &f.message),
+                &stamp,
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("Retrying", true, "TransientError", &message),
+                &stamp,
+            );
+            events.push(Event::warning("BackupRetrying", message));
+            delay
+        }
+        Err(f) => {
+            memory.failures = 0;
+            memory.retry_at = None;
+            memory.gave_up_on = Some(spec.clone());
+            status.succeeded = false;
+            status.reason = Some(f.message.clone());
+            let message = format!(
+                "{}; not retrying until the EtcdBackup or its Secret is changed",
+                f.message
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("BackupSucceeded", false, "BackupFailed", &f.message),
+                &stamp,
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("Retrying", false, f.reason, "the error is permanent"),
+                &stamp,
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("Failed", true, f.reason, &message),
+                &stamp,
+            );
+            events.push(Event::warning("BackupFailed", message));
+            Duration::from_secs(60)
+        }
+    };
+    BackupOutcome {
+        status,
+        events,
+        requeue,
+    }
+}
+
+/// One backup run: resolve, snapshot, upload, retention.
+async fn run<S: SecretStore>(
+    storage: &Storage<S>,
+    namespace: &str,
+    name: &str,
+    spec: &EtcdBackupSpec,
+    endpoints: Result<Vec<String>, String>,
+    previous: &EtcdBackupStatus,
+    now: DateTime<Utc>,
+) -> Result<Ran, Failure> {
+    if spec
+        .client_tls_secret
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(Failure::permanent(
+            "Unsupported",
+            "spec.clientTLSSecret is set but TLS to etcd is not supported by this operator yet; \
+             back up through a plain-HTTP client URL or remove the field",
+        ));
+    }
+    let target = storage.backup_target(namespace, spec).await?;
+    let plugin = storage.registry.storage(&target.plugin)?;
+    let policy_ref = spec.backup_policy.as_ref().and_then(|p| p.plugin.as_ref());
+    let policy: Option<(PolicyPlugin, Vec<(String, String)>)> = match policy_ref {
+        Some(p) => Some((
+            storage.registry.policy(&p.name)?,
+            p.config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )),
+        None => None,
+    };
+    let endpoints = endpoints.map_err(Failure::retry)?;
+    let limit = timeout_of(spec);
+    let deadline = tokio::time::Instant::now() + limit;
+    let started = Instant::now();
+    let (endpoint, etcd_status) =
+        tokio::time::timeout_at(deadline, snapshot::pick_endpoint(&endpoints))
+            .await
+            .map_err(|_| Failure::retry(BackupError::TimedOut { limit }.to_string()))?
+            .map_err(Failure::from)?;
+
+    let interval = interval_of(spec);
+    let now_ms = now.timestamp_millis().max(0) as u64;
+    let ctx = BackupContext {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        path_prefix: target.path.clone(),
+        revision: etcd_status.revision,
+        etcd_version: etcd_status.version.clone(),
+        last_backup_revision: previous
+            .last_success_date
+            .as_ref()
+            .map(|_| previous.etcd_revision),
+        last_backup_ms: previous
+            .last_success_date
+            .as_deref()
+            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.timestamp_millis().max(0) as u64),
+        now_ms,
+    };
+    let mut key = if interval.is_zero() {
+        target.path.clone()
+    } else {
+        schedule::periodic_key(&target.path, etcd_status.revision, now)
+    };
+    if let Some((p, config)) = &policy {
+        if let PreBackupDecision::Skip(reason) = p.pre_backup(config, &ctx).await? {
+            return Ok(Ran::Skipped(reason));
+        }
+        if !interval.is_zero()
+            && let Some(custom) = p.backup_name(config, &ctx).await?
+        {
+            key = custom;
+        }
+    }
+
+    let mut session = plugin.open(&target.config, &target.grants).await?;
+    let meta =
+        snapshot::backup_from(&mut session, &endpoint, etcd_status, &key, deadline, limit).await?;
+    let took = started.elapsed();
+
+    // Retention: only for periodic backups, only now that a new one exists.
+    let max = spec
+        .backup_policy
+        .as_ref()
+        .and_then(|p| p.max_backups)
+        .unwrap_or(0);
+    let (mut pruned, mut retention_error) = (Vec::new(), None);
+    if !interval.is_zero() && (max > 0 || policy.is_some()) {
+        match retention(
+            &mut session,
+            &target.path,
+            &meta.key,
+            max as usize,
+            policy.as_ref(),
+            now_ms,
+        )
+        .await
+        {
+            Ok(deleted) => pruned = deleted,
+            Err((deleted, e)) => {
+                pruned = deleted;
+                retention_error = Some(e.to_string());
+            }
+        }
+    }
+    Ok(Ran::Done {
+        meta,
+        took,
+        pruned,
+        retention_error,
+    })
+}
+
+/// Delete old backups (and their metadata) beyond the limit or as the
+/// policy says, never `newest`. Returns what was deleted.
+async fn retention(
+    session: &mut StorageSession,
+    prefix: &str,
+    newest: &str,
+    max: usize,
+    policy: Option<&(PolicyPlugin, Vec<(String, String)>)>,
+    now_ms: u64,
+) -> Result<Vec<String>, (Vec<String>, PluginError)> {
+    let listed = session.list(prefix).await.map_err(|e| (Vec::new(), e))?;
+    let backups: Vec<ObjectInfo> = listed
+        .into_iter()
+        .filter(|o| {
+            !o.key.ends_with(".meta.json")
+                && (policy.is_some() || schedule::is_periodic_key(prefix, &o.key))
+        })
+        .collect();
+    let doomed: Vec<String> = match policy {
+        Some((p, config)) => p
+            .retention(config, &backups, now_ms)
+            .await
+            .map_err(|e| (Vec::new(), e))?,
+        None => schedule::over_limit(&backups, max, newest),
+    };
+    let mut deleted = Vec::new();
+    for key in doomed.into_iter().filter(|k| k != newest) {
+        session
+            .delete(&key)
+            .await
+            .map_err(|e| (deleted.clone(), e))?;
+        match session.delete(&meta_key(&key)).await {
+            Ok(()) => {}
+            Err(e) if e.guest_kind() == Some(GuestErrorKind::NotFound) => {}
+            Err(e) => return Err((deleted, e)),
+        }
+        deleted.push(key);
+    }
+    Ok(deleted)
+}

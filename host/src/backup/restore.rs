@@ -1,0 +1,262 @@
+//! Fetching a backup and proving it sound before anything is restored from
+//! it, and finding the newest sound backup of a cluster for quorum-loss
+//! recovery. Nothing here touches a running cluster.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use super::controller::Storage;
+use super::location::{SecretStore, Target};
+use super::schedule;
+use super::snapshot::{BackupMeta, meta_key};
+use super::verify::{Digests, SnapshotDigest, SnapshotStatus, snapshot_status};
+use crate::plugins::storage::{CHUNK_SIZE, StorageSession};
+use crate::plugins::{GuestErrorKind, PluginError};
+use crate::runtime::binaries::SnapshotTool;
+
+/// Metadata objects are small; refuse anything that is not.
+const META_LIMIT: usize = 1 << 20;
+
+/// Why a backup cannot be restored. The running cluster is untouched in
+/// every case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("backup `{key}` does not exist in {location}")]
+    NotFound { key: String, location: String },
+    #[error("backup `{key}` failed verification: {why}")]
+    Corrupt { key: String, why: String },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("staging the backup at {path}: {message}")]
+    Staging { path: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RestoreError {
+    /// Worth trying again (a flaky backend), as opposed to a missing or
+    /// damaged backup, which stays so.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RestoreError::Plugin(e) => e.is_retryable(),
+            RestoreError::Staging { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// A backup downloaded to a local file and verified.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub key: String,
+    pub path: PathBuf,
+    pub digests: Digests,
+    /// The metadata written at backup time; `None` for backups taken by
+    /// other tools (the CoreOS operator wrote none).
+    pub meta: Option<BackupMeta>,
+    pub status: SnapshotStatus,
+}
+
+impl Verified {
+    /// One line for status and events.
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}` (revision {}, {} keys, {} bytes, sha256 {}{})",
+            self.key,
+            self.status.revision,
+            self.status.total_key,
+            self.digests.size,
+            &self.digests.sha256[..12],
+            if self.meta.is_some() {
+                ", matches its metadata"
+            } else {
+                ", no metadata: checked against etcd's own trailer"
+            }
+        )
+    }
+}
+
+/// Read `<key>.meta.json`, if there is one.
+async fn read_meta(
+    session: &mut StorageSession,
+    key: &str,
+) -> Result<Option<BackupMeta>, RestoreError> {
+    let mk = meta_key(key);
+    let download = match session.open_download(&mk).await {
+        Ok(d) => d,
+        Err(e) if e.guest_kind() == Some(GuestErrorKind::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = session.read(&download, 64 << 10).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > META_LIMIT {
+            return Err(RestoreError::Corrupt {
+                key: key.into(),
+                why: format!("its metadata {mk} is larger than 1 MiB"),
+            });
+        }
+    }
+    session.close_download(download).await;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| RestoreError::Corrupt {
+            key: key.into(),
+            why: format!("its metadata {mk} is not valid: {e}"),
+        })
+}
+
+/// Download backup `key` into a new file in `staging` and verify it:
+/// metadata sha256 and size, etcd's integrity trailer, `snapshot status`.
+/// On failure the file is removed.
+pub async fn fetch_verified(
+    session: &mut StorageSession,
+    target: &Target,
+    key: &str,
+    staging: &Path,
+    tool: &SnapshotTool,
+) -> Result<Verified, RestoreError> {
+    let meta = read_meta(session, key).await?;
+    std::fs::create_dir_all(staging).map_err(|e| RestoreError::Staging {
+        path: staging.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let path = staging.join(format!(
+        "restore-{}-{}.db",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let result = download_and_check(session, target, key, &path, meta, tool).await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    result
+}
+
+async fn download_and_check(
+    session: &mut StorageSession,
+    target: &Target,
+    key: &str,
+    path: &Path,
+    meta: Option<BackupMeta>,
+    tool: &SnapshotTool,
+) -> Result<Verified, RestoreError> {
+    let staging_err = |e: std::io::Error| RestoreError::Staging {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let download = match session.open_download(key).await {
+        Ok(d) => d,
+        Err(e) if e.guest_kind() == Some(GuestErrorKind::NotFound) => {
+            return Err(RestoreError::NotFound {
+                key: key.into(),
+                location: target.display.clone(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut file = tokio::fs::File::create(path).await.map_err(staging_err)?;
+    let mut digest = SnapshotDigest::default();
+    loop {
+        let chunk = session.read(&download, CHUNK_SIZE as u32).await?;
+        if chunk.is_empty() {
+            break;
+        }
+        digest.update(&chunk);
+        file.write_all(&chunk).await.map_err(staging_err)?;
+    }
+    file.sync_all().await.map_err(staging_err)?;
+    drop(file);
+    session.close_download(download).await;
+    let digests = digest.finish();
+    let corrupt = |why: String| RestoreError::Corrupt {
+        key: key.into(),
+        why,
+    };
+    if let Some(m) = &meta {
+        if m.size != digests.size {
+            return Err(corrupt(format!(
+                "it is {} bytes but its metadata says {} (truncated or replaced)",
+                digests.size, m.size
+            )));
+        }
+        if !m.sha256.eq_ignore_ascii_case(&digests.sha256) {
+            return Err(corrupt(format!(
+                "its sha256 is {} but its metadata says {}",
+                digests.sha256, m.sha256
+            )));
+        }
+    }
+    if !digests.trailer_ok {
+        return Err(corrupt(
+            "etcd's integrity trailer (the sha256 at the end of every snapshot) does not match its contents"
+                .into(),
+        ));
+    }
+    let status = snapshot_status(tool, path).await.map_err(corrupt)?;
+    Ok(Verified {
+        key: key.to_string(),
+        path: path.to_path_buf(),
+        digests,
+        meta,
+        status,
+    })
+}
+
+/// The newest backup among `targets` that verifies, downloaded into
+/// `staging`. Candidates are the exact `path` of each target and the
+/// periodic backups under it, newest first; a candidate that fails
+/// verification is reported and the next older one is tried.
+/// `Ok(None)`: there is no backup at all.
+pub async fn newest_verified<S: SecretStore>(
+    storage: &Storage<S>,
+    targets: &[Target],
+    staging: &Path,
+    tool: &SnapshotTool,
+) -> Result<Option<Verified>, String> {
+    let mut candidates = Vec::new();
+    let mut errors = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let mut session = match storage.open(t).await {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        match session.list(&t.path).await {
+            Ok(objects) => candidates.extend(
+                objects
+                    .into_iter()
+                    .filter(|o| o.key == t.path || schedule::is_periodic_key(&t.path, &o.key))
+                    .map(|o| (o.last_modified_ms, o.key, i)),
+            ),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    candidates.sort_by(|a, b| b.cmp(a));
+    for (_, key, i) in candidates.into_iter().take(5) {
+        let t = &targets[i];
+        let fetched = match storage.open(t).await {
+            Ok(mut session) => fetch_verified(&mut session, t, &key, staging, tool).await,
+            Err(e) => Err(e.into()),
+        };
+        match fetched {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "backup not usable for recovery; trying an older one");
+                errors.push(e.to_string());
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(None)
+    } else {
+        Err(errors.join("; "))
+    }
+}

@@ -1,0 +1,517 @@
+//! EtcdBackup and EtcdRestore in `etcd-operator local`, against real etcd
+//! clusters and the real `local` storage plugin (plus the test-only `faults`
+//! plugin where a backend must misbehave).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use etcd_operator::api::{EtcdBackupStatus, EtcdRestoreStatus};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{Operator, cluster_yaml, read_prefix, write_keys};
+
+/// An EtcdBackup of cluster `cluster` through storage plugin `storage`.
+/// `policy` is the body of `backupPolicy` (indented four spaces), `config`
+/// of `plugin.config`.
+fn backup_yaml(
+    name: &str,
+    cluster: &str,
+    storage: &str,
+    path: &str,
+    policy: &str,
+    config: &str,
+) -> String {
+    format!(
+        "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdBackup\nmetadata:\n  name: {name}\nspec:\n  \
+         etcdCluster:\n    name: {cluster}\n  storageType: {storage}\n  backupPolicy:\n{policy}  plugin:\n    \
+         path: {path}\n    config:\n{config}"
+    )
+}
+
+fn one_shot(name: &str, cluster: &str, path: &str) -> String {
+    backup_yaml(
+        name,
+        cluster,
+        "local",
+        path,
+        "    timeoutInSecond: 120\n",
+        "      {}\n",
+    )
+}
+
+fn restore_yaml(name: &str, cluster: &str, path: &str, new_cluster: &str) -> String {
+    format!(
+        "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdRestore\nmetadata:\n  name: {name}\nspec:\n  \
+         etcdCluster:\n    name: {cluster}\n  backupStorageType: local\n  plugin:\n    path: {path}\n{new_cluster}"
+    )
+}
+
+fn cond<'a>(
+    conds: &'a [etcd_operator::api::Condition],
+    t: &str,
+) -> Option<&'a etcd_operator::api::Condition> {
+    conds.iter().find(|c| c.type_ == t)
+}
+
+async fn wait_backup_ok(op: &Operator, name: &str) -> EtcdBackupStatus {
+    op.wait_object::<EtcdBackupStatus>("EtcdBackup", name, "succeeded", |s| s.succeeded)
+        .await
+}
+
+async fn wait_restore(op: &Operator, name: &str, phase: &str) -> EtcdRestoreStatus {
+    op.wait_object::<EtcdRestoreStatus>("EtcdRestore", name, phase, |s| {
+        s.phase.as_deref() == Some(phase)
+    })
+    .await
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Backup files (not metadata) in `dir` whose names start with `stem`.
+fn backup_files(dir: &Path, stem: &str) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(stem) && !n.ends_with(".meta.json"))
+        .collect()
+}
+
+fn member_names(op: &Operator, cluster: &str) -> BTreeSet<String> {
+    op.pids(cluster).into_iter().map(|(n, _)| n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_then_restore_brings_every_key_back_in_place_and_into_a_new_cluster() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    let s = op.wait_ready("c", 3).await;
+    let written = write_keys(&s, "/r", 300).await;
+
+    op.apply("b.yaml", &one_shot("b", "c", "c/one.db"));
+    let b = wait_backup_ok(&op, "b").await;
+    let file = op.backups().join("c/one.db");
+    assert_eq!(b.last_backup_key.as_deref(), Some("c/one.db"));
+    assert_eq!(
+        b.last_backup_sha256.as_deref(),
+        Some(sha256_of(&file).as_str())
+    );
+    assert!(
+        b.etcd_revision > 300 && b.etcd_version.as_deref() == Some("3.5.1"),
+        "{b:?}"
+    );
+    assert!(op.backups().join("c/one.db.meta.json").is_file());
+    assert_eq!(
+        cond(&b.conditions, "BackupSucceeded").map(|c| c.status.as_str()),
+        Some("True")
+    );
+
+    // Wipe: delete the keys and write something the backup does not have.
+    let mut client = crate::harness::client(&s).await;
+    client
+        .delete("/r", Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    client.put("/after-backup", "x", None).await.unwrap();
+    assert!(read_prefix(&s, "/r").await.is_empty());
+    let before = member_names(&op, "c");
+
+    op.apply("r.yaml", &restore_yaml("r", "c", "c/one.db", ""));
+    let r = wait_restore(&op, "r", "Completed").await;
+    assert!(r.succeeded, "{r:?}");
+    assert_eq!(
+        cond(&r.conditions, "Verified").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    let s = op.wait_ready("c", 3).await;
+    assert_eq!(read_prefix(&s, "/r").await, written, "every key is back");
+    assert!(read_prefix(&s, "/after-backup").await.is_empty());
+    let after = member_names(&op, "c");
+    assert!(
+        before.is_disjoint(&after),
+        "every member was replaced: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        op.events_of("ClusterRestored").len(),
+        1,
+        "{:?}",
+        op.events()
+    );
+
+    // The additive option: the same backup into a new cluster.
+    op.apply(
+        "r2.yaml",
+        &restore_yaml(
+            "r2",
+            "copy",
+            "c/one.db",
+            "  newCluster:\n    size: 1\n    version: \"3.5.1\"\n",
+        ),
+    );
+    wait_restore(&op, "r2", "Completed").await;
+    assert!(op.path().join("copy.restored.yaml").is_file());
+    let copy = op.wait_ready("copy", 1).await;
+    assert_eq!(read_prefix(&copy, "/r").await, written);
+    // The original is not affected by a restore into a new cluster.
+    assert_eq!(member_names(&op, "c"), after);
+
+    // newCluster naming an existing cluster is refused; nothing changes.
+    op.apply(
+        "r3.yaml",
+        &restore_yaml("r3", "c", "c/one.db", "  newCluster:\n    size: 1\n"),
+    );
+    let r3 = wait_restore(&op, "r3", "Failed").await;
+    assert!(r3.reason.unwrap().contains("already exists"));
+    assert_eq!(member_names(&op, "c"), after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_missing_backup_is_refused_and_the_cluster_left_untouched() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    let s = op.wait_ready("c", 1).await;
+    let written = write_keys(&s, "/k", 50).await;
+    op.apply("b.yaml", &one_shot("b", "c", "good.db"));
+    wait_backup_ok(&op, "b").await;
+
+    // Flip one byte in the middle: the sha256 no longer matches the metadata.
+    let good = op.backups().join("good.db");
+    let mut bytes = std::fs::read(&good).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(op.backups().join("bad.db"), &bytes).unwrap();
+    std::fs::copy(
+        op.backups().join("good.db.meta.json"),
+        op.backups().join("bad.db.meta.json"),
+    )
+    .unwrap();
+    // The same damage without metadata (as a backup from another tool):
+    // etcd's own integrity trailer catches it.
+    std::fs::write(op.backups().join("bare.db"), &bytes).unwrap();
+
+    let pids = op.pids("c");
+    for (name, path, reason, says) in [
+        ("r-bad", "bad.db", "BackupCorrupt", "sha256"),
+        ("r-bare", "bare.db", "BackupCorrupt", "integrity trailer"),
+        ("r-none", "missing.db", "BackupNotFound", "does not exist"),
+    ] {
+        op.apply(&format!("{name}.yaml"), &restore_yaml(name, "c", path, ""));
+        let r = wait_restore(&op, name, "Failed").await;
+        let failed = cond(&r.conditions, "Failed").unwrap();
+        assert_eq!(failed.reason.as_deref(), Some(reason), "{r:?}");
+        let why = r.reason.unwrap();
+        assert!(why.contains(says) && why.contains("untouched"), "{why}");
+    }
+    assert_eq!(op.pids("c"), pids, "the same member processes still run");
+    let s = op.status("c").unwrap();
+    assert_eq!(read_prefix(&s, "/k").await, written);
+    assert!(op.events_of("ClusterRestored").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_backups_keep_the_newest_two_and_keep_their_cadence_across_restarts() {
+    let mut op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    let s = op.wait_ready("c", 1).await;
+    write_keys(&s, "/p", 10).await;
+    op.apply(
+        "b.yaml",
+        &backup_yaml(
+            "b",
+            "c",
+            "local",
+            "p/snap",
+            "    backupIntervalInSecond: 5\n    maxBackups: 2\n",
+            "      {}\n",
+        ),
+    );
+    // Four backups: retention has had to delete two.
+    let start = Instant::now();
+    while op.events_of("BackupSucceeded").len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status: EtcdBackupStatus = op.object_status("EtcdBackup", "b").unwrap();
+    let dir = op.backups().join("p");
+    let kept = backup_files(&dir, "snap_v");
+    assert_eq!(kept.len(), 2, "exactly the newest two are kept: {kept:?}");
+    let newest = status.last_backup_key.clone().unwrap();
+    assert!(
+        kept.contains(newest.trim_start_matches("p/")),
+        "{kept:?} lacks {newest}"
+    );
+    for k in &kept {
+        assert!(
+            dir.join(format!("{k}.meta.json")).is_file(),
+            "metadata kept with {k}"
+        );
+        assert!(k.starts_with("snap_v") && k.len() == "snap_v".len() + k[6..].len());
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        4,
+        "pruned backups take their metadata with them"
+    );
+    assert!(op.events_of("BackupsPruned").len() >= 2);
+
+    // Restart the operator: the next backup comes one interval after the
+    // last success recorded in status — not at start-up, and not skipped.
+    let last = |op: &Operator| {
+        op.object_status::<EtcdBackupStatus>("EtcdBackup", "b")
+            .and_then(|s| s.last_success_date)
+            .map(|d| chrono::DateTime::parse_from_rfc3339(&d).unwrap())
+    };
+    let before = last(&op).unwrap();
+    op.kill();
+    op.restart();
+    let start = Instant::now();
+    let after = loop {
+        if let Some(t) = last(&op)
+            && t > before
+        {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let gap = (after - before).num_seconds();
+    assert!(
+        (4..=9).contains(&gap),
+        "the backup after a restart came {gap}s after the previous one (interval 5s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_errors_are_reported_permanent_or_retried_and_older_backups_survive() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    op.wait_ready("c", 1).await;
+    op.apply("ok.yaml", &one_shot("ok", "c", "keep/ok.db"));
+    wait_backup_ok(&op, "ok").await;
+    let kept = sha256_of(&op.backups().join("keep/ok.db"));
+
+    let faults = |name: &str, fault: &str| {
+        backup_yaml(
+            name,
+            "c",
+            "faults",
+            "keep/ok.db",
+            "    timeoutInSecond: 10\n",
+            &format!("      fault: {fault}\n"),
+        )
+    };
+    op.apply("denied.yaml", &faults("denied", "unauthorized"));
+    op.apply("flaky.yaml", &faults("flaky", "transient"));
+    op.apply("drops.yaml", &faults("drops", "write-fails"));
+
+    let denied = op
+        .wait_object::<EtcdBackupStatus>("EtcdBackup", "denied", "failed permanently", |s| {
+            cond(&s.conditions, "Failed").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let failed = cond(&denied.conditions, "Failed").unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("Unauthorized"));
+    assert!(
+        failed.message.as_deref().unwrap().contains("not retrying"),
+        "{failed:?}"
+    );
+    assert!(!denied.succeeded);
+
+    for name in ["flaky", "drops"] {
+        let s = op
+            .wait_object::<EtcdBackupStatus>("EtcdBackup", name, "retrying", |s| {
+                cond(&s.conditions, "Retrying").is_some_and(|c| c.status == "True")
+            })
+            .await;
+        assert!(s.reason.unwrap().contains("transient"));
+    }
+    // Transient failures are retried (5 s backoff); the permanent one is not.
+    let start = Instant::now();
+    let retries = |op: &Operator, name: &str| {
+        op.events_of("BackupRetrying")
+            .iter()
+            .filter(|e| e["name"] == name)
+            .count()
+    };
+    while retries(&op, "flaky") < 2 || retries(&op, "drops") < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            op.events()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let denied_failures = op
+        .events_of("BackupFailed")
+        .iter()
+        .filter(|e| e["name"] == "denied")
+        .count();
+    assert_eq!(
+        denied_failures, 1,
+        "a permanent error is reported once, not retried"
+    );
+    assert_eq!(
+        sha256_of(&op.backups().join("keep/ok.db")),
+        kept,
+        "the older backup is intact"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_lost_every_member_and_its_data_comes_back_from_the_newest_backup() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    let s = op.wait_ready("c", 3).await;
+    let written = write_keys(&s, "/q", 100).await;
+    op.apply(
+        "b.yaml",
+        &backup_yaml(
+            "b",
+            "c",
+            "local",
+            "q/snap",
+            "    backupIntervalInSecond: 3600\n",
+            "      {}\n",
+        ),
+    );
+    wait_backup_ok(&op, "b").await;
+    for (member, _) in op.pids("c") {
+        op.kill_member("c", &member, true);
+    }
+    let start = Instant::now();
+    while op.events_of("QuorumRecoveredFromBackup").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = op.wait_ready("c", 3).await;
+    assert_eq!(read_prefix(&s, "/q").await, written);
+}
+
+/// Peak resident memory of a process, in MiB (VmHWM).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+/// Fill the cluster with `mib` MiB of incompressible values, 1 MiB each.
+async fn load_mib(s: &etcd_operator::api::EtcdClusterStatus, mib: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let mut c = crate::harness::client(&s).await;
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ worker as u64;
+            for i in (worker..mib).step_by(4) {
+                let value: Vec<u8> = (0..(1 << 20) / 8)
+                    .flat_map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x.to_le_bytes()
+                    })
+                    .collect();
+                c.put(format!("/big/{i:05}"), value, None).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_1_gib_database_backs_up_in_bounded_memory_and_a_timed_out_run_leaves_nothing() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    let s = op.wait_ready("c", 1).await;
+    write_keys(&s, "/small", 10).await;
+    op.apply("old.yaml", &one_shot("old", "c", "old.db"));
+    wait_backup_ok(&op, "old").await;
+    let old = sha256_of(&op.backups().join("old.db"));
+
+    load_mib(&s, 1100).await;
+
+    // A 1 s limit cannot fit a 1 GiB snapshot: the upload is aborted.
+    op.apply(
+        "slow.yaml",
+        &backup_yaml(
+            "slow",
+            "c",
+            "local",
+            "big/t.db",
+            "    timeoutInSecond: 1\n",
+            "      {}\n",
+        ),
+    );
+    let slow = op
+        .wait_object::<EtcdBackupStatus>("EtcdBackup", "slow", "timed out", |s| {
+            cond(&s.conditions, "Retrying").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    assert!(slow.reason.unwrap().contains("timeoutInSecond"));
+    op.remove("slow.yaml");
+    let parts = op.backups().join(".parts");
+    let start = Instant::now();
+    while std::fs::read_dir(&parts).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "part files left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!op.backups().join("big/t.db").exists(), "no partial object");
+
+    op.apply(
+        "big.yaml",
+        &backup_yaml(
+            "big",
+            "c",
+            "local",
+            "big/full.db",
+            "    timeoutInSecond: 600\n",
+            "      {}\n",
+        ),
+    );
+    let big = wait_backup_ok(&op, "big").await;
+    let size = big.last_backup_size.unwrap() as u64;
+    assert!(size >= 1 << 30, "the database is {size} bytes");
+    assert_eq!(
+        std::fs::metadata(op.backups().join("big/full.db"))
+            .unwrap()
+            .len(),
+        size
+    );
+    let peak = peak_rss_mib(op.pid().unwrap());
+    eprintln!(
+        "operator peak RSS {peak} MiB for a {} MiB backup",
+        size >> 20
+    );
+    assert!(
+        peak < 256,
+        "operator peak RSS {peak} MiB: memory must not grow with the {} MiB snapshot",
+        size >> 20
+    );
+    assert_eq!(
+        sha256_of(&op.backups().join("old.db")),
+        old,
+        "older backup intact"
+    );
+}
