@@ -515,3 +515,239 @@ async fn a_1_gib_database_backs_up_in_bounded_memory_and_a_timed_out_run_leaves_
         "older backup intact"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_policy_plugin_decides_retention_and_skips_unchanged_revisions() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    let s = op.wait_ready("c", 1).await;
+    op.apply(
+        "b.yaml",
+        &backup_yaml(
+            "b",
+            "c",
+            "local",
+            "pol/snap",
+            "    backupIntervalInSecond: 2\n    plugin:\n      name: retention\n      config:\n        \
+             keep-last: \"1\"\n        skip-unchanged: \"true\"\n",
+            "      {}\n",
+        ),
+    );
+    let successes = |op: &Operator| op.events_of("BackupSucceeded").len();
+    let wait_until = |pred: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !pred() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                op.events()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_until(&|| successes(&op) == 1);
+    // Nothing changed: the policy skips the next runs.
+    wait_until(&|| !op.events_of("BackupSkipped").is_empty());
+    assert_eq!(successes(&op), 1);
+    write_keys(&s, "/changed", 1).await;
+    wait_until(&|| successes(&op) == 2);
+    wait_until(&|| !op.events_of("BackupsPruned").is_empty());
+    let kept = backup_files(&op.backups().join("pol"), "snap_v");
+    assert_eq!(kept.len(), 1, "keep-last 1: {kept:?}");
+    let status: EtcdBackupStatus = op.object_status("EtcdBackup", "b").unwrap();
+    assert_eq!(
+        status
+            .last_backup_key
+            .as_deref()
+            .map(|k| k.trim_start_matches("pol/")),
+        kept.iter().next().map(String::as_str),
+        "the newest backup is the one kept"
+    );
+}
+
+/// Run openssl in `dir`, failing the test with its output on error.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ],
+    );
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n\
+                 basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+            ),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}-key.pem"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An etcd process killed on drop.
+struct Etcd(std::process::Child);
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tls_secret_is_used_to_back_up_a_cluster_that_requires_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let (client_port, peer_port) = (free_port(), free_port());
+    let client_url = format!("https://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let tools = std::env::var_os("ETCD_OPERATOR_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/etcd-operator/tools")
+        });
+    let c = |f: &str| certs.path().join(f).display().to_string();
+    let _etcd = Etcd(
+        std::process::Command::new(tools.join("etcd/3.5/etcd"))
+            .args(["--name", "tls", "--data-dir", &c("data")])
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("tls={peer_url}")])
+            .args([
+                "--cert-file",
+                &c("server.pem"),
+                "--key-file",
+                &c("server-key.pem"),
+            ])
+            .args(["--trusted-ca-file", &c("ca.pem"), "--client-cert-auth"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let op = Operator::start(&[]);
+    let read = |f: &str| std::fs::read_to_string(certs.path().join(f)).unwrap();
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "etcd-tls"},
+        "stringData": {
+            "etcd-client.crt": read("client.pem"),
+            "etcd-client.key": read("client-key.pem"),
+            "etcd-client-ca.crt": read("ca.pem"),
+        },
+    });
+    op.apply("secret.yaml", &serde_yaml::to_string(&secret).unwrap());
+    let tls_backup = |name: &str, tls: &str| {
+        format!(
+            "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdBackup\nmetadata:\n  name: {name}\nspec:\n  \
+             etcdEndpoints: [\"{client_url}\"]\n{tls}  storageType: local\n  plugin:\n    path: tls/{name}.db\n"
+        )
+    };
+    op.apply(
+        "with.yaml",
+        &tls_backup("with", "  clientTLSSecret: etcd-tls\n"),
+    );
+    op.apply("without.yaml", &tls_backup("without", ""));
+
+    let with = wait_backup_ok(&op, "with").await;
+    assert!(
+        with.etcd_revision >= 1 && with.etcd_version.as_deref() == Some("3.5.1"),
+        "{with:?}"
+    );
+    assert!(op.backups().join("tls/with.db").is_file());
+    // The same endpoint without the client certificate is refused by etcd.
+    let without = op
+        .wait_object::<EtcdBackupStatus>("EtcdBackup", "without", "failing", |s| {
+            cond(&s.conditions, "Retrying").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    assert!(!without.succeeded);
+    assert!(!op.backups().join("tls/without.db").exists());
+}

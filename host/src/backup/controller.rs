@@ -59,8 +59,9 @@ impl<S: SecretStore> Storage<S> {
 pub struct BackupMemory {
     failures: u32,
     retry_at: Option<Instant>,
-    /// The spec a permanent failure was reported for; nothing runs until it changes.
-    gave_up_on: Option<EtcdBackupSpec>,
+    /// The spec and Secret contents a permanent failure was reported for;
+    /// nothing runs until one of them changes.
+    gave_up_on: Option<(EtcdBackupSpec, String)>,
     /// A policy plugin skipped the run; the next attempt waits a full interval.
     skipped_until: Option<Instant>,
 }
@@ -231,10 +232,12 @@ pub async fn reconcile<S: SecretStore>(
         requeue,
     };
 
-    if memory.gave_up_on.as_ref() == Some(spec) {
-        return idle(status, Duration::from_secs(60));
+    if let Some((failed_spec, failed_secrets)) = &memory.gave_up_on {
+        if failed_spec == spec && *failed_secrets == secrets_digest(storage, backup).await {
+            return idle(status, Duration::from_secs(30));
+        }
+        memory.gave_up_on = None;
     }
-    memory.gave_up_on = None;
     let now = Utc::now();
     let last_success = previous
         .last_success_date
@@ -366,7 +369,7 @@ pub async fn reconcile<S: SecretStore>(
         Err(f) => {
             memory.failures = 0;
             memory.retry_at = None;
-            memory.gave_up_on = Some(spec.clone());
+            memory.gave_up_on = Some((spec.clone(), secrets_digest(storage, backup).await));
             status.succeeded = false;
             status.reason = Some(f.message.clone());
             let message = format!(
@@ -399,6 +402,29 @@ pub async fn reconcile<S: SecretStore>(
     }
 }
 
+/// A digest of the Secrets a backup reads, so fixing credentials in a
+/// Secret resumes a backup that failed for good.
+async fn secrets_digest<S: SecretStore>(storage: &Storage<S>, backup: &EtcdBackup) -> String {
+    use sha2::{Digest, Sha256};
+    let namespace = backup.metadata.namespace.as_deref().unwrap_or("default");
+    let kind = crate::api::StorageKind::parse(&backup.spec.storage_type);
+    let names = [
+        backup.spec.source().secret(&kind).ok().flatten(),
+        backup.spec.client_tls_secret.clone(),
+    ];
+    let mut h = Sha256::new();
+    for name in names.into_iter().flatten() {
+        h.update(name.as_bytes());
+        if let Ok(data) = storage.secrets.get(namespace, &name).await {
+            for (k, v) in data {
+                h.update(k.as_bytes());
+                h.update(&v);
+            }
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 /// One backup run: resolve, snapshot, upload, retention.
 async fn run<S: SecretStore>(
     storage: &Storage<S>,
@@ -409,17 +435,10 @@ async fn run<S: SecretStore>(
     previous: &EtcdBackupStatus,
     now: DateTime<Utc>,
 ) -> Result<Ran, Failure> {
-    if spec
-        .client_tls_secret
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(Failure::permanent(
-            "Unsupported",
-            "spec.clientTLSSecret is set but TLS to etcd is not supported by this operator yet; \
-             back up through a plain-HTTP client URL or remove the field",
-        ));
-    }
+    let tls = match spec.client_tls_secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(secret) => Some(client_tls(storage.secrets.as_ref(), namespace, secret).await?),
+        None => None,
+    };
     let target = storage.backup_target(namespace, spec).await?;
     let plugin = storage.registry.storage(&target.plugin)?;
     let policy_ref = spec.backup_policy.as_ref().and_then(|p| p.plugin.as_ref());
@@ -438,7 +457,7 @@ async fn run<S: SecretStore>(
     let deadline = tokio::time::Instant::now() + limit;
     let started = Instant::now();
     let (endpoint, etcd_status) =
-        tokio::time::timeout_at(deadline, snapshot::pick_endpoint(&endpoints))
+        tokio::time::timeout_at(deadline, snapshot::pick_endpoint(&endpoints, tls.as_ref()))
             .await
             .map_err(|_| Failure::retry(BackupError::TimedOut { limit }.to_string()))?
             .map_err(Failure::from)?;
@@ -479,8 +498,12 @@ async fn run<S: SecretStore>(
     }
 
     let mut session = plugin.open(&target.config, &target.grants).await?;
-    let meta =
-        snapshot::backup_from(&mut session, &endpoint, etcd_status, &key, deadline, limit).await?;
+    let source = snapshot::Source {
+        endpoint: &endpoint,
+        status: etcd_status,
+        tls: tls.as_ref(),
+    };
+    let meta = snapshot::backup_from(&mut session, source, &key, deadline, limit).await?;
     let took = started.elapsed();
 
     // Retention: only for periodic backups, only now that a new one exists.
@@ -513,6 +536,33 @@ async fn run<S: SecretStore>(
         took,
         pruned,
         retention_error,
+    })
+}
+
+/// The client certificates of `clientTLSSecret`. A missing Secret or key
+/// may be fixed by creating it, so it is retried.
+async fn client_tls<S: SecretStore>(
+    secrets: &S,
+    namespace: &str,
+    name: &str,
+) -> Result<crate::etcd::ClientTls, Failure> {
+    let data = secrets.get(namespace, name).await.map_err(|e| {
+        Failure::retry(format!(
+            "Secret {namespace}/{name} (spec.clientTLSSecret): {e}"
+        ))
+    })?;
+    let key = |k: &str| {
+        data.get(k).cloned().ok_or_else(|| {
+            Failure::retry(format!(
+                "Secret {namespace}/{name} (spec.clientTLSSecret) has no key `{k}`: it needs \
+                 etcd-client.crt, etcd-client.key and etcd-client-ca.crt"
+            ))
+        })
+    };
+    Ok(crate::etcd::ClientTls {
+        cert: key("etcd-client.crt")?,
+        key: key("etcd-client.key")?,
+        ca: key("etcd-client-ca.crt")?,
     })
 }
 

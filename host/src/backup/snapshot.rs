@@ -57,11 +57,14 @@ impl BackupError {
 }
 
 /// The endpoint with the highest revision, and its status.
-pub async fn pick_endpoint(endpoints: &[String]) -> Result<(String, etcd::Status), BackupError> {
+pub async fn pick_endpoint(
+    endpoints: &[String],
+    tls: Option<&etcd::ClientTls>,
+) -> Result<(String, etcd::Status), BackupError> {
     let mut best: Option<(String, etcd::Status)> = None;
     let mut errors = Vec::new();
     for e in endpoints {
-        match etcd::status(e).await {
+        match etcd::status_with(e, tls).await {
             Ok(s) if best.as_ref().is_none_or(|(_, b)| s.revision > b.revision) => {
                 best = Some((e.clone(), s))
             }
@@ -88,30 +91,50 @@ pub async fn backup_to(
     limit: Duration,
 ) -> Result<BackupMeta, BackupError> {
     let deadline = tokio::time::Instant::now() + limit;
-    let (endpoint, status) = tokio::time::timeout_at(deadline, pick_endpoint(endpoints))
+    let (endpoint, status) = tokio::time::timeout_at(deadline, pick_endpoint(endpoints, None))
         .await
         .map_err(|_| BackupError::TimedOut { limit })??;
-    backup_from(session, &endpoint, status, key, deadline, limit).await
+    let source = Source {
+        endpoint: &endpoint,
+        status,
+        tls: None,
+    };
+    backup_from(session, source, key, deadline, limit).await
 }
 
-/// [`backup_to`] from a chosen endpoint.
+/// The member a snapshot is read from.
+pub struct Source<'a> {
+    pub endpoint: &'a str,
+    /// Its status, as [`pick_endpoint`] found it.
+    pub status: etcd::Status,
+    pub tls: Option<&'a etcd::ClientTls>,
+}
+
+/// [`backup_to`] from a chosen member.
 pub async fn backup_from(
     session: &mut StorageSession,
-    endpoint: &str,
-    status: etcd::Status,
+    source: Source<'_>,
     key: &str,
     deadline: tokio::time::Instant,
     limit: Duration,
 ) -> Result<BackupMeta, BackupError> {
+    let Source {
+        endpoint,
+        status,
+        tls,
+    } = source;
     let endpoint = endpoint.to_string();
     let timed_out = || BackupError::TimedOut { limit };
     let snap_err = |message: String| BackupError::Snapshot {
         endpoint: endpoint.clone(),
         message,
     };
-    let opts = ConnectOptions::new()
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(etcd::REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
+    if let Some(t) = tls {
+        opts = t.apply(opts);
+    }
     let mut stream = tokio::time::timeout_at(deadline, async {
         let mut client = Client::connect([endpoint.as_str()], Some(opts))
             .await

@@ -62,18 +62,58 @@ pub struct Status {
     pub errors: Vec<String>,
 }
 
-fn options() -> ConnectOptions {
-    ConnectOptions::new()
+/// Client certificates for a cluster that requires TLS (the CoreOS
+/// `clientTLSSecret` keys `etcd-client.crt`, `etcd-client.key`,
+/// `etcd-client-ca.crt`), all PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls { .. }")
+    }
+}
+
+impl ClientTls {
+    /// Connection options with this identity and CA added.
+    pub fn apply(&self, opts: ConnectOptions) -> ConnectOptions {
+        opts.with_tls(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&self.ca))
+                .identity(etcd_client::Identity::from_pem(&self.cert, &self.key)),
+        )
+    }
+}
+
+fn options(tls: Option<&ClientTls>) -> ConnectOptions {
+    let opts = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT);
+    match tls {
+        Some(t) => t.apply(opts),
+        None => opts,
+    }
 }
 
 async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
+    connect_with(endpoints, None).await
+}
+
+async fn connect_with(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client, EtcdError> {
     let unreachable = |message: String| EtcdError::Unreachable {
         endpoints: endpoints.join(","),
         message,
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(endpoints, Some(options()))).await {
+    match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        Client::connect(endpoints, Some(options(tls))),
+    )
+    .await
+    {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
         Err(_) => Err(unreachable("connection timed out".into())),
@@ -104,8 +144,13 @@ async fn bounded<T>(
 
 /// The status of the single member at `endpoint`.
 pub async fn status(endpoint: &str) -> Result<Status, EtcdError> {
+    status_with(endpoint, None).await
+}
+
+/// [`status`] over TLS when `tls` is given.
+pub async fn status_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<Status, EtcdError> {
     bounded("status", async {
-        let mut client = connect(&[endpoint.to_string()]).await?;
+        let mut client = connect_with(&[endpoint.to_string()], tls).await?;
         let s = client.status().await.map_err(request("status"))?;
         let header = s.header();
         Ok(Status {
