@@ -6,6 +6,8 @@
 # Desired state: $DEMO_DIR/*.yaml (default ~/.cache/etcd-operator/demo), seeded
 # from examples/local/. Edit `size` or `version` there and save to watch the
 # operator act; status appears in $DEMO_DIR/.status/etcdcluster/example.yaml.
+# A periodic EtcdBackup writes snapshots to $DEMO_DIR/.backups through the
+# `local` storage plugin.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -23,4 +25,5 @@ done
 echo "desired state: $demo/*.yaml"
 echo "status:        $demo/.status/etcdcluster/example.yaml"
 echo "events:        $demo/.status/events.log"
-exec "$op" local --dir "$demo"
+echo "backups:       $demo/.backups/example/ (EtcdBackup example-periodic, every 60 s)"
+exec "$op" local --dir "$demo" --plugin-dir "$ROOT/plugins/dist"

@@ -226,6 +226,20 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/local");
+        let mut m = Manifests::default();
+        assert!(m.refresh(&dir).is_empty());
+        assert!(m.clusters().contains_key("example"));
+        let backups = m.backups();
+        let b = &backups["example-periodic"];
+        assert_eq!(
+            b.spec.etcd_cluster.as_ref().map(|c| c.name.as_str()),
+            Some("example")
+        );
+    }
+
+    #[test]
     fn a_broken_edit_keeps_the_previous_objects() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.yaml");
