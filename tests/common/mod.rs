@@ -72,3 +72,105 @@ pub fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// The tools directory `scripts/setup.sh` fills.
+pub fn tools() -> PathBuf {
+    std::env::var_os("ETCD_OPERATOR_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/etcd-operator/tools")
+        })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A moto S3 server on a random loopback port (installed by scripts/setup.sh),
+/// killed on drop. moto keeps objects in memory and does not check signatures.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = std::process::Command::new(tools().join("venv/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server (run scripts/setup.sh)");
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "moto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    /// Create a bucket with boto3 (moto's own dependency, so always there).
+    pub fn create_bucket(&self, bucket: &str) {
+        let script = format!(
+            "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', \
+             aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket='{bucket}')",
+            self.endpoint
+        );
+        let out = std::process::Command::new(tools().join("venv/bin/python"))
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "create bucket: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Keys in a bucket, through boto3.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let script = format!(
+            "import boto3\nc = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', \
+             aws_secret_access_key='test', region_name='us-east-1')\n\
+             for o in c.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])",
+            self.endpoint
+        );
+        let out = std::process::Command::new(tools().join("venv/bin/python"))
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The `credentials` file text the S3 plugin reads.
+    pub fn credentials() -> &'static str {
+        "[default]\naws_access_key_id = test\naws_secret_access_key = test\n"
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -751,3 +751,63 @@ async fn client_tls_secret_is_used_to_back_up_a_cluster_that_requires_client_cer
     assert!(!without.succeeded);
     assert!(!op.backups().join("tls/without.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_to_s3_and_restore_from_it_with_the_coreos_s3_block() {
+    let moto = crate::common::Moto::start();
+    moto.create_bucket("etcd-backups");
+    let op = Operator::start(&["--allow-network", "127.0.0.1/32"]);
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "aws"},
+        "stringData": {
+            "credentials": crate::common::Moto::credentials(),
+            "config": "[default]\nregion = us-east-1\n",
+        },
+    });
+    op.apply("secret.yaml", &serde_yaml::to_string(&secret).unwrap());
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    let s = op.wait_ready("c", 3).await;
+    let written = write_keys(&s, "/s3", 200).await;
+    let s3 = |path: &str| {
+        format!(
+            "  s3:\n    path: etcd-backups/{path}\n    awsSecret: aws\n    endpoint: {}\n    forcePathStyle: true\n",
+            moto.endpoint
+        )
+    };
+    // CoreOS YAML, unchanged but for the cluster reference.
+    op.apply(
+        "b.yaml",
+        &format!(
+            "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdBackup\nmetadata:\n  name: b\nspec:\n  \
+             etcdCluster:\n    name: c\n  storageType: S3\n  backupPolicy:\n    timeoutInSecond: 120\n{}",
+            s3("cluster-c/one.db")
+        ),
+    );
+    let b = wait_backup_ok(&op, "b").await;
+    assert_eq!(b.last_backup_key.as_deref(), Some("cluster-c/one.db"));
+    let keys = moto.keys("etcd-backups");
+    assert_eq!(
+        keys,
+        ["cluster-c/one.db", "cluster-c/one.db.meta.json"],
+        "{keys:?}"
+    );
+
+    let mut client = crate::harness::client(&s).await;
+    client
+        .delete("/s3", Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    op.apply(
+        "r.yaml",
+        &format!(
+            "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdRestore\nmetadata:\n  name: r\nspec:\n  \
+             etcdCluster:\n    name: c\n  backupStorageType: S3\n{}",
+            s3("cluster-c/one.db")
+        ),
+    );
+    wait_restore(&op, "r", "Completed").await;
+    let s = op.wait_ready("c", 3).await;
+    assert_eq!(read_prefix(&s, "/s3").await, written);
+}

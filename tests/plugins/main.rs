@@ -7,4 +7,5 @@ mod cli;
 mod local;
 mod policy;
 mod registry;
+mod s3;
 mod sandbox;

@@ -148,11 +148,11 @@ pub async fn resolve<S: SecretStore>(
                     endpoints.push(origin(e, "spec.s3.endpoint")?);
                 }
                 None => {
-                    return Err(LocationError::Spec(
-                        "spec.s3.endpoint is empty: AWS endpoints by region are not derived yet; \
-                         set it, e.g. https://s3.eu-west-1.amazonaws.com"
-                            .into(),
-                    ));
+                    // AWS itself: the regional endpoint, path and virtual-host style.
+                    let region = aws_region(config.iter().find(|(k, _)| k == "config"))?;
+                    let b = bucket.clone().unwrap_or_default();
+                    endpoints.push(format!("https://s3.{region}.amazonaws.com"));
+                    endpoints.push(format!("https://{b}.s3.{region}.amazonaws.com"));
                 }
             }
         }
@@ -229,6 +229,25 @@ pub async fn resolve<S: SecretStore>(
         config,
         path: key,
     })
+}
+
+/// The region of the `default` profile of an AWS `config` file (the S3
+/// plugin reads the same file), `us-east-1` when it names none.
+fn aws_region(config: Option<&(String, String)>) -> Result<String, LocationError> {
+    let Some((_, text)) = config else {
+        return Ok("us-east-1".into());
+    };
+    let ini = ini::Ini::load_from_str(text).map_err(|e| {
+        LocationError::Secret(format!(
+            "the `config` file of spec.s3.awsSecret is not a valid AWS config file: {e}"
+        ))
+    })?;
+    Ok(["default", "profile default"]
+        .iter()
+        .find_map(|s| ini.section(Some(*s)).and_then(|sec| sec.get("region")))
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "us-east-1".into()))
 }
 
 fn secret_field(kind: &StorageKind) -> &'static str {
@@ -379,6 +398,41 @@ mod tests {
         assert!(
             no_key.to_string().contains("no key `credentials`"),
             "{no_key}"
+        );
+    }
+
+    #[tokio::test]
+    async fn s3_without_an_endpoint_may_reach_only_its_aws_region() {
+        let s3 = S3Source {
+            path: Some("bkt/etcd".into()),
+            aws_secret: Some("creds".into()),
+            endpoint: None,
+            force_path_style: None,
+        };
+        let src = BackupSource {
+            s3: Some(&s3),
+            ..Default::default()
+        };
+        let s = secrets(&[
+            ("credentials", "[default]\n"),
+            ("config", "[default]\nregion = eu-west-1\n"),
+        ]);
+        let t = resolve("S3", "storageType", src, "ns", &s, &HostGrants::default())
+            .await
+            .unwrap();
+        let allowed: Vec<String> = t
+            .grants
+            .egress
+            .allowed
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                "https://s3.eu-west-1.amazonaws.com:443",
+                "https://bkt.s3.eu-west-1.amazonaws.com:443"
+            ]
         );
     }
 

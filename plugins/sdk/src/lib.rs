@@ -14,6 +14,12 @@
 //! values with errors that name the key, which is what users see in status.
 
 pub mod config;
+/// opendal's HTTP transport over wasi:http.
+#[cfg(feature = "objectstore")]
+pub mod http;
+/// A storage plugin over an opendal operator.
+#[cfg(feature = "objectstore")]
+pub mod objectstore;
 
 extern crate self as etcd_plugin_sdk;
 

@@ -1,0 +1,102 @@
+//! The `s3` plugin against a real S3 API (moto), through the operator's
+//! sandbox and `wasi:http`.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use etcd_operator::plugins::{EgressPolicy, Grants, GuestErrorKind, LoadedPlugin, PluginError};
+
+use crate::common::{self, Moto};
+
+fn config(moto: &Moto, bucket: &str) -> Vec<(String, String)> {
+    common::config(&[
+        ("bucket", bucket),
+        ("endpoint", &moto.endpoint),
+        ("force-path-style", "true"),
+        ("credentials", Moto::credentials()),
+    ])
+}
+
+fn grants(moto: &Moto) -> Grants {
+    Grants {
+        egress: Arc::new(
+            EgressPolicy::from_entries(
+                std::slice::from_ref(&moto.endpoint),
+                &["127.0.0.1/32".into()],
+            )
+            .unwrap(),
+        ),
+        dir: None,
+    }
+}
+
+#[test]
+fn s3_passes_plugin_test_against_moto_with_a_64_mib_multipart_round_trip() {
+    let moto = Moto::start();
+    moto.create_bucket("conformance");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-operator"));
+    cmd.args(["plugin", "test"])
+        .arg(common::plugin_path("s3"))
+        .args(["--large-mib", "64", "--allow-network", "127.0.0.1/32"])
+        .args(["--allow-endpoint", &moto.endpoint]);
+    for (k, v) in config(&moto, "conformance") {
+        cmd.arg("--config").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("large round-trip (multipart)") && report.contains("67108864 bytes"));
+    assert!(report.contains("8 passed, 0 failed"), "{report}");
+    // Nothing left behind: the test deletes what it wrote, aborted uploads leave no object.
+    assert!(
+        moto.keys("conformance").is_empty(),
+        "{:?}",
+        moto.keys("conformance")
+    );
+}
+
+#[tokio::test]
+async fn s3_errors_name_the_bucket_and_map_to_the_contract() {
+    let moto = Moto::start();
+    moto.create_bucket("present");
+    let LoadedPlugin::Storage(plugin) = common::load(&common::engine(), "s3") else {
+        panic!("s3 is a storage plugin")
+    };
+
+    // A bucket that does not exist: not-found, naming it.
+    let Ok(mut session) = plugin.open(&config(&moto, "absent"), &grants(&moto)).await else {
+        panic!("open does not contact the store")
+    };
+    let Err(err) = session.open_download("k").await else {
+        panic!("download from a missing bucket succeeded")
+    };
+    assert_eq!(err.guest_kind(), Some(GuestErrorKind::NotFound), "{err}");
+    assert!(err.to_string().contains("`absent`"), "{err}");
+
+    // No credentials: invalid-config, saying what is missing.
+    let mut no_creds = config(&moto, "present");
+    no_creds.retain(|(k, _)| k != "credentials");
+    let Err(err) = plugin.open(&no_creds, &grants(&moto)).await else {
+        panic!("opened without credentials")
+    };
+    assert_eq!(
+        err.guest_kind(),
+        Some(GuestErrorKind::InvalidConfig),
+        "{err}"
+    );
+    assert!(err.to_string().contains("aws_access_key_id"), "{err}");
+
+    // An endpoint the location does not allow is refused by the host.
+    let Ok(mut session) = plugin
+        .open(&config(&moto, "present"), &Grants::default())
+        .await
+    else {
+        panic!("open does not contact the store")
+    };
+    let err = session.list("").await.unwrap_err();
+    assert!(matches!(err, PluginError::EgressDenied { .. }), "{err}");
+}
