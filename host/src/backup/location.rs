@@ -168,13 +168,12 @@ pub async fn resolve<S: SecretStore>(
                      AzureUSGovernmentCloud, AzureChinaCloud or AzureGermanCloud, or give `endpoint`"
                 ))
             })?;
-            match text("endpoint")?.filter(|e| !e.trim().is_empty()) {
-                Some(e) => {
-                    endpoints.push(origin(&e, "the Secret's `endpoint`")?);
-                    config.push(("endpoint".into(), e.trim().to_string()));
-                }
-                None => endpoints.push(format!("https://{account}.blob.{suffix}")),
-            }
+            let endpoint = text("endpoint")?
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| format!("https://{account}.blob.{suffix}"));
+            endpoints.push(origin(&endpoint, "the Secret's `endpoint`")?);
+            config.push(("endpoint".into(), endpoint));
         }
         StorageKind::Gcs => {
             config.push(("bucket".into(), bucket.clone().unwrap_or_default()));
