@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use etcd_operator::plugins::{Limits, LoadedPlugin, PluginEngine, registry};
 
+pub mod oss_server;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -6,6 +6,7 @@ mod common;
 mod abs;
 mod cli;
 mod local;
+mod oss;
 mod policy;
 mod registry;
 mod s3;
