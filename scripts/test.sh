@@ -13,7 +13,7 @@ cargo fmt --all -- --check
 
 echo "== lints"
 cargo clippy --quiet --all-targets -- -D warnings
-for p in local retention faults s3 abs oss; do
+for p in local retention faults s3 abs oss gcs; do
   (cd plugins && cargo clippy --quiet --target wasm32-wasip2 -p "etcd-plugin-$p" -- -D warnings)
 done
 

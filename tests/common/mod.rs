@@ -250,3 +250,44 @@ impl Drop for Azurite {
         let _ = self.child.wait();
     }
 }
+
+/// gcp-storage-emulator (PyPI, installed by scripts/setup.sh) on a random
+/// loopback port, in memory, with one bucket; killed on drop. It implements
+/// the JSON API (incl. resumable uploads) and does not check credentials.
+pub struct GcsEmulator {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl GcsEmulator {
+    pub fn start(bucket: &str) -> GcsEmulator {
+        let port = free_port();
+        let child = std::process::Command::new(tools().join("venv/bin/gcp-storage-emulator"))
+            .args(["start", "-H", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--in-memory", "--default-bucket", bucket])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("gcp-storage-emulator (run scripts/setup.sh)");
+        let emulator = GcsEmulator {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "gcp-storage-emulator did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        emulator
+    }
+}
+
+impl Drop for GcsEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 
 mod abs;
 mod cli;
+mod gcs;
 mod local;
 mod oss;
 mod policy;

@@ -34,6 +34,11 @@ pub trait Connect: 'static {
     /// the `wasi:http` one) and a description of the location for messages,
     /// e.g. `bucket etcd-backups`.
     fn connect(config: &Config) -> Result<(Operator, String), PluginError>;
+
+    /// Create new objects with a create-only (`if-not-exists`) write. For
+    /// GCS this selects resumable uploads, Google's method for large
+    /// objects; existing keys are still overwritten with a plain write.
+    const CREATE_ONLY_FOR_NEW: bool = false;
 }
 
 /// Map an opendal error onto the WIT variant, naming `location`.
@@ -78,8 +83,18 @@ impl<C: Connect> GuestBackend for ObjectBackend<C> {
     }
 
     fn start_upload(&self, key: String) -> Result<Upload, PluginError> {
-        let writer =
-            block_on(self.op.writer_with(&key).chunk(PART_SIZE)).map_err(self.err(&key))?;
+        let create_only =
+            C::CREATE_ONLY_FOR_NEW && !block_on(self.op.exists(&key)).map_err(self.err(&key))?;
+        // Snapshots are binary; some stores reject or mangle objects
+        // without a content type.
+        let writer = block_on(
+            self.op
+                .writer_with(&key)
+                .chunk(PART_SIZE)
+                .content_type("application/octet-stream")
+                .if_not_exists(create_only),
+        )
+        .map_err(self.err(&key))?;
         Ok(Upload::new(ObjectUpload {
             state: RefCell::new(Some((writer, 0))),
             location: format!("{} key `{key}`", self.location),
