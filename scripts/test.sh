@@ -6,6 +6,9 @@ cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
 "$ROOT/plugins/build.sh"
+# kube-apiserver for the Kubernetes tests, built from the Go module in
+# tests/kube and cached by version (only a new pin rebuilds it).
+"$ROOT/scripts/build-kube.sh" >/dev/null
 
 echo "== format"
 cargo fmt --all -- --check

@@ -1,0 +1,271 @@
+//! A real Kubernetes control plane for tests: etcd plus a kube-apiserver
+//! built from the k8s.io/kubernetes Go module (`scripts/build-kube.sh`), on
+//! random loopback ports, with generated certificates and an admin client.
+//! Everything is killed and removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, repo, tools};
+
+/// Run openssl in `dir`, failing with its output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, the API server's serving certificate, an admin client certificate
+/// (group system:masters) and the service-account signing key.
+fn make_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-kube-ca",
+        ],
+    );
+    let certs = [
+        (
+            "apiserver",
+            "/CN=kube-apiserver",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth",
+        ),
+        (
+            "admin",
+            "/O=system:masters/CN=admin",
+            "extendedKeyUsage=clientAuth",
+        ),
+    ];
+    for (name, subject, ext) in certs {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("{ext}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}-key.pem"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subject,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "sa.key",
+        ],
+    );
+    openssl(dir, &["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+}
+
+/// The directory of the built Kubernetes binaries (building them if needed).
+fn kube_binaries() -> PathBuf {
+    let out = Command::new(repo().join("scripts/build-kube.sh"))
+        .output()
+        .expect("scripts/build-kube.sh");
+    assert!(
+        out.status.success(),
+        "building kube-apiserver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// etcd + kube-apiserver, and an admin client.
+pub struct ApiServer {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    children: Vec<Child>,
+}
+
+impl ApiServer {
+    pub async fn start() -> ApiServer {
+        let dir = tempfile::Builder::new()
+            .prefix("kube-test-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path();
+        make_pki(path);
+        let bin = kube_binaries();
+
+        let (client, peer) = (free_port(), free_port());
+        let etcd = Command::new(tools().join("etcd/3.5/etcd"))
+            .args(["--name", "kube", "--data-dir"])
+            .arg(path.join("etcd"))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!("--initial-cluster=kube=http://127.0.0.1:{peer}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(path.join("etcd.log")).unwrap())
+            .spawn()
+            .unwrap();
+
+        let port = free_port();
+        let p = |f: &str| path.join(f).display().to_string();
+        let apiserver = Command::new(bin.join("kube-apiserver"))
+            .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--tls-cert-file={}", p("apiserver.pem")))
+            .arg(format!("--tls-private-key-file={}", p("apiserver-key.pem")))
+            .arg(format!("--client-ca-file={}", p("ca.pem")))
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!("--service-account-key-file={}", p("sa.pub")))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                p("sa.key")
+            ))
+            .args([
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--authorization-mode=Node,RBAC",
+            ])
+            // Only a loopback address to advertise: no endpoint reconciler.
+            .arg("--endpoint-reconciler-type=none")
+            // No controller-manager here yet: pods need no service account.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg(format!("--cert-dir={}", p("apiserver-certs")))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(path.join("apiserver.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let server = ApiServer {
+            url: format!("https://127.0.0.1:{port}"),
+            dir,
+            children: vec![apiserver, etcd],
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// A client authenticated as the admin (system:masters).
+    pub async fn client(&self) -> kube::Client {
+        let read = |f: &str| std::fs::read(self.dir.path().join(f)).unwrap();
+        let b64 = |bytes: Vec<u8>| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        };
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {
+                "server": self.url,
+                "certificate-authority-data": b64(read("ca.pem")),
+            }}],
+            "users": [{"name": "admin", "user": {
+                "client-certificate-data": b64(read("admin.pem")),
+                "client-key-data": b64(read("admin-key.pem")),
+            }}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+            "current-context": "test",
+        });
+        let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    async fn wait_ready(&self) {
+        let client = self.client().await;
+        let start = Instant::now();
+        loop {
+            let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
+            if let Ok(text) = client.request_text(req).await
+                && text.trim() == "ok"
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "kube-apiserver not ready; log tail:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("kube-apiserver log tail:\n{}", self.log_tail());
+        }
+    }
+}
