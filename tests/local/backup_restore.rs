@@ -563,6 +563,11 @@ async fn a_backup_policy_plugin_decides_retention_and_skips_unchanged_revisions(
         kept.iter().next().map(String::as_str),
         "the newest backup is the one kept"
     );
+    assert_eq!(
+        cond(&status.conditions, "Skipped").map(|c| c.status.as_str()),
+        Some("False"),
+        "a backup taken after skips clears the Skipped condition"
+    );
 }
 
 /// Run openssl in `dir`, failing the test with its output on error.

@@ -311,6 +311,18 @@ pub async fn reconcile<S: SecretStore>(
                 ),
                 &stamp,
             );
+            if status.conditions.iter().any(|c| c.type_ == "Skipped") {
+                set_condition(
+                    &mut status.conditions,
+                    cond(
+                        "Skipped",
+                        false,
+                        "BackupCompleted",
+                        "the last run took a backup",
+                    ),
+                    &stamp,
+                );
+            }
             events.push(Event::normal("BackupSucceeded", message));
             if !pruned.is_empty() {
                 events.push(Event::normal(

@@ -120,9 +120,17 @@ fn send(req: http::Request<Buffer>) -> Result<http::Response<HttpBody>> {
     } else {
         // Large bodies: the host buffers only a couple of writes, so the
         // request must be on its way before the body is streamed into it.
+        // If the server answers before taking the whole body (an error),
+        // finishing fails; its response is then the better explanation.
         let future = outgoing_handler::handle(request, None).map_err(error_code)?;
         write_body(&outgoing, body)?;
-        OutgoingBody::finish(outgoing, None).map_err(error_code)?;
+        if let Err(e) = OutgoingBody::finish(outgoing, None) {
+            future.subscribe().block();
+            return match future.get() {
+                Some(Ok(Ok(r))) => respond(&parts.method, r),
+                _ => Err(error_code(e)),
+            };
+        }
         future
     };
     future.subscribe().block();
@@ -131,6 +139,11 @@ fn send(req: http::Request<Buffer>) -> Result<http::Response<HttpBody>> {
         Some(Ok(Err(e))) => return Err(error_code(e)),
         Some(Err(())) | None => return Err(unexpected("HTTP response", "lost")),
     };
+    respond(&parts.method, response)
+}
+
+/// Turn a `wasi:http` response into opendal's, streaming its body.
+fn respond(method: &http::Method, response: IncomingResponse) -> Result<http::Response<HttpBody>> {
     let mut builder = http::Response::builder().status(response.status());
     let mut size = None;
     for (name, value) in response.headers().entries() {
@@ -142,7 +155,7 @@ fn send(req: http::Request<Buffer>) -> Result<http::Response<HttpBody>> {
         builder = builder.header(name, value);
     }
     // HEAD responses announce a length but carry no body.
-    if parts.method == http::Method::HEAD {
+    if *method == http::Method::HEAD {
         size = Some(0);
     }
     let body = BodyStream::new(response)?;
