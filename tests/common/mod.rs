@@ -92,35 +92,163 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A server process a test started; killed on drop.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `cmd` (output discarded) and wait until loopback `port` accepts
+/// connections. `what` names the server in failures.
+pub fn serve(mut cmd: std::process::Command, port: u16, what: &str) -> Process {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what} (run scripts/setup.sh): {e}"));
+    let process = Process(child);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} did not start listening on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    process
+}
+
+/// Run `etcd-operator plugin test` on a built plugin against a server at
+/// `endpoint` (loopback allowed) with a 64 MiB round trip; assert that every
+/// check passed and return the report.
+pub fn plugin_test(plugin: &str, config: &[(String, String)], endpoint: &str) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-operator"));
+    cmd.args(["plugin", "test"])
+        .arg(plugin_path(plugin))
+        .args(["--large-mib", "64", "--allow-network", "127.0.0.1/32"])
+        .args(["--allow-endpoint", endpoint]);
+    for (k, v) in config {
+        cmd.arg("--config").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("67108864 bytes") && report.contains("8 passed, 0 failed"),
+        "{report}"
+    );
+    report
+}
+
+/// Run openssl in `dir`, failing the test with its output on error.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A P-256 CA in `dir` (`ca.pem`, `ca-key.pem`).
+pub fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+/// A certificate `<name>.pem` / `<name>-key.pem` signed by the CA in `dir`,
+/// with `subject` and the extra extension lines `ext`.
+pub fn issue_cert(dir: &std::path::Path, name: &str, subject: &str, ext: &str) {
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("{ext}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subject,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
 /// A moto S3 server on a random loopback port (installed by scripts/setup.sh),
 /// killed on drop. moto keeps objects in memory and does not check signatures.
 pub struct Moto {
-    child: std::process::Child,
+    _process: Process,
     pub endpoint: String,
 }
 
 impl Moto {
     pub fn start() -> Moto {
         let port = free_port();
-        let child = std::process::Command::new(tools().join("venv/bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server (run scripts/setup.sh)");
-        let moto = Moto {
-            child,
+        let mut cmd = std::process::Command::new(tools().join("venv/bin/moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        Moto {
+            _process: serve(cmd, port, "moto_server"),
             endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "moto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        moto
     }
 
     /// Create a bucket with boto3 (moto's own dependency, so always there).
@@ -170,13 +298,6 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Azurite's well-known development account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
@@ -186,7 +307,7 @@ pub const AZURITE_KEY: &str =
 /// loopback port, in memory, telemetry off; killed on drop. It checks
 /// SharedKey signatures.
 pub struct Azurite {
-    child: std::process::Child,
+    _process: Process,
     /// Blob service URL of the development account.
     pub endpoint: String,
 }
@@ -194,33 +315,20 @@ pub struct Azurite {
 impl Azurite {
     pub fn start() -> Azurite {
         let port = free_port();
-        let dir = tools().join("azurite");
-        let child = std::process::Command::new(dir.join("node_modules/.bin/azurite-blob"))
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        let mut cmd =
+            std::process::Command::new(tools().join("azurite/node_modules/.bin/azurite-blob"));
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .args([
                 "--inMemoryPersistence",
                 "--disableTelemetry",
                 "--skipApiVersionCheck",
                 "--loose",
             ])
-            .current_dir(std::env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("azurite-blob (run scripts/setup.sh)");
-        let azurite = Azurite {
-            child,
+            .current_dir(std::env::temp_dir());
+        Azurite {
+            _process: serve(cmd, port, "azurite-blob"),
             endpoint: format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "azurite did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        azurite
     }
 
     /// Create a container with the Azure SDK for JavaScript.
@@ -244,50 +352,23 @@ impl Azurite {
     }
 }
 
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// gcp-storage-emulator (PyPI, installed by scripts/setup.sh) on a random
 /// loopback port, in memory, with one bucket; killed on drop. It implements
 /// the JSON API (incl. resumable uploads) and does not check credentials.
 pub struct GcsEmulator {
-    child: std::process::Child,
+    _process: Process,
     pub endpoint: String,
 }
 
 impl GcsEmulator {
     pub fn start(bucket: &str) -> GcsEmulator {
         let port = free_port();
-        let child = std::process::Command::new(tools().join("venv/bin/gcp-storage-emulator"))
-            .args(["start", "-H", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--in-memory", "--default-bucket", bucket])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("gcp-storage-emulator (run scripts/setup.sh)");
-        let emulator = GcsEmulator {
-            child,
+        let mut cmd = std::process::Command::new(tools().join("venv/bin/gcp-storage-emulator"));
+        cmd.args(["start", "-H", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--in-memory", "--default-bucket", bucket]);
+        GcsEmulator {
+            _process: serve(cmd, port, "gcp-storage-emulator"),
             endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "gcp-storage-emulator did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        emulator
-    }
-}
-
-impl Drop for GcsEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -4,104 +4,27 @@
 //! Everything is killed and removed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, repo, tools};
-
-/// Run openssl in `dir`, failing with its output.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::common::{Process, free_port, issue_cert, make_ca, openssl, repo, tools};
 
 /// A CA, the API server's serving certificate, an admin client certificate
 /// (group system:masters) and the service-account signing key.
 fn make_pki(dir: &Path) {
-    openssl(
+    make_ca(dir, "test-kube-ca");
+    issue_cert(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test-kube-ca",
-        ],
+        "apiserver",
+        "/CN=kube-apiserver",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth",
     );
-    let certs = [
-        (
-            "apiserver",
-            "/CN=kube-apiserver",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth",
-        ),
-        (
-            "admin",
-            "/O=system:masters/CN=admin",
-            "extendedKeyUsage=clientAuth",
-        ),
-    ];
-    for (name, subject, ext) in certs {
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!("{ext}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}-key.pem"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                subject,
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "1",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-    }
+    issue_cert(
+        dir,
+        "admin",
+        "/O=system:masters/CN=admin",
+        "extendedKeyUsage=clientAuth",
+    );
     openssl(
         dir,
         &[
@@ -134,7 +57,8 @@ fn kube_binaries() -> PathBuf {
 pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub url: String,
-    children: Vec<Child>,
+    /// kube-apiserver first: it is stopped before its etcd.
+    children: Vec<Process>,
 }
 
 impl ApiServer {
@@ -194,7 +118,7 @@ impl ApiServer {
         let server = ApiServer {
             url: format!("https://127.0.0.1:{port}"),
             dir,
-            children: vec![apiserver, etcd],
+            children: vec![Process(apiserver), Process(etcd)],
         };
         server.wait_ready().await;
         server
@@ -260,10 +184,7 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.children.clear();
         if std::thread::panicking() {
             eprintln!("kube-apiserver log tail:\n{}", self.log_tail());
         }

@@ -570,114 +570,29 @@ async fn a_backup_policy_plugin_decides_retention_and_skips_unchanged_revisions(
     );
 }
 
-/// Run openssl in `dir`, failing the test with its output on error.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA, a server certificate for 127.0.0.1 and a client certificate.
 fn make_certs(dir: &Path) {
-    openssl(
+    crate::common::make_ca(dir, "test-ca");
+    let san = "subjectAltName=IP:127.0.0.1,DNS:localhost";
+    crate::common::issue_cert(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test-ca",
-        ],
+        "server",
+        "/CN=server",
+        &format!("{san}\nextendedKeyUsage=serverAuth"),
     );
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!(
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n\
-                 basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
-            ),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}-key.pem"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "1",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An etcd process killed on drop.
-struct Etcd(std::process::Child);
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    crate::common::issue_cert(
+        dir,
+        "client",
+        "/CN=client",
+        &format!("{san}\nextendedKeyUsage=clientAuth"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_tls_secret_is_used_to_back_up_a_cluster_that_requires_client_certificates() {
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
-    let (client_port, peer_port) = (free_port(), free_port());
+    let (client_port, peer_port) = (crate::common::free_port(), crate::common::free_port());
     let client_url = format!("https://127.0.0.1:{client_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let tools = std::env::var_os("ETCD_OPERATOR_TOOLS")
@@ -687,7 +602,7 @@ async fn client_tls_secret_is_used_to_back_up_a_cluster_that_requires_client_cer
                 .join(".cache/etcd-operator/tools")
         });
     let c = |f: &str| certs.path().join(f).display().to_string();
-    let _etcd = Etcd(
+    let _etcd = crate::common::Process(
         std::process::Command::new(tools.join("etcd/3.5/etcd"))
             .args(["--name", "tls", "--data-dir", &c("data")])
             .args([

@@ -1,7 +1,6 @@
 //! The `abs` plugin against Azurite (which verifies SharedKey signatures),
 //! through the operator's sandbox and `wasi:http`.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use etcd_operator::plugins::{EgressPolicy, Grants, GuestErrorKind, LoadedPlugin};
@@ -28,24 +27,10 @@ fn origin(azurite: &Azurite) -> String {
 fn abs_passes_plugin_test_against_azurite_with_a_64_mib_round_trip() {
     let azurite = Azurite::start();
     azurite.create_container("conformance");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-operator"));
-    cmd.args(["plugin", "test"])
-        .arg(common::plugin_path("abs"))
-        .args(["--large-mib", "64", "--allow-network", "127.0.0.1/32"])
-        .args(["--allow-endpoint", &origin(&azurite)]);
-    for (k, v) in config(&azurite, "conformance", AZURITE_KEY) {
-        cmd.arg("--config").arg(format!("{k}={v}"));
-    }
-    let out = cmd.output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        report.contains("67108864 bytes") && report.contains("8 passed, 0 failed"),
-        "{report}"
+    common::plugin_test(
+        "abs",
+        &config(&azurite, "conformance", AZURITE_KEY),
+        &origin(&azurite),
     );
 }
 

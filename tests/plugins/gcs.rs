@@ -13,31 +13,12 @@ use crate::common::{self, GcsEmulator};
 #[test]
 fn gcs_passes_plugin_test_against_the_emulator_with_a_64_mib_resumable_upload() {
     let emulator = GcsEmulator::start("conformance");
-    let out = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
-        .args(["plugin", "test"])
-        .arg(common::plugin_path("gcs"))
-        .args(["--large-mib", "64", "--allow-network", "127.0.0.1/32"])
-        .args(["--allow-endpoint", &emulator.endpoint])
-        .args([
-            "--config",
-            "bucket=conformance",
-            "--config",
-            "access-token=test-token",
-        ])
-        .arg("--config")
-        .arg(format!("endpoint={}", emulator.endpoint))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        report.contains("67108864 bytes") && report.contains("8 passed, 0 failed"),
-        "{report}"
-    );
+    let config = common::config(&[
+        ("bucket", "conformance"),
+        ("access-token", "test-token"),
+        ("endpoint", &emulator.endpoint),
+    ]);
+    common::plugin_test("gcs", &config, &emulator.endpoint);
 }
 
 #[tokio::test]

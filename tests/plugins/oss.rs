@@ -3,7 +3,6 @@
 //! registry; that server verifies every request's signature with the
 //! algorithm from Alibaba's documentation, independently of reqsign).
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -28,24 +27,10 @@ fn config(server: &OssServer, bucket: &str, secret: &str) -> Vec<(String, String
 fn oss_passes_plugin_test_with_verified_signatures_and_a_64_mib_multipart_round_trip() {
     let server = OssServer::start(ID, SECRET);
     server.create_bucket("conformance");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-operator"));
-    cmd.args(["plugin", "test"])
-        .arg(common::plugin_path("oss"))
-        .args(["--large-mib", "64", "--allow-network", "127.0.0.1/32"])
-        .args(["--allow-endpoint", &server.endpoint]);
-    for (k, v) in config(&server, "conformance", SECRET) {
-        cmd.arg("--config").arg(format!("{k}={v}"));
-    }
-    let out = cmd.output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        report.contains("67108864 bytes") && report.contains("8 passed, 0 failed"),
-        "{report}"
+    common::plugin_test(
+        "oss",
+        &config(&server, "conformance", SECRET),
+        &server.endpoint,
     );
     assert!(server.counters.verified.load(Ordering::Relaxed) > 10);
     assert_eq!(server.counters.rejected.load(Ordering::Relaxed), 0);

@@ -334,6 +334,15 @@ mod tests {
         StaticSecrets(BTreeMap::from([(("ns".into(), "creds".into()), data)]))
     }
 
+    fn allowed(t: &Target) -> Vec<String> {
+        t.grants
+            .egress
+            .allowed
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn get<'a>(t: &'a Target, k: &str) -> Option<&'a str> {
         t.config
             .iter()
@@ -419,13 +428,7 @@ mod tests {
         let t = resolve("S3", "storageType", src, "ns", &s, &HostGrants::default())
             .await
             .unwrap();
-        let allowed: Vec<String> = t
-            .grants
-            .egress
-            .allowed
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let allowed = allowed(&t);
         assert_eq!(
             allowed,
             [
@@ -471,13 +474,7 @@ mod tests {
         let t = resolve("OSS", "storageType", src, "ns", &s, &HostGrants::default())
             .await
             .unwrap();
-        let allowed: Vec<String> = t
-            .grants
-            .egress
-            .allowed
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let allowed = allowed(&t);
         assert_eq!(
             allowed,
             [
