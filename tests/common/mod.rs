@@ -148,17 +148,26 @@ pub fn plugin_test(plugin: &str, config: &[(String, String)], endpoint: &str) ->
     report
 }
 
-/// Run openssl in `dir`, failing the test with its output on error.
-pub fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
+/// Run `cmd` to completion, failing the test with its stderr unless it
+/// succeeds; returns its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd
         .output()
-        .expect("openssl is installed (scripts/setup.sh)");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run openssl in `dir`, failing the test with its output on error.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    run_ok(
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir),
     );
 }
 
@@ -251,45 +260,29 @@ impl Moto {
         }
     }
 
-    /// Create a bucket with boto3 (moto's own dependency, so always there).
-    pub fn create_bucket(&self, bucket: &str) {
-        let script = format!(
-            "import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', \
-             aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket='{bucket}')",
-            self.endpoint
-        );
-        let out = std::process::Command::new(tools().join("venv/bin/python"))
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "create bucket: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Keys in a bucket, through boto3.
-    pub fn keys(&self, bucket: &str) -> Vec<String> {
+    /// Run `body` with `c`, a boto3 S3 client of this server (boto3 is
+    /// moto's own dependency, so always there); returns what it printed.
+    fn boto3(&self, body: &str) -> String {
         let script = format!(
             "import boto3\nc = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', \
-             aws_secret_access_key='test', region_name='us-east-1')\n\
-             for o in c.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])",
+             aws_secret_access_key='test', region_name='us-east-1')\n{body}",
             self.endpoint
         );
-        let out = std::process::Command::new(tools().join("venv/bin/python"))
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(ToString::to_string)
-            .collect()
+        run_ok(std::process::Command::new(tools().join("venv/bin/python")).args(["-c", &script]))
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.boto3(&format!("c.create_bucket(Bucket='{bucket}')"));
+    }
+
+    /// Keys in a bucket.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.boto3(&format!(
+            "for o in c.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])"
+        ))
+        .lines()
+        .map(ToString::to_string)
+        .collect()
     }
 
     /// The `credentials` file text the S3 plugin reads.
@@ -339,15 +332,10 @@ impl Azurite {
              c.getContainerClient('{name}').create().catch(e => {{ console.error(e.message); process.exit(1); }});",
             self.endpoint
         );
-        let out = std::process::Command::new("node")
-            .args(["-e", &script])
-            .current_dir(tools().join("azurite"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "create container: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            std::process::Command::new("node")
+                .args(["-e", &script])
+                .current_dir(tools().join("azurite")),
         );
     }
 }

@@ -21,16 +21,6 @@ async fn local_session(dir: &std::path::Path) -> StorageSession {
     plugin.open(&[], &grants).await.unwrap()
 }
 
-fn etcdutl() -> std::path::PathBuf {
-    let tools = std::env::var_os("ETCD_OPERATOR_TOOLS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/etcd-operator/tools")
-        });
-    tools.join("etcd/3.5/etcdutl")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_streams_into_the_local_plugin_with_verifiable_metadata() {
     let op = Operator::start(&[]);
@@ -61,17 +51,12 @@ async fn a_snapshot_streams_into_the_local_plugin_with_verifiable_metadata() {
     assert_eq!(stored, meta);
 
     // etcd itself accepts the object as a snapshot of that revision.
-    let out = std::process::Command::new(etcdutl())
-        .args(["snapshot", "status", "-w", "json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_ok(
+        std::process::Command::new(common::tools().join("etcd/3.5/etcdutl"))
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(&file),
     );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["revision"].as_i64(), Some(meta.revision));
 }
 

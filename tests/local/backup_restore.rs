@@ -253,7 +253,10 @@ async fn periodic_backups_keep_the_newest_two_and_keep_their_cadence_across_rest
             dir.join(format!("{k}.meta.json")).is_file(),
             "metadata kept with {k}"
         );
-        assert!(k.starts_with("snap_v") && k.len() == "snap_v".len() + k[6..].len());
+        assert!(
+            etcd_operator::backup::schedule::is_periodic_key("p/snap", &format!("p/{k}")),
+            "{k} is not named <path>_v<revision>_<YYYY-MM-DD-HH:MM:SS>"
+        );
     }
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),

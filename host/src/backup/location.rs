@@ -334,6 +334,21 @@ mod tests {
         StaticSecrets(BTreeMap::from([(("ns".into(), "creds".into()), data)]))
     }
 
+    /// An `oss` block with `path`, its Secret complete, resolved.
+    async fn resolve_oss(path: &str) -> Result<Target, LocationError> {
+        let oss = OssSource {
+            path: Some(path.into()),
+            oss_secret: Some("creds".into()),
+            endpoint: None,
+        };
+        let src = BackupSource {
+            oss: Some(&oss),
+            ..Default::default()
+        };
+        let s = secrets(&[("accessKeyID", "id"), ("accessKeySecret", "secret")]);
+        resolve("OSS", "storageType", src, "ns", &s, &HostGrants::default()).await
+    }
+
     fn allowed(t: &Target) -> Vec<String> {
         t.grants
             .egress
@@ -440,19 +455,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bucket_without_a_key_is_refused_by_name() {
-        let oss = OssSource {
-            path: Some("only-bucket".into()),
-            oss_secret: Some("creds".into()),
-            endpoint: None,
-        };
-        let src = BackupSource {
-            oss: Some(&oss),
-            ..Default::default()
-        };
-        let s = secrets(&[("accessKeyID", "id"), ("accessKeySecret", "secret")]);
-        let err = resolve("OSS", "storageType", src, "ns", &s, &HostGrants::default())
-            .await
-            .unwrap_err();
+        let err = resolve_oss("only-bucket").await.unwrap_err();
         assert!(
             err.to_string().contains("spec.oss.path is `only-bucket`"),
             "{err}"
@@ -461,19 +464,7 @@ mod tests {
 
     #[tokio::test]
     async fn oss_defaults_to_hangzhou_with_the_virtual_host() {
-        let oss = OssSource {
-            path: Some("b/k".into()),
-            oss_secret: Some("creds".into()),
-            endpoint: None,
-        };
-        let src = BackupSource {
-            oss: Some(&oss),
-            ..Default::default()
-        };
-        let s = secrets(&[("accessKeyID", "id"), ("accessKeySecret", "secret")]);
-        let t = resolve("OSS", "storageType", src, "ns", &s, &HostGrants::default())
-            .await
-            .unwrap();
+        let t = resolve_oss("b/k").await.unwrap();
         let allowed = allowed(&t);
         assert_eq!(
             allowed,

@@ -213,12 +213,19 @@ async fn download_and_check(
 /// periodic backups under it, newest first; a candidate that fails
 /// verification is reported and the next older one is tried.
 /// `Ok(None)`: there is no backup at all.
+///
+/// `rejected` remembers backups that failed verification (by location, key
+/// and modification time), so a caller asking again — quorum-loss recovery
+/// retries every few seconds — does not download the same damaged objects
+/// each time; a backup written anew under the same key is tried again.
 pub async fn newest_verified<S: SecretStore>(
     storage: &Storage<S>,
     targets: &[Target],
     staging: &Path,
     tool: &SnapshotTool,
+    rejected: &std::sync::Mutex<std::collections::HashSet<String>>,
 ) -> Result<Option<Verified>, String> {
+    let id = |t: &Target, key: &str, modified: u64| format!("{}|{key}|{modified}", t.display);
     let mut candidates = Vec::new();
     let mut errors = Vec::new();
     for (i, t) in targets.iter().enumerate() {
@@ -234,13 +241,20 @@ pub async fn newest_verified<S: SecretStore>(
                 objects
                     .into_iter()
                     .filter(|o| o.key == t.path || schedule::is_periodic_key(&t.path, &o.key))
+                    .filter(|o| {
+                        !rejected.lock().expect("rejected backups").contains(&id(
+                            t,
+                            &o.key,
+                            o.last_modified_ms,
+                        ))
+                    })
                     .map(|o| (o.last_modified_ms, o.key, i)),
             ),
             Err(e) => errors.push(e.to_string()),
         }
     }
     candidates.sort_by(|a, b| b.cmp(a));
-    for (_, key, i) in candidates.into_iter().take(5) {
+    for (modified, key, i) in candidates.into_iter().take(5) {
         let t = &targets[i];
         let fetched = match storage.open(t).await {
             Ok(mut session) => fetch_verified(&mut session, t, &key, staging, tool).await,
@@ -250,6 +264,12 @@ pub async fn newest_verified<S: SecretStore>(
             Ok(v) => return Ok(Some(v)),
             Err(e) => {
                 tracing::warn!(key, error = %e, "backup not usable for recovery; trying an older one");
+                if !e.is_retryable() {
+                    rejected
+                        .lock()
+                        .expect("rejected backups")
+                        .insert(id(t, &key, modified));
+                }
                 errors.push(e.to_string());
             }
         }

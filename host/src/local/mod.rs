@@ -56,6 +56,11 @@ pub struct Options {
 pub enum LocalError {
     #[error("{path}: {message}")]
     Dir { path: String, message: String },
+    /// The plugin engine could not be set up (bad limits).
+    #[error(
+        "cannot set up the plugin engine: {0}; check --plugin-memory-mib and --plugin-call-timeout"
+    )]
+    Plugins(String),
 }
 
 /// Appends events as JSON lines and logs them.
@@ -170,12 +175,14 @@ fn recovery_source(
     runtime: Arc<LocalRuntime>,
     staging: PathBuf,
 ) -> RecoverySource {
+    let rejected = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     Arc::new(move |key: ClusterKey| -> RecoveryFuture {
-        let (storage, manifests, runtime, staging) = (
+        let (storage, manifests, runtime, staging, rejected) = (
             storage.clone(),
             manifests.clone(),
             runtime.clone(),
             staging.clone(),
+            rejected.clone(),
         );
         Box::pin(async move {
             let backups: Vec<EtcdBackup> = manifests
@@ -204,12 +211,14 @@ fn recovery_source(
                 .binaries()
                 .snapshot_tool(None)
                 .map_err(|e| e.to_string())?;
-            Ok(newest_verified(&storage, &targets, &staging, &tool)
-                .await?
-                .map(|v| RecoverySnapshot {
-                    description: v.describe(),
-                    path: v.path,
-                }))
+            Ok(
+                newest_verified(&storage, &targets, &staging, &tool, &rejected)
+                    .await?
+                    .map(|v| RecoverySnapshot {
+                        description: v.describe(),
+                        path: v.path,
+                    }),
+            )
         })
     })
 }
@@ -317,13 +326,8 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         path: dir.join(".status").join("events.log"),
     };
 
-    let engine =
-        PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir()).map_err(|e| {
-            LocalError::Dir {
-                path: "plugin engine".into(),
-                message: e.to_string(),
-            }
-        })?;
+    let engine = PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir())
+        .map_err(|e| LocalError::Plugins(e.to_string()))?;
     let registry = Arc::new(PluginRegistry::new(engine));
     let mut _plugin_watch = None;
     match &opts.plugin_dir {
