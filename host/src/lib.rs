@@ -7,6 +7,8 @@ pub mod api;
 pub mod backup;
 pub mod controller;
 pub mod etcd;
+pub mod kubernetes;
 pub mod local;
+pub mod metrics;
 pub mod plugins;
 pub mod runtime;

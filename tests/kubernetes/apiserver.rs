@@ -53,6 +53,11 @@ fn kube_binaries() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+fn b64(bytes: Vec<u8>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// etcd + kube-apiserver, and an admin client.
 pub struct ApiServer {
     pub dir: tempfile::TempDir,
@@ -124,28 +129,67 @@ impl ApiServer {
         server
     }
 
-    /// A client authenticated as the admin (system:masters).
-    pub async fn client(&self) -> kube::Client {
-        let read = |f: &str| std::fs::read(self.dir.path().join(f)).unwrap();
-        let b64 = |bytes: Vec<u8>| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        };
-        let kubeconfig = serde_json::json!({
+    fn kubeconfig(&self, user: serde_json::Value) -> serde_json::Value {
+        let ca = std::fs::read(self.dir.path().join("ca.pem")).unwrap();
+        serde_json::json!({
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "test", "cluster": {
                 "server": self.url,
-                "certificate-authority-data": b64(read("ca.pem")),
+                "certificate-authority-data": b64(ca),
             }}],
-            "users": [{"name": "admin", "user": {
-                "client-certificate-data": b64(read("admin.pem")),
-                "client-key-data": b64(read("admin-key.pem")),
-            }}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "user"}}],
             "current-context": "test",
-        });
-        let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(kubeconfig).unwrap();
+        })
+    }
+
+    fn admin_user(&self) -> serde_json::Value {
+        let read = |f: &str| std::fs::read(self.dir.path().join(f)).unwrap();
+        serde_json::json!({
+            "client-certificate-data": b64(read("admin.pem")),
+            "client-key-data": b64(read("admin-key.pem")),
+        })
+    }
+
+    /// A kubeconfig file for the admin, for processes under test.
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.path().join("admin.kubeconfig");
+        let text = serde_json::to_string(&self.kubeconfig(self.admin_user())).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A kubeconfig file authenticating as ServiceAccount `namespace/name`
+    /// with a bound token from the TokenRequest API (no controller-manager needed).
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client().await, namespace);
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},
+        }))
+        .unwrap();
+        let token: TokenRequest = sas
+            .create_subresource("token", name, &kube::api::PostParams::default(), &request)
+            .await
+            .unwrap();
+        let token = token.status.unwrap().token;
+        let path = self
+            .dir
+            .path()
+            .join(format!("{namespace}-{name}.kubeconfig"));
+        let text =
+            serde_json::to_string(&self.kubeconfig(serde_json::json!({"token": token}))).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A client authenticated as the admin (system:masters).
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig: kube::config::Kubeconfig =
+            serde_json::from_value(self.kubeconfig(self.admin_user())).unwrap();
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),

@@ -1,12 +1,15 @@
 //! Against a real kube-apiserver (built from the k8s.io/kubernetes Go module):
 //! the generated CRDs install, their schemas and CEL rules are accepted, CoreOS
 //! objects apply unchanged, and invalid objects are rejected with the
-//! messages the rules carry. (The Kubernetes runtime itself is not built yet.)
+//! messages the rules carry; and the operator itself ([`e2e`]) runs clusters,
+//! backups and plugin ConfigMaps on it, with Pods run by [`pod_runner`].
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod apiserver;
+mod e2e;
+mod pod_runner;
 
 use std::time::{Duration, Instant};
 
@@ -43,11 +46,8 @@ async fn create(
     api.create(&PostParams::default(), &obj).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crds_install_on_a_real_api_server_and_their_rules_reject_invalid_objects() {
-    let server = ApiServer::start().await;
-    let client = server.client().await;
-
+/// Install the generated CRDs and wait until they are established.
+pub async fn install_crds(client: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let installed = documents(&repo().join("crds/etcd-operator.crds.yaml"));
     assert_eq!(installed.len(), 3);
@@ -76,6 +76,14 @@ async fn crds_install_on_a_real_api_server_and_their_rules_reject_invalid_object
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_install_on_a_real_api_server_and_their_rules_reject_invalid_objects() {
+    let server = ApiServer::start().await;
+    let client = server.client().await;
+
+    install_crds(&client).await;
 
     // What CoreOS users already have applies unchanged.
     for dir in ["seed", "coreos", "extensions"] {

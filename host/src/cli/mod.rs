@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod kube;
 mod local;
 mod plugin;
 
@@ -35,6 +36,9 @@ pub enum Command {
     /// Run the operator without Kubernetes: members are local etcd processes,
     /// desired state is the YAML in a directory.
     Local(local::LocalArgs),
+    /// Run the operator on Kubernetes: members are Pods, desired state is
+    /// the EtcdCluster, EtcdBackup and EtcdRestore resources.
+    Run(kube::RunArgs),
     /// Print the CustomResourceDefinitions (EtcdCluster, EtcdBackup, EtcdRestore) as YAML.
     Crd,
 }
@@ -59,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd).await,
         Command::Local(args) => local::run(args).await,
+        Command::Run(args) => kube::run(args).await,
         Command::Crd => {
             print!("{}", etcd_operator::api::crd::to_yaml()?);
             Ok(ExitCode::SUCCESS)

@@ -22,3 +22,4 @@ pub use reconciler::{Outcome, Reconciler, RecoveryFuture, RecoverySnapshot, Reco
 pub use runtime::{
     ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode,
 };
+pub use version::{Version, check_supported};

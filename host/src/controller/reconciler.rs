@@ -535,13 +535,7 @@ impl<R: Runtime> Reconciler<R> {
                 let mut cluster = etcd::Cluster::connect(&endpoints).await?;
                 match cluster.add_learner(&urls.peer).await {
                     Ok(_) => {}
-                    // etcd refuses changes until every member has been
-                    // connected for a few seconds; try again next step.
-                    Err(EtcdError::Request { message, .. })
-                        if message.contains("unhealthy cluster") =>
-                    {
-                        return Ok(None);
-                    }
+                    Err(e) if not_yet(&e) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 }
                 let initial = Self::initial_cluster(view, Some((&name, &urls.peer)));
@@ -593,7 +587,9 @@ impl<R: Runtime> Reconciler<R> {
             }
             Action::Replace { name, id, why } => {
                 let mut cluster = self.connect_healthy(obs, view).await?;
-                cluster.remove(*id).await?;
+                if !removed(cluster.remove(*id).await)? {
+                    return Ok(None);
+                }
                 if member(name).is_some_and(|m| m.in_runtime) {
                     rt.delete(key, name).await?;
                 }
@@ -604,7 +600,9 @@ impl<R: Runtime> Reconciler<R> {
             }
             Action::Shrink { name, id } => {
                 let mut cluster = self.connect_healthy(obs, view).await?;
-                cluster.remove(*id).await?;
+                if !removed(cluster.remove(*id).await)? {
+                    return Ok(None);
+                }
                 rt.delete(key, name).await?;
                 Event::normal(
                     "MemberRemoved",
@@ -718,6 +716,21 @@ impl<R: Runtime> Reconciler<R> {
         }
         self.memory.lock().expect("reconciler memory").remove(key);
         Ok(())
+    }
+}
+
+/// etcd refuses membership changes until every member has been connected
+/// for a few seconds ("unhealthy cluster"): not a failure, try next step.
+fn not_yet(e: &EtcdError) -> bool {
+    matches!(e, EtcdError::Request { message, .. } if message.contains("unhealthy cluster"))
+}
+
+/// `Ok(true)` once removed, `Ok(false)` when etcd asks to wait.
+fn removed(result: Result<(), EtcdError>) -> Result<bool, EtcdError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if not_yet(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -161,11 +161,14 @@ macro_rules! guest_call {
         let sandbox: &mut $crate::plugins::sandbox::Sandbox = $sandbox;
         sandbox.arm()?;
         let budget = sandbox.timeout();
+        let started = std::time::Instant::now();
         let outcome = {
             let $store = &mut sandbox.store;
             tokio::time::timeout(budget, $call).await
         };
-        sandbox.settle($op, outcome)
+        let settled = sandbox.settle($op, outcome);
+        $crate::metrics::plugin_call(sandbox.plugin(), $op, started.elapsed(), settled.is_ok());
+        settled
     }};
 }
 pub(crate) use guest_call;

@@ -1,0 +1,129 @@
+//! `etcd-operator run`: the operator on Kubernetes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Args};
+use etcd_operator::controller::Tuning;
+use etcd_operator::kubernetes::scope::Scope;
+use etcd_operator::kubernetes::{self, Options};
+use etcd_operator::plugins::Limits;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The namespace to manage, and where the Lease and plugin ConfigMaps
+    /// live [default: the Pod's own namespace, else the kubeconfig's].
+    #[arg(long, env = "MY_POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Manage resources of every namespace annotated
+    /// `etcd.database.coreos.com/scope: clusterwide` (and only those).
+    #[arg(long)]
+    pub cluster_wide: bool,
+    /// A kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or in-cluster].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+    /// Take the leader Lease before acting, so replicas never act together.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader Lease in the operator's namespace.
+    #[arg(long, default_value = "etcd-operator")]
+    pub lease_name: String,
+    /// Replace a member that stays unhealthy this long (e.g. 60s, 2m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub member_failure_grace: Duration,
+    /// Recover from the surviving member with the most data after a majority
+    /// has been unhealthy this long.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub quorum_loss_timeout: Duration,
+    /// Bundled storage and backup-policy plugins (`<name>.wasm`); labelled
+    /// ConfigMaps add to and override them.
+    #[arg(long, env = "ETCD_OPERATOR_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// The one directory the `local` storage plugin may use (e.g. a mounted PVC).
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
+    /// A private network (CIDR or address) storage plugins may reach, e.g.
+    /// 10.0.0.0/8 for an in-cluster MinIO; repeatable. Public endpoints need none.
+    #[arg(long = "allow-network")]
+    pub allow_networks: Vec<String>,
+    /// Memory limit of one plugin instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub plugin_memory_mib: usize,
+    /// Time limit of one plugin call (e.g. one chunk upload).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub plugin_call_timeout: Duration,
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration: run in a Pod, set KUBECONFIG or pass --kubeconfig",
+        )?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn identity() -> String {
+    std::env::var("MY_POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "etcd-operator".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let opts = Options {
+        scope: if args.cluster_wide {
+            Scope::ClusterWide
+        } else {
+            Scope::Namespace(namespace.clone())
+        },
+        namespace,
+        plugin_dir: args.plugin_dir,
+        backup_dir: args.backup_dir,
+        allow_networks: args.allow_networks,
+        plugin_limits: Limits {
+            memory_bytes: args.plugin_memory_mib << 20,
+            call_timeout: args.plugin_call_timeout,
+            ..Limits::default()
+        },
+        metrics_addr: args.metrics_address,
+        leader_elect: args.leader_elect,
+        lease_name: args.lease_name,
+        identity: identity(),
+        tuning: Tuning {
+            member_failure_grace: args.member_failure_grace,
+            quorum_loss_timeout: args.quorum_loss_timeout,
+        },
+    };
+    opts.plugin_limits.validate()?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    kubernetes::run(client, opts, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}

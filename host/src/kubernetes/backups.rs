@@ -1,0 +1,183 @@
+//! The EtcdBackup and EtcdRestore controllers on Kubernetes. Backups reuse
+//! the runtime-agnostic backup controller: the operator streams the snapshot
+//! from a member (the EtcdCluster's client URLs) through the storage plugin.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use super::scope::Scope;
+use super::secrets::KubeSecrets;
+use super::{KubeError, events};
+use crate::api::condition::set_condition;
+use crate::api::{Condition, EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus};
+use crate::backup::Storage;
+use crate::backup::controller::{self, BackupMemory};
+
+pub struct Context {
+    pub client: kube::Client,
+    pub storage: Arc<Storage<KubeSecrets>>,
+    pub recorder: Recorder,
+    pub scope: Scope,
+    /// Retry pacing per EtcdBackup (namespace/name).
+    memory: Mutex<HashMap<String, BackupMemory>>,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        storage: Arc<Storage<KubeSecrets>>,
+        recorder: Recorder,
+        scope: Scope,
+    ) -> Self {
+        Context {
+            client,
+            storage,
+            recorder,
+            scope,
+            memory: Mutex::default(),
+        }
+    }
+}
+
+async fn reconcile_backup(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, KubeError> {
+    if !ctx.scope.manages(&backup.metadata) || backup.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let ns = backup.namespace().unwrap_or_else(|| "default".into());
+    let name = backup.name_any();
+    let id = format!("{ns}/{name}");
+    let cluster = match &backup.spec.etcd_cluster {
+        Some(r) => Api::<EtcdCluster>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&r.name)
+            .await
+            .map_err(KubeError::Api)?
+            .map(|c| c.status.unwrap_or_default()),
+        None => None,
+    };
+    let endpoints = controller::endpoints_of(&backup.spec, cluster.as_ref());
+    let previous = backup.status.clone().unwrap_or_default();
+    let mut memory = ctx
+        .memory
+        .lock()
+        .expect("backup memory")
+        .remove(&id)
+        .unwrap_or_default();
+    let outcome =
+        controller::reconcile(&ctx.storage, &backup, endpoints, &previous, &mut memory).await;
+    ctx.memory
+        .lock()
+        .expect("backup memory")
+        .insert(id.clone(), memory);
+    if outcome.status != previous {
+        let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": outcome.status})),
+        )
+        .await
+        .map_err(KubeError::Api)?;
+    }
+    let reference = backup.object_ref(&());
+    for e in &outcome.events {
+        let result = match e.reason.as_str() {
+            "BackupSucceeded" => Some("succeeded"),
+            "BackupSkipped" => Some("skipped"),
+            "BackupRetrying" | "BackupFailed" => Some("failed"),
+            _ => None,
+        };
+        if let Some(result) = result {
+            crate::metrics::backup_run(&ns, &name, result, started.elapsed());
+        }
+        events::publish(&ctx.recorder, &reference, "Backup", e).await;
+    }
+    crate::metrics::reconciled("EtcdBackup", started.elapsed(), true);
+    Ok(Action::requeue(outcome.requeue))
+}
+
+/// Restores need the snapshot handed to new member Pods, which the
+/// Kubernetes runtime cannot do yet: say so on the resource instead of
+/// leaving it silently pending.
+async fn reconcile_restore(
+    restore: Arc<EtcdRestore>,
+    ctx: Arc<Context>,
+) -> Result<Action, KubeError> {
+    if !ctx.scope.manages(&restore.metadata) {
+        return Ok(Action::await_change());
+    }
+    let ns = restore.namespace().unwrap_or_else(|| "default".into());
+    let mut status: EtcdRestoreStatus = restore.status.clone().unwrap_or_default();
+    if status.phase.as_deref() == Some("Failed") {
+        return Ok(Action::await_change());
+    }
+    let message = "restoring on Kubernetes is not yet supported by this operator version: \
+                   restore with `etcd-operator local` or etcdutl, then recreate the EtcdCluster";
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    status.phase = Some("Failed".into());
+    status.reason = Some(message.into());
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: "Failed".into(),
+            status: "True".into(),
+            reason: Some("NotSupported".into()),
+            message: Some(message.into()),
+            ..Default::default()
+        },
+        &now,
+    );
+    Api::<EtcdRestore>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &restore.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": status})),
+        )
+        .await
+        .map_err(KubeError::Api)?;
+    events::publish(
+        &ctx.recorder,
+        &restore.object_ref(&()),
+        "Restore",
+        &crate::controller::Event::warning("RestoreNotSupported", message),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+fn error_policy<K>(_: Arc<K>, error: &KubeError, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+pub async fn run_backups(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<EtcdBackup> = ctx.scope.api(&ctx.client);
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_backup, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+pub async fn run_restores(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<EtcdRestore> = ctx.scope.api(&ctx.client);
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_restore, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}

@@ -1,0 +1,658 @@
+//! The Kubernetes objects of a cluster, built from its spec: member Pods,
+//! their PersistentVolumeClaims, the peer and client Services and the
+//! PodDisruptionBudget. Pure functions, so every field is unit-tested
+//! without an API server. Names and labels follow the CoreOS operator, so
+//! dashboards, selectors and runbooks written for it keep working.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
+    PodAntiAffinity, PodSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use crate::api::EtcdCluster;
+use crate::controller::{MemberPlan, MemberUrls, StartMode};
+
+pub const LABEL_APP: &str = "app";
+pub const LABEL_CLUSTER: &str = "etcd_cluster";
+/// The member name, on Pods and PVCs (CoreOS `etcd_node`).
+pub const LABEL_NODE: &str = "etcd_node";
+/// The etcd version a member runs (CoreOS `etcd.version`).
+pub const ANNOTATION_VERSION: &str = "etcd.version";
+/// The cluster incarnation token, so a Pod recreated for a member keeps it.
+pub const ANNOTATION_TOKEN: &str = "etcd.database.coreos.com/cluster-token";
+pub const CLIENT_PORT: i32 = 2379;
+pub const PEER_PORT: i32 = 2380;
+/// Where member data lives in the Pod (CoreOS layout).
+pub const DATA_MOUNT: &str = "/var/etcd";
+pub const DATA_DIR: &str = "/var/etcd/data";
+const DATA_VOLUME: &str = "etcd-data";
+/// CoreOS mount points of the static TLS Secrets.
+const PEER_TLS_DIR: &str = "/etc/etcdtls/member/peer-tls";
+const SERVER_TLS_DIR: &str = "/etc/etcdtls/member/server-tls";
+/// CoreOS default image repository.
+pub const DEFAULT_REPOSITORY: &str = "quay.io/coreos/etcd";
+/// The field manager of every object the operator applies.
+pub const FIELD_MANAGER: &str = "etcd-operator";
+
+/// Labels every object of the cluster carries (and the Services select on).
+pub fn cluster_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_APP.to_string(), "etcd".to_string()),
+        (LABEL_CLUSTER.to_string(), cluster.to_string()),
+    ])
+}
+
+/// `app=etcd,etcd_cluster=<name>`, for list calls.
+pub fn cluster_selector(cluster: &str) -> String {
+    format!("{LABEL_APP}=etcd,{LABEL_CLUSTER}={cluster}")
+}
+
+fn namespace(cluster: &EtcdCluster) -> String {
+    cluster
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into())
+}
+
+fn name(cluster: &EtcdCluster) -> String {
+    cluster.metadata.name.clone().unwrap_or_default()
+}
+
+/// The controller reference every object carries, so deleting the
+/// EtcdCluster garbage-collects its Pods, PVCs, Services and budget.
+pub fn owner(cluster: &EtcdCluster) -> Vec<OwnerReference> {
+    cluster.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn meta(cluster: &EtcdCluster, object: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(object.to_string()),
+        namespace: Some(namespace(cluster)),
+        labels: Some(cluster_labels(&name(cluster))),
+        owner_references: Some(owner(cluster)),
+        ..Default::default()
+    }
+}
+
+fn static_tls(cluster: &EtcdCluster) -> (Option<String>, Option<String>) {
+    let member = cluster
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.static_tls.as_ref())
+        .and_then(|s| s.member.as_ref());
+    (
+        member.and_then(|m| m.peer_secret.clone()),
+        member.and_then(|m| m.server_secret.clone()),
+    )
+}
+
+/// `<member>.<cluster>.<namespace>.svc[.<domain>]`: the member's stable
+/// name through the headless peer Service (Pod hostname + subdomain).
+pub fn member_host(cluster: &EtcdCluster, member: &str) -> String {
+    let mut host = format!("{member}.{}.{}.svc", name(cluster), namespace(cluster));
+    if let Some(domain) = cluster
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.cluster_domain.as_deref())
+        .map(|d| d.trim_matches('.'))
+        .filter(|d| !d.is_empty())
+    {
+        host.push('.');
+        host.push_str(domain);
+    }
+    host
+}
+
+/// The URLs a member advertises: stable DNS names, so a member recreated
+/// with its PVC on another IP keeps its identity in the membership.
+pub fn member_urls(cluster: &EtcdCluster, member: &str) -> MemberUrls {
+    let (peer_tls, server_tls) = static_tls(cluster);
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
+    let host = member_host(cluster, member);
+    MemberUrls {
+        peer: format!("{}://{host}:{PEER_PORT}", scheme(peer_tls.is_some())),
+        client: format!("{}://{host}:{CLIENT_PORT}", scheme(server_tls.is_some())),
+    }
+}
+
+/// The client URL the operator itself uses for a member: the Pod IP (routable
+/// from the operator's Pod without DNS), falling back to the DNS name.
+pub fn operator_client_url(cluster: &EtcdCluster, member: &str, pod_ip: Option<&str>) -> String {
+    let (_, server_tls) = static_tls(cluster);
+    match pod_ip {
+        Some(ip) if !ip.is_empty() => {
+            let scheme = if server_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{ip}:{CLIENT_PORT}")
+        }
+        _ => member_urls(cluster, member).client,
+    }
+}
+
+/// The container image of a version: `<repository>:v<version>`.
+pub fn image(cluster: &EtcdCluster, version: &str) -> String {
+    let repo = cluster
+        .spec
+        .repository
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .unwrap_or(DEFAULT_REPOSITORY);
+    format!("{repo}:v{}", version.trim_start_matches('v'))
+}
+
+/// Does the cluster keep member data on PersistentVolumeClaims?
+pub fn uses_pvc(cluster: &EtcdCluster) -> bool {
+    cluster
+        .spec
+        .pod
+        .as_ref()
+        .is_some_and(|p| p.persistent_volume_claim_spec.is_some())
+}
+
+/// The etcd command line of a member.
+pub fn etcd_command(cluster: &EtcdCluster, plan: &MemberPlan) -> Vec<String> {
+    let urls = member_urls(cluster, &plan.name);
+    let (peer_tls, server_tls) = static_tls(cluster);
+    let scheme = |tls: bool| if tls { "https" } else { "http" };
+    let initial: Vec<String> = plan
+        .initial_cluster
+        .iter()
+        .map(|(n, p)| format!("{n}={p}"))
+        .collect();
+    let state = match plan.mode {
+        StartMode::Seed | StartMode::Restore => "new",
+        StartMode::Join | StartMode::ForceNewCluster => "existing",
+    };
+    let mut cmd = vec![
+        "/usr/local/bin/etcd".to_string(),
+        format!("--data-dir={DATA_DIR}"),
+        format!("--name={}", plan.name),
+        format!("--initial-advertise-peer-urls={}", urls.peer),
+        format!(
+            "--listen-peer-urls={}://0.0.0.0:{PEER_PORT}",
+            scheme(peer_tls.is_some())
+        ),
+        format!(
+            "--listen-client-urls={}://0.0.0.0:{CLIENT_PORT}",
+            scheme(server_tls.is_some())
+        ),
+        format!("--advertise-client-urls={}", urls.client),
+        format!("--initial-cluster={}", initial.join(",")),
+        format!("--initial-cluster-state={state}"),
+        format!("--initial-cluster-token={}", plan.cluster_token),
+    ];
+    if plan.mode == StartMode::ForceNewCluster {
+        cmd.push("--force-new-cluster".into());
+    }
+    if peer_tls.is_some() {
+        cmd.extend([
+            "--peer-client-cert-auth=true".to_string(),
+            format!("--peer-trusted-ca-file={PEER_TLS_DIR}/peer-ca.crt"),
+            format!("--peer-cert-file={PEER_TLS_DIR}/peer.crt"),
+            format!("--peer-key-file={PEER_TLS_DIR}/peer.key"),
+        ]);
+    }
+    if server_tls.is_some() {
+        cmd.extend([
+            "--client-cert-auth=true".to_string(),
+            format!("--trusted-ca-file={SERVER_TLS_DIR}/server-ca.crt"),
+            format!("--cert-file={SERVER_TLS_DIR}/server.crt"),
+            format!("--key-file={SERVER_TLS_DIR}/server.key"),
+        ]);
+    }
+    cmd
+}
+
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Pod of one member.
+pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
+    let cluster_name = name(cluster);
+    let policy = cluster.spec.pod.clone().unwrap_or_default();
+    let (peer_tls, server_tls) = static_tls(cluster);
+
+    // The operator's labels win over the policy's.
+    let mut labels = policy.labels.clone().unwrap_or_default();
+    labels.extend(cluster_labels(&cluster_name));
+    labels.insert(LABEL_NODE.into(), plan.name.clone());
+    let mut annotations = policy.annotations.clone().unwrap_or_default();
+    annotations.insert(ANNOTATION_VERSION.into(), plan.version.clone());
+    annotations.insert(ANNOTATION_TOKEN.into(), plan.cluster_token.clone());
+
+    let mut volumes = vec![if uses_pvc(cluster) {
+        Volume {
+            name: DATA_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: plan.name.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        }
+    } else {
+        Volume {
+            name: DATA_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: DATA_VOLUME.into(),
+        mount_path: DATA_MOUNT.into(),
+        ..Default::default()
+    }];
+    if let Some(secret) = &peer_tls {
+        volumes.push(secret_volume("member-peer-tls", secret));
+        mounts.push(VolumeMount {
+            name: "member-peer-tls".into(),
+            mount_path: PEER_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(secret) = &server_tls {
+        volumes.push(secret_volume("member-server-tls", secret));
+        mounts.push(VolumeMount {
+            name: "member-server-tls".into(),
+            mount_path: SERVER_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let mut env: Vec<EnvVar> = policy.etcd_env.clone().unwrap_or_default();
+    env.retain(|e| !e.name.is_empty());
+    let etcd = Container {
+        name: "etcd".into(),
+        image: Some(image(cluster, &plan.version)),
+        command: Some(etcd_command(cluster, plan)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("client".into()),
+                container_port: CLIENT_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("peer".into()),
+                container_port: PEER_PORT,
+                ..Default::default()
+            },
+        ]),
+        // Ready once it serves reads with a leader; a learner is not ready
+        // until promoted, so the client Service only routes to voters.
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".into()),
+                port: IntOrString::Int(CLIENT_PORT),
+                scheme: Some(
+                    if server_tls.is_some() {
+                        "HTTPS"
+                    } else {
+                        "HTTP"
+                    }
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+            initial_delay_seconds: Some(1),
+            period_seconds: Some(5),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        env: (!env.is_empty()).then_some(env),
+        resources: policy.resources.clone(),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+
+    let mut affinity = policy.affinity.clone();
+    if policy.anti_affinity == Some(true) && affinity.is_none() {
+        // CoreOS `antiAffinity: true`: at most one member per node.
+        affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            LABEL_CLUSTER.to_string(),
+                            cluster_name.clone(),
+                        )])),
+                        ..Default::default()
+                    }),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
+    Pod {
+        metadata: ObjectMeta {
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..meta(cluster, &plan.name)
+        },
+        spec: Some(PodSpec {
+            // hostname + subdomain (the headless Service) give the member
+            // its DNS name `<member>.<cluster>.<namespace>.svc`.
+            hostname: Some(plan.name.clone()),
+            subdomain: Some(cluster_name),
+            containers: vec![etcd],
+            volumes: Some(volumes),
+            restart_policy: Some("Never".into()),
+            node_selector: policy.node_selector.clone(),
+            affinity,
+            tolerations: policy.tolerations.clone(),
+            security_context: policy.security_context.clone(),
+            // A member never needs the Kubernetes API.
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The PVC holding one member's data (named after the member, like CoreOS).
+pub fn member_pvc(
+    cluster: &EtcdCluster,
+    member: &str,
+    version: &str,
+) -> Option<PersistentVolumeClaim> {
+    let spec = cluster
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.persistent_volume_claim_spec.clone())?;
+    let mut labels = cluster_labels(&name(cluster));
+    labels.insert(LABEL_NODE.into(), member.to_string());
+    Some(PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                ANNOTATION_VERSION.to_string(),
+                version.to_string(),
+            )])),
+            ..meta(cluster, member)
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// The headless Service `<cluster>` that gives members their DNS names.
+/// Not-ready members are published too: a new learner must be resolvable
+/// by its peers before it is ready.
+pub fn peer_service(cluster: &EtcdCluster) -> Service {
+    let n = name(cluster);
+    Service {
+        metadata: meta(cluster, &n),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(cluster_labels(&n)),
+            ports: Some(vec![port("client", CLIENT_PORT), port("peer", PEER_PORT)]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The client Service `<cluster>-client`: ready members only.
+pub fn client_service(cluster: &EtcdCluster) -> Service {
+    let n = name(cluster);
+    Service {
+        metadata: meta(cluster, &format!("{n}-client")),
+        spec: Some(ServiceSpec {
+            selector: Some(cluster_labels(&n)),
+            ports: Some(vec![port("client", CLIENT_PORT)]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// At most one member voluntarily disrupted (drained, evicted) at a time:
+/// never enough to cost quorum, whatever the size, and unchanged by scaling.
+pub fn disruption_budget(cluster: &EtcdCluster) -> PodDisruptionBudget {
+    let n = name(cluster);
+    PodDisruptionBudget {
+        metadata: meta(cluster, &n),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(cluster_labels(&n)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cluster::{MemberSecret, StaticTls};
+    use crate::api::{EtcdClusterSpec, PodPolicy, TlsPolicy};
+
+    fn cluster(spec: EtcdClusterSpec) -> EtcdCluster {
+        let mut c = EtcdCluster::new("example", spec);
+        c.metadata.namespace = Some("prod".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    fn plan(mode: StartMode) -> MemberPlan {
+        MemberPlan {
+            name: "example-abc".into(),
+            version: "3.5.17".into(),
+            initial_cluster: vec![(
+                "example-abc".into(),
+                "http://example-abc.example.prod.svc:2380".into(),
+            )],
+            mode,
+            cluster_token: "prod-example-xyz".into(),
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn member_pods_follow_the_coreos_layout() {
+        let c = cluster(EtcdClusterSpec {
+            size: 3,
+            ..Default::default()
+        });
+        let pod = member_pod(&c, &plan(StartMode::Seed));
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels["app"], "etcd");
+        assert_eq!(labels["etcd_cluster"], "example");
+        assert_eq!(labels["etcd_node"], "example-abc");
+        assert_eq!(
+            pod.metadata.annotations.clone().unwrap()["etcd.version"],
+            "3.5.17"
+        );
+        let owner = &pod.metadata.owner_references.clone().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("EtcdCluster", "uid-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("example-abc"));
+        assert_eq!(spec.subdomain.as_deref(), Some("example"));
+        let etcd = &spec.containers[0];
+        assert_eq!(etcd.image.as_deref(), Some("quay.io/coreos/etcd:v3.5.17"));
+        let cmd = etcd.command.clone().unwrap();
+        assert!(cmd.contains(&"--initial-cluster-state=new".to_string()));
+        assert!(cmd.contains(
+            &"--initial-advertise-peer-urls=http://example-abc.example.prod.svc:2380".to_string()
+        ));
+        assert!(cmd.contains(
+            &"--initial-cluster=example-abc=http://example-abc.example.prod.svc:2380".to_string()
+        ));
+        assert!(cmd.contains(&"--initial-cluster-token=prod-example-xyz".to_string()));
+        assert!(spec.volumes.unwrap()[0].empty_dir.is_some());
+    }
+
+    #[test]
+    fn join_and_force_new_cluster_flags() {
+        let c = cluster(EtcdClusterSpec::default());
+        let cmd = etcd_command(&c, &plan(StartMode::Join));
+        assert!(cmd.contains(&"--initial-cluster-state=existing".to_string()));
+        assert!(!cmd.contains(&"--force-new-cluster".to_string()));
+        let cmd = etcd_command(&c, &plan(StartMode::ForceNewCluster));
+        assert!(cmd.contains(&"--force-new-cluster".to_string()));
+    }
+
+    #[test]
+    fn pod_policy_is_honoured_and_operator_labels_win() {
+        let c = cluster(EtcdClusterSpec {
+            repository: Some("registry.example/etcd".into()),
+            pod: Some(PodPolicy {
+                labels: Some(BTreeMap::from([
+                    ("team".to_string(), "db".to_string()),
+                    ("app".to_string(), "mine".to_string()),
+                ])),
+                node_selector: Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())])),
+                anti_affinity: Some(true),
+                etcd_env: Some(vec![EnvVar {
+                    name: "ETCD_QUOTA_BACKEND_BYTES".into(),
+                    value: Some("8589934592".into()),
+                    ..Default::default()
+                }]),
+                persistent_volume_claim_spec: Some(Default::default()),
+                cluster_domain: Some(".cluster.local".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let pod = member_pod(&c, &plan(StartMode::Seed));
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels["team"], "db");
+        assert_eq!(labels["app"], "etcd");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
+        let anti = spec.affinity.unwrap().pod_anti_affinity.unwrap();
+        let term = &anti
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()[0];
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let etcd = &spec.containers[0];
+        assert_eq!(etcd.image.as_deref(), Some("registry.example/etcd:v3.5.17"));
+        assert_eq!(
+            etcd.env.clone().unwrap()[0].name,
+            "ETCD_QUOTA_BACKEND_BYTES"
+        );
+        let claim = spec.volumes.unwrap()[0]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
+        assert_eq!(claim.claim_name, "example-abc");
+        assert_eq!(
+            member_urls(&c, "example-abc").peer,
+            "http://example-abc.example.prod.svc.cluster.local:2380"
+        );
+        let pvc = member_pvc(&c, "example-abc", "3.5.17").unwrap();
+        assert_eq!(pvc.metadata.name.as_deref(), Some("example-abc"));
+        assert!(member_pvc(&cluster(EtcdClusterSpec::default()), "x", "3.5.17").is_none());
+    }
+
+    #[test]
+    fn static_tls_secrets_become_etcd_flags_and_mounts() {
+        let c = cluster(EtcdClusterSpec {
+            tls: Some(TlsPolicy {
+                static_tls: Some(StaticTls {
+                    member: Some(MemberSecret {
+                        peer_secret: Some("etcd-peer-tls".into()),
+                        server_secret: Some("etcd-server-tls".into()),
+                    }),
+                    operator_secret: Some("etcd-client-tls".into()),
+                }),
+            }),
+            ..Default::default()
+        });
+        let urls = member_urls(&c, "example-abc");
+        assert!(urls.peer.starts_with("https://") && urls.client.starts_with("https://"));
+        let pod = member_pod(&c, &plan(StartMode::Seed));
+        let spec = pod.spec.unwrap();
+        let cmd = spec.containers[0].command.clone().unwrap();
+        for flag in [
+            "--peer-client-cert-auth=true",
+            "--peer-trusted-ca-file=/etc/etcdtls/member/peer-tls/peer-ca.crt",
+            "--peer-cert-file=/etc/etcdtls/member/peer-tls/peer.crt",
+            "--peer-key-file=/etc/etcdtls/member/peer-tls/peer.key",
+            "--client-cert-auth=true",
+            "--trusted-ca-file=/etc/etcdtls/member/server-tls/server-ca.crt",
+            "--cert-file=/etc/etcdtls/member/server-tls/server.crt",
+            "--key-file=/etc/etcdtls/member/server-tls/server.key",
+            "--listen-client-urls=https://0.0.0.0:2379",
+        ] {
+            assert!(cmd.contains(&flag.to_string()), "missing {flag}");
+        }
+        let secrets: Vec<String> = spec
+            .volumes
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+            .collect();
+        assert_eq!(secrets, ["etcd-peer-tls", "etcd-server-tls"]);
+        assert_eq!(
+            operator_client_url(&c, "example-abc", Some("10.0.0.7")),
+            "https://10.0.0.7:2379"
+        );
+    }
+
+    #[test]
+    fn services_and_budget() {
+        let c = cluster(EtcdClusterSpec::default());
+        let peer = peer_service(&c);
+        assert_eq!(peer.metadata.name.as_deref(), Some("example"));
+        let spec = peer.spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [2379, 2380]);
+        let client = client_service(&c);
+        assert_eq!(client.metadata.name.as_deref(), Some("example-client"));
+        assert_eq!(
+            client.spec.unwrap().selector.unwrap()["etcd_cluster"],
+            "example"
+        );
+        let pdb = disruption_budget(&c);
+        assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+}

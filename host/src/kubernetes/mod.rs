@@ -1,0 +1,199 @@
+//! `etcd-operator run`: the operator on Kubernetes. kube-rs controllers
+//! watch EtcdCluster, EtcdBackup and EtcdRestore resources; the reconcile
+//! core drives member Pods through [`runtime::KubeRuntime`]; storage plugins
+//! come from the image and from labelled ConfigMaps ([`plugins`]).
+//!
+//! - [`members`]: the Pods, PVCs, Services and budget of a cluster (pure);
+//! - [`runtime`]: the member runtime on the Kubernetes API;
+//! - [`clusters`], [`backups`]: the controllers;
+//! - [`scope`]: namespaced vs `--cluster-wide`, as CoreOS;
+//! - [`plugins`]: plugin ConfigMaps, hot-reloaded;
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
+//! - leader election on a Lease (kube-lease-manager) so two replicas are safe.
+
+pub mod backups;
+pub mod clusters;
+pub mod events;
+pub mod http;
+pub mod members;
+pub mod plugins;
+pub mod runtime;
+pub mod scope;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+
+use crate::backup::Storage;
+use crate::backup::location::HostGrants;
+use crate::controller::{Reconciler, Tuning};
+use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
+use scope::Scope;
+
+/// The Kubernetes layer's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error(
+        "cannot set up the plugin engine: {0}; check --plugin-memory-mib and --plugin-call-timeout"
+    )]
+    Plugins(String),
+    #[error(
+        "cannot serve metrics and health on {addr}: {message}; choose another --metrics-address"
+    )]
+    Http { addr: SocketAddr, message: String },
+    #[error("leader election on Lease {lease}: {message}")]
+    Leader { lease: String, message: String },
+    #[error("lost the leader Lease {0}: stopping so that only one replica acts")]
+    LostLeadership(String),
+}
+
+/// How `run` runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scope: Scope,
+    /// The operator's own namespace: its Lease and plugin ConfigMaps live here.
+    pub namespace: String,
+    /// Bundled plugins (`*.wasm`), e.g. `/plugins` in the image.
+    pub plugin_dir: Option<PathBuf>,
+    /// The one directory the `local` storage plugin may use, if any.
+    pub backup_dir: Option<PathBuf>,
+    pub allow_networks: Vec<String>,
+    pub plugin_limits: Limits,
+    pub metrics_addr: SocketAddr,
+    /// Take a Lease before acting (off only for a single, unreplicated operator).
+    pub leader_elect: bool,
+    pub lease_name: String,
+    /// This replica's identity on the Lease and on Events (the Pod name).
+    pub identity: String,
+    pub tuning: Tuning,
+}
+
+/// Wait for the Lease; then a channel that turns false if it is lost.
+async fn lead(
+    client: &kube::Client,
+    opts: &Options,
+) -> Result<tokio::sync::watch::Receiver<bool>, KubeError> {
+    let err = |e: kube_lease_manager::LeaseManagerError| KubeError::Leader {
+        lease: format!("{}/{}", opts.namespace, opts.lease_name),
+        message: e.to_string(),
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &opts.lease_name)
+        .with_namespace(&opts.namespace)
+        .with_identity(&opts.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .map_err(err)?;
+    let (mut channel, _task) = manager.watch().await;
+    tracing::info!(lease = %opts.lease_name, identity = %opts.identity, "waiting for the leader Lease");
+    channel
+        .wait_for(|leader| *leader)
+        .await
+        .map_err(|_| KubeError::Leader {
+            lease: opts.lease_name.clone(),
+            message: "the lease manager stopped".into(),
+        })?;
+    tracing::info!(lease = %opts.lease_name, identity = %opts.identity, "leading");
+    Ok(channel)
+}
+
+/// Run until `shutdown` resolves (Ok) or leadership is lost (Err).
+pub async fn run(
+    client: kube::Client,
+    opts: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KubeError> {
+    let health = Arc::new(http::Health::default());
+    let (addr, _server) = http::serve(opts.metrics_addr, health.clone())
+        .await
+        .map_err(|e| KubeError::Http {
+            addr: opts.metrics_addr,
+            message: e.to_string(),
+        })?;
+    tracing::info!(%addr, scope = ?opts.scope, namespace = %opts.namespace, "etcd-operator starting on Kubernetes");
+    let version = client.apiserver_version().await?;
+    tracing::info!(kubernetes = %version.git_version, "connected to the API server");
+
+    let engine = PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir())
+        .map_err(|e| KubeError::Plugins(e.to_string()))?;
+    let registry = Arc::new(PluginRegistry::new(engine));
+    let recorder = events::recorder(&client, &opts.identity);
+    let plugin_source = plugins::ConfigMapPlugins {
+        registry: registry.clone(),
+        bundled: opts.plugin_dir.clone(),
+        recorder: recorder.clone(),
+    };
+    let plugin_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &opts.namespace);
+    let _plugins = tokio::spawn(plugin_source.run(plugin_maps));
+    health.ready.store(true, Ordering::Relaxed);
+
+    tokio::pin!(shutdown);
+    let mut leadership = if opts.leader_elect {
+        tokio::select! {
+            l = lead(&client, &opts) => Some(l?),
+            _ = &mut shutdown => return Ok(()),
+        }
+    } else {
+        None
+    };
+    health.leader.store(true, Ordering::Relaxed);
+
+    let runtime = Arc::new(runtime::KubeRuntime::new(client.clone()));
+    let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning));
+    let cluster_ctx = Arc::new(clusters::Context {
+        client: client.clone(),
+        runtime,
+        reconciler,
+        recorder: recorder.clone(),
+        scope: opts.scope.clone(),
+    });
+    let storage = Arc::new(Storage {
+        registry,
+        secrets: Arc::new(secrets::KubeSecrets(client.clone())),
+        host: HostGrants {
+            dirs: opts
+                .backup_dir
+                .iter()
+                .map(|d| ("local".to_string(), d.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            private_networks: opts.allow_networks.clone(),
+        },
+    });
+    let backup_ctx = Arc::new(backups::Context::new(
+        client.clone(),
+        storage,
+        recorder,
+        opts.scope.clone(),
+    ));
+    let never = || futures::future::pending::<()>();
+    let controllers = futures::future::join3(
+        clusters::run(cluster_ctx, never()),
+        backups::run_backups(backup_ctx.clone(), never()),
+        backups::run_restores(backup_ctx, never()),
+    );
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => {
+                let _ = l.wait_for(|leader| !*leader).await;
+            }
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => Ok(()),
+        _ = &mut shutdown => {
+            tracing::info!("shutting down; members keep running");
+            Ok(())
+        }
+        _ = lost => Err(KubeError::LostLeadership(opts.lease_name.clone())),
+    }
+}

@@ -1,0 +1,285 @@
+//! Storage and policy plugins from ConfigMaps. A ConfigMap labelled
+//! `etcd.database.coreos.com/plugin` carries components in `binaryData`:
+//! key `<name>.wasm`, or `<name>.wasm.gz` gzipped (a ConfigMap holds at most
+//! 1 MiB, which most compressed plugins fit). The registry is made to hold
+//! the bundled plugins (the image's plugin directory) overlaid with every
+//! labelled ConfigMap, again on each change: an edit hot-reloads, a deletion
+//! unloads (or falls back to the bundled plugin of that name), and a broken
+//! component is reported (log + Event on its ConfigMap) while every other
+//! plugin — and the previous good version of the broken one — keeps working.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::events::Recorder;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::{Api, Resource, ResourceExt};
+
+use super::events;
+use crate::controller::Event;
+use crate::plugins::{PluginRegistry, registry::read_dir_source};
+
+/// The label that marks a plugin ConfigMap (any value).
+pub const PLUGIN_LABEL: &str = "etcd.database.coreos.com/plugin";
+/// A decompressed component larger than this is refused (a gzip bomb must
+/// not exhaust the operator's memory).
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+
+/// What one ConfigMap carries.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Components by plugin name.
+    pub plugins: BTreeMap<String, Vec<u8>>,
+    /// Keys that were refused, and why.
+    pub refused: Vec<(String, String)>,
+}
+
+/// The registry's source and where each entry came from.
+struct Overlay {
+    source: BTreeMap<String, Vec<u8>>,
+    /// Plugin name → the ConfigMap that provided it (absent: bundled).
+    origin: BTreeMap<String, String>,
+    /// ConfigMap, key, why it was refused.
+    refused: Vec<(String, String, String)>,
+}
+
+/// The components of one ConfigMap.
+pub fn decode(cm: &ConfigMap) -> Decoded {
+    let mut plugins = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (key, value) in cm.binary_data.iter().flatten() {
+        if let Some(name) = key.strip_suffix(".wasm.gz") {
+            let mut out = Vec::new();
+            let read = flate2::read::GzDecoder::new(value.0.as_slice())
+                .take(MAX_PLUGIN_BYTES + 1)
+                .read_to_end(&mut out);
+            match read {
+                Ok(n) if n as u64 > MAX_PLUGIN_BYTES => errors.push((
+                    key.clone(),
+                    format!("decompresses to more than {} MiB", MAX_PLUGIN_BYTES >> 20),
+                )),
+                Ok(_) => {
+                    plugins.insert(name.to_string(), out);
+                }
+                Err(e) => errors.push((key.clone(), format!("is not valid gzip: {e}"))),
+            }
+        } else if let Some(name) = key.strip_suffix(".wasm") {
+            plugins.insert(name.to_string(), value.0.clone());
+        } else {
+            errors.push((
+                key.clone(),
+                "is neither <name>.wasm nor <name>.wasm.gz; it is ignored".to_string(),
+            ));
+        }
+    }
+    for key in cm.data.iter().flatten().map(|(k, _)| k) {
+        if key.ends_with(".wasm") || key.ends_with(".wasm.gz") {
+            errors.push((
+                key.clone(),
+                "is under `data`; components are binary and belong under `binaryData` \
+                 (kubectl create configmap --from-file does this)"
+                    .to_string(),
+            ));
+        }
+    }
+    Decoded {
+        plugins,
+        refused: errors,
+    }
+}
+
+/// Watches plugin ConfigMaps and keeps the registry in step with them.
+pub struct ConfigMapPlugins {
+    pub registry: Arc<PluginRegistry>,
+    /// The bundled plugins, read again on every apply.
+    pub bundled: Option<PathBuf>,
+    pub recorder: Recorder,
+}
+
+impl ConfigMapPlugins {
+    /// The registry's source: bundled plugins, then ConfigMaps in name order
+    /// (a ConfigMap plugin replaces a bundled one of the same name).
+    fn source(&self, maps: &BTreeMap<String, ConfigMap>) -> Overlay {
+        let mut source = match &self.bundled {
+            Some(dir) => read_dir_source(dir).unwrap_or_else(|e| {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the bundled plugins");
+                BTreeMap::new()
+            }),
+            None => BTreeMap::new(),
+        };
+        let mut origin = BTreeMap::new();
+        let mut refused = Vec::new();
+        for (cm_name, cm) in maps {
+            let Decoded {
+                plugins,
+                refused: errors,
+            } = decode(cm);
+            for (key, why) in errors {
+                refused.push((cm_name.clone(), key, why));
+            }
+            for (name, bytes) in plugins {
+                if let Some(other) = origin.get(&name) {
+                    refused.push((
+                        cm_name.clone(),
+                        name.clone(),
+                        format!("plugin `{name}` is already provided by ConfigMap {other}; this copy is ignored"),
+                    ));
+                    continue;
+                }
+                origin.insert(name.clone(), cm_name.clone());
+                source.insert(name, bytes);
+            }
+        }
+        Overlay {
+            source,
+            origin,
+            refused,
+        }
+    }
+
+    async fn apply(&self, maps: &BTreeMap<String, ConfigMap>) {
+        let Overlay {
+            source,
+            origin,
+            refused,
+        } = self.source(maps);
+        let registry = self.registry.clone();
+        let report = match tokio::task::spawn_blocking(move || registry.apply(source)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "applying plugins panicked");
+                return;
+            }
+        };
+        for name in &report.loaded {
+            tracing::info!(plugin = %name, from = origin.get(name).map(String::as_str).unwrap_or("bundled"), "plugin ready");
+            if let Some(cm) = origin.get(name).and_then(|n| maps.get(n)) {
+                let e = Event::normal("PluginLoaded", format!("plugin `{name}` loaded"));
+                events::publish(&self.recorder, &cm.object_ref(&()), "LoadPlugin", &e).await;
+            }
+        }
+        for name in &report.removed {
+            tracing::info!(plugin = %name, "plugin unloaded");
+        }
+        for (name, error) in &report.failed {
+            let e = Event::warning(
+                "PluginRejected",
+                format!("plugin `{name}` was not loaded (other plugins keep working): {error}"),
+            );
+            match origin.get(name).and_then(|n| maps.get(n)) {
+                Some(cm) => {
+                    events::publish(&self.recorder, &cm.object_ref(&()), "LoadPlugin", &e).await
+                }
+                None => tracing::error!(plugin = %name, %error, "bundled plugin not loaded"),
+            }
+        }
+        for (cm_name, key, why) in refused {
+            let e = Event::warning("PluginRejected", format!("key `{key}` {why}"));
+            if let Some(cm) = maps.get(&cm_name) {
+                events::publish(&self.recorder, &cm.object_ref(&()), "LoadPlugin", &e).await;
+            }
+        }
+    }
+
+    /// Load the bundled plugins, then follow the labelled ConfigMaps of
+    /// `namespace` until the stream ends (it retries on its own).
+    pub async fn run(self, api: Api<ConfigMap>) {
+        let mut maps: BTreeMap<String, ConfigMap> = BTreeMap::new();
+        self.apply(&maps).await;
+        let mut initial: Option<BTreeMap<String, ConfigMap>> = None;
+        let stream = watcher::watcher(api, watcher::Config::default().labels(PLUGIN_LABEL))
+            .map(Some)
+            .chain(futures::stream::once(async { None }));
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Some(event)) = stream.next().await {
+            match event {
+                Ok(WatchEvent::Init) => initial = Some(BTreeMap::new()),
+                Ok(WatchEvent::InitApply(cm)) => {
+                    if let Some(i) = initial.as_mut() {
+                        i.insert(cm.name_any(), cm);
+                    }
+                }
+                Ok(WatchEvent::InitDone) => {
+                    maps = initial.take().unwrap_or_default();
+                    self.apply(&maps).await;
+                }
+                Ok(WatchEvent::Apply(cm)) => {
+                    let name = cm.name_any();
+                    if maps.get(&name).map(|c| (&c.binary_data, &c.data))
+                        != Some((&cm.binary_data, &cm.data))
+                    {
+                        maps.insert(name, cm);
+                        self.apply(&maps).await;
+                    }
+                }
+                Ok(WatchEvent::Delete(cm)) => {
+                    if maps.remove(&cm.name_any()).is_some() {
+                        self.apply(&maps).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching plugin ConfigMaps failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::io::Write;
+
+    fn cm(binary: &[(&str, Vec<u8>)]) -> ConfigMap {
+        ConfigMap {
+            binary_data: Some(
+                binary
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.clone())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn plain_and_gzipped_components_decode_by_name() {
+        let Decoded {
+            plugins,
+            refused: errors,
+        } = decode(&cm(&[
+            ("s3.wasm", b"\0asm-s3".to_vec()),
+            ("gcs.wasm.gz", gzip(b"\0asm-gcs")),
+            ("README.md", b"hi".to_vec()),
+            ("bad.wasm.gz", b"not gzip".to_vec()),
+        ]));
+        assert_eq!(plugins["s3"], b"\0asm-s3");
+        assert_eq!(plugins["gcs"], b"\0asm-gcs");
+        assert_eq!(plugins.len(), 2);
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["README.md", "bad.wasm.gz"]);
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused() {
+        let big = vec![0u8; (MAX_PLUGIN_BYTES + 10) as usize];
+        let Decoded {
+            plugins,
+            refused: errors,
+        } = decode(&cm(&[("bomb.wasm.gz", gzip(&big))]));
+        assert!(plugins.is_empty());
+        assert!(errors[0].1.contains("more than 64 MiB"), "{errors:?}");
+    }
+}

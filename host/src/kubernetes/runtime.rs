@@ -1,0 +1,384 @@
+//! The Kubernetes runtime: members are Pods (and, with
+//! `spec.pod.persistentVolumeClaimSpec`, PersistentVolumeClaims that outlive
+//! them). The reconcile core decides; this only creates, lists and deletes.
+//!
+//! A member is running while its Pod is `Pending` or `Running`; it has data while its Pod
+//! exists (emptyDir) or its PVC does. A member whose Pod was deleted but
+//! whose PVC remains is reported stopped-with-data, so the core restarts it
+//! and it rejoins under the same name and peer URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+
+use super::members::{
+    self, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_NODE, cluster_selector, member_pod, member_pvc,
+    member_urls, operator_client_url, uses_pvc,
+};
+use crate::api::EtcdCluster;
+use crate::controller::{
+    ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode, Version,
+    check_supported,
+};
+
+/// Members as Pods. The controller hands it each EtcdCluster before a
+/// reconcile ([`KubeRuntime::set_cluster`]): the pod policy, TLS and owner
+/// come from the resource, not from the runtime contract.
+pub struct KubeRuntime {
+    client: kube::Client,
+    clusters: RwLock<HashMap<ClusterKey, Arc<EtcdCluster>>>,
+    /// How long to wait for a deleted Pod to disappear before recreating it.
+    pod_gone_timeout: Duration,
+}
+
+fn api_err(what: &str, e: kube::Error) -> RuntimeError {
+    RuntimeError::Other(format!("{what}: {e}"))
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+impl KubeRuntime {
+    pub fn new(client: kube::Client) -> Self {
+        KubeRuntime {
+            client,
+            clusters: RwLock::default(),
+            pod_gone_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Remember the latest version of a cluster's resource.
+    pub fn set_cluster(&self, key: &ClusterKey, cluster: Arc<EtcdCluster>) {
+        self.clusters
+            .write()
+            .expect("clusters lock")
+            .insert(key.clone(), cluster);
+    }
+
+    /// Forget a deleted cluster.
+    pub fn forget(&self, key: &ClusterKey) {
+        self.clusters.write().expect("clusters lock").remove(key);
+    }
+
+    fn cluster(&self, key: &ClusterKey) -> Result<Arc<EtcdCluster>, RuntimeError> {
+        self.clusters
+            .read()
+            .expect("clusters lock")
+            .get(key)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Other(format!("EtcdCluster {key} is not known")))
+    }
+
+    fn pods(&self, key: &ClusterKey) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &key.namespace)
+    }
+
+    fn pvcs(&self, key: &ClusterKey) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &key.namespace)
+    }
+
+    /// Wait until a deleted Pod is gone (its name can then be reused).
+    async fn wait_pod_gone(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        let start = Instant::now();
+        loop {
+            match self.pods(key).get_opt(name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) if start.elapsed() < self.pod_gone_timeout => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Ok(Some(_)) => {
+                    return Err(RuntimeError::Member {
+                        member: name.into(),
+                        message: format!(
+                            "the Pod is still terminating after {}s",
+                            self.pod_gone_timeout.as_secs()
+                        ),
+                    });
+                }
+                Err(e) => return Err(api_err("reading a member Pod", e)),
+            }
+        }
+    }
+
+    async fn delete_pod(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        match self.pods(key).delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api_err("deleting a member Pod", e)),
+        }
+    }
+
+    async fn ensure_pvc(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+        plan: &MemberPlan,
+    ) -> Result<(), RuntimeError> {
+        let Some(pvc) = member_pvc(cluster, &plan.name, &plan.version) else {
+            return Ok(());
+        };
+        match self.pvcs(key).create(&PostParams::default(), &pvc).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(RuntimeError::Member {
+                member: plan.name.clone(),
+                message: format!(
+                    "cannot create its PersistentVolumeClaim: {e}; check spec.pod.persistentVolumeClaimSpec"
+                ),
+            }),
+        }
+    }
+
+    async fn create_pod(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+        plan: &MemberPlan,
+    ) -> Result<(), RuntimeError> {
+        self.ensure_pvc(key, cluster, plan).await?;
+        let pod = member_pod(cluster, plan);
+        match self.pods(key).create(&PostParams::default(), &pod).await {
+            Ok(_) => {
+                tracing::info!(cluster = %key, member = plan.name, version = plan.version, mode = ?plan.mode, "member Pod created");
+                Ok(())
+            }
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(RuntimeError::Member {
+                member: plan.name.clone(),
+                message: format!("cannot create its Pod: {e}"),
+            }),
+        }
+    }
+}
+
+fn pod_version(pod: &Pod) -> String {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_VERSION))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn member_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_NODE))
+        .cloned()
+        .or_else(|| meta.name.clone())
+        .unwrap_or_default()
+}
+
+impl Runtime for KubeRuntime {
+    async fn reserve(&self, cluster: &ClusterKey, name: &str) -> Result<MemberUrls, RuntimeError> {
+        // The URLs are DNS names derived from the member name: nothing to allocate.
+        Ok(member_urls(&*self.cluster(cluster)?, name))
+    }
+
+    async fn list(&self, key: &ClusterKey) -> Result<Vec<RuntimeMember>, RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let lp = ListParams::default().labels(&cluster_selector(&key.name));
+        let pods = self
+            .pods(key)
+            .list(&lp)
+            .await
+            .map_err(|e| api_err("listing member Pods", e))?;
+        let mut out: Vec<RuntimeMember> = Vec::new();
+        for pod in pods.items {
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let name = member_name(&pod.metadata);
+            let status = pod.status.as_ref();
+            let ip = status.and_then(|s| s.pod_ip.as_deref());
+            // A Pending Pod counts as running: it is being scheduled or
+            // pulled, and restarting it would not help. If it never
+            // becomes healthy the core replaces it after the failure grace.
+            let running = matches!(
+                status.and_then(|s| s.phase.as_deref()),
+                None | Some("Pending" | "Running")
+            );
+            let failed = matches!(
+                status.and_then(|s| s.phase.as_deref()),
+                Some("Failed" | "Succeeded")
+            );
+            out.push(RuntimeMember {
+                urls: MemberUrls {
+                    peer: member_urls(&cluster, &name).peer,
+                    client: operator_client_url(&cluster, &name, ip),
+                },
+                running,
+                // An emptyDir dies with its Pod: a failed Pod's data is gone
+                // for the core's purposes unless a PVC holds it (added below).
+                has_data: !failed,
+                ever_started: true,
+                version: pod_version(&pod),
+                name,
+            });
+        }
+        if uses_pvc(&cluster) {
+            let pvcs = self
+                .pvcs(key)
+                .list(&lp)
+                .await
+                .map_err(|e| api_err("listing member PVCs", e))?;
+            for pvc in pvcs.items {
+                if pvc.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let name = member_name(&pvc.metadata);
+                match out.iter_mut().find(|m| m.name == name) {
+                    Some(m) => m.has_data = true,
+                    None => out.push(RuntimeMember {
+                        urls: member_urls(&cluster, &name),
+                        running: false,
+                        has_data: true,
+                        ever_started: true,
+                        version: pvc
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(ANNOTATION_VERSION))
+                            .cloned()
+                            .unwrap_or_default(),
+                        name,
+                    }),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn start(&self, key: &ClusterKey, plan: &MemberPlan) -> Result<(), RuntimeError> {
+        let cluster = self.cluster(key)?;
+        if plan.mode == StartMode::Restore {
+            return Err(RuntimeError::Member {
+                member: plan.name.clone(),
+                message: "restoring members from a snapshot is not yet supported on Kubernetes"
+                    .into(),
+            });
+        }
+        let existing = self
+            .pods(key)
+            .get_opt(&plan.name)
+            .await
+            .map_err(|e| api_err("reading a member Pod", e))?;
+        if let Some(pod) = existing {
+            let terminating = pod.metadata.deletion_timestamp.is_some();
+            let failed = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Failed" | "Succeeded")
+            );
+            if !terminating && !failed {
+                if plan.mode == StartMode::ForceNewCluster {
+                    // New flags need a new Pod; only a PVC keeps the data.
+                    if !uses_pvc(&cluster) {
+                        return Err(RuntimeError::Member {
+                            member: plan.name.clone(),
+                            message: "recovering quorum from a survivor needs its data to outlive its Pod: \
+                                      set spec.pod.persistentVolumeClaimSpec (or restore from a backup)"
+                                .into(),
+                        });
+                    }
+                    self.delete_pod(key, &plan.name).await?;
+                    self.wait_pod_gone(key, &plan.name).await?;
+                    return self.create_pod(key, &cluster, plan).await;
+                }
+                if pod_version(&pod) != plan.version {
+                    // Upgrade in place: the container restarts on the new
+                    // image with the same volume (an emptyDir survives it).
+                    let patch = serde_json::json!({
+                        "metadata": {"annotations": {ANNOTATION_VERSION: plan.version}},
+                        "spec": {"containers": [{"name": "etcd", "image": members::image(&cluster, &plan.version)}]},
+                    });
+                    self.pods(key)
+                        .patch(
+                            &plan.name,
+                            &PatchParams::default(),
+                            &Patch::Strategic(patch),
+                        )
+                        .await
+                        .map_err(|e| api_err("upgrading a member Pod", e))?;
+                    tracing::info!(cluster = %key, member = plan.name, version = plan.version, "member Pod image updated");
+                }
+                return Ok(());
+            }
+            // A failed Pod (or one on its way out) is replaced by a new one.
+            self.delete_pod(key, &plan.name).await?;
+            self.wait_pod_gone(key, &plan.name).await?;
+        }
+        self.create_pod(key, &cluster, plan).await
+    }
+
+    async fn stop(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        // With a PVC the Pod can go and come back with the data. Without
+        // one, deleting the Pod would delete the data: the member keeps
+        // running and `start` changes it in place.
+        if uses_pvc(&*self.cluster(key)?) {
+            self.delete_pod(key, name).await?;
+            self.wait_pod_gone(key, name).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {
+        self.delete_pod(key, name).await?;
+        match self.pvcs(key).delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api_err("deleting a member PVC", e)),
+        }
+        self.wait_pod_gone(key, name).await
+    }
+
+    async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError> {
+        // Any supported release has an image; the kubelet reports a missing one.
+        let v = Version::parse(requested).map_err(|message| RuntimeError::VersionUnavailable {
+            requested: requested.into(),
+            message,
+        })?;
+        check_supported(&v).map_err(|message| RuntimeError::VersionUnavailable {
+            requested: requested.into(),
+            message,
+        })?;
+        Ok(v.to_string())
+    }
+}
+
+/// Create or update (server-side apply) the Services and the budget.
+pub async fn apply_cluster_objects(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let ns = cluster.metadata.namespace.as_deref().unwrap_or("default");
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    for svc in [
+        members::peer_service(cluster),
+        members::client_service(cluster),
+    ] {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let mut value = serde_json::to_value(&svc).unwrap_or_default();
+        value["apiVersion"] = "v1".into();
+        value["kind"] = "Service".into();
+        services.patch(&name, &pp, &Patch::Apply(value)).await?;
+    }
+    let pdb = members::disruption_budget(cluster);
+    let name = pdb.metadata.name.clone().unwrap_or_default();
+    let mut value = serde_json::to_value(&pdb).unwrap_or_default();
+    value["apiVersion"] = "policy/v1".into();
+    value["kind"] = "PodDisruptionBudget".into();
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    pdbs.patch(&name, &pp, &Patch::Apply(value)).await?;
+    Ok(())
+}
