@@ -14,7 +14,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::apiserver::ApiServer;
-use crate::common::{Moto, Process, free_port, plugin_bytes, repo};
+use crate::common::{Moto, Process, free_port, plugin_bytes, repo, tools};
 use crate::pod_runner::PodRunner;
 use crate::{documents, install_crds};
 
@@ -37,6 +37,13 @@ impl Operator {
             .arg(kubeconfig)
             .args(["--namespace", NS])
             .arg(format!("--metrics-address=127.0.0.1:{port}"))
+            // Restoring Pods fetch snapshots from here (the runner's
+            // processes share the host's loopback).
+            .arg(format!("--advertise-url=http://127.0.0.1:{port}"))
+            .arg("--work-dir")
+            .arg(dir.join(format!("{name}-work")))
+            .arg("--etcd-dir")
+            .arg(tools().join("etcd"))
             .args(["--member-failure-grace", "5s"])
             .args(args)
             .env("MY_POD_NAME", name)
@@ -378,7 +385,7 @@ fn plugin_config_map(name: &str, key: &str, bytes: Vec<u8>) -> ConfigMap {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads() {
+async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restore() {
     let moto = Moto::start();
     moto.create_bucket("etcd-backups");
     let server = ApiServer::start().await;
@@ -508,26 +515,52 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads() {
         "{metrics}"
     );
 
-    // Restores are not built for Kubernetes yet: said plainly on the resource.
-    let restore: EtcdRestore = serde_json::from_value(serde_json::json!({
-        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdRestore",
-        "metadata": {"name": "example", "namespace": NS},
-        "spec": {"etcdCluster": {"name": "example"}, "backupStorageType": "S3",
-                 "s3": {"path": "etcd-backups/k8s/example.db", "awsSecret": "aws",
-                        "endpoint": moto.endpoint, "forcePathStyle": true}},
-    }))
-    .unwrap();
+    // Written after the backup: a restore must take the cluster back before it.
+    kv.put("/k8s/after-backup", "x", None).await.unwrap();
+    let restore = |name: &str, cluster: &str, new_cluster: serde_json::Value| -> EtcdRestore {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdRestore",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"etcdCluster": {"name": cluster}, "backupStorageType": "S3",
+                     "newCluster": new_cluster,
+                     "s3": {"path": "etcd-backups/k8s/example.db", "awsSecret": "aws",
+                            "endpoint": moto.endpoint, "forcePathStyle": true}},
+        }))
+        .unwrap()
+    };
     let restores: Api<EtcdRestore> = Api::namespaced(admin.clone(), NS);
+    let completed = |name: &'static str| {
+        let restores = restores.clone();
+        async move {
+            eventually(
+                &format!("EtcdRestore {name} Completed"),
+                Duration::from_secs(180),
+                || async {
+                    let s = restores.get(name).await.ok()?.status?;
+                    assert_ne!(s.phase.as_deref(), Some("Failed"), "{s:?}");
+                    (s.phase.as_deref() == Some("Completed")).then_some(s)
+                },
+            )
+            .await
+        }
+    };
+    // In place: every member replaced from the verified backup.
+    let old_pods: Vec<String> = member_pods(&admin, "example")
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     restores
-        .create(&PostParams::default(), &restore)
+        .create(
+            &PostParams::default(),
+            &restore("example", "example", serde_json::Value::Null),
+        )
         .await
         .unwrap();
-    let reason = eventually("the restore refused", Duration::from_secs(60), || async {
-        restores.get("example").await.ok()?.status?.reason
-    })
-    .await;
-    assert!(reason.contains("not yet supported"), "{reason}");
-    // The running cluster was not touched.
+    let done = completed("example").await;
+    assert!(done.succeeded);
+    let status = wait_ready(&admin, "example", 1, Duration::from_secs(90)).await;
+    assert!(!status.members.ready.iter().any(|m| old_pods.contains(m)));
     let mut kv = etcd(&status.client_urls).await;
     assert_eq!(
         kv.get("/k8s/042", None).await.unwrap().kvs()[0]
@@ -535,4 +568,152 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads() {
             .unwrap(),
         "value-42"
     );
+    assert!(
+        kv.get("/k8s/after-backup", None)
+            .await
+            .unwrap()
+            .kvs()
+            .is_empty()
+    );
+    let pod = &member_pods(&admin, "example").await[0];
+    let init: Vec<String> = pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        init,
+        ["fetch-snapshot", "restore-datadir", "remove-snapshot"]
+    );
+
+    // Into a new cluster of three, created by the restore.
+    restores
+        .create(
+            &PostParams::default(),
+            &restore(
+                "copy",
+                "copy",
+                serde_json::json!({"size": 3, "version": "3.5.17"}),
+            ),
+        )
+        .await
+        .unwrap();
+    completed("copy").await;
+    let copy = wait_ready(&admin, "copy", 3, Duration::from_secs(120)).await;
+    let spec = Api::<EtcdCluster>::namespaced(admin.clone(), NS)
+        .get("copy")
+        .await
+        .unwrap()
+        .spec;
+    assert_ne!(
+        spec.paused,
+        Some(true),
+        "the restored cluster must be handed back unpaused"
+    );
+    let mut kv = etcd(&copy.client_urls).await;
+    let all = kv
+        .get(
+            "/k8s/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.count(), 100);
+
+    // A backup that does not exist: refused, the running cluster untouched.
+    let mut missing = restore("example", "example", serde_json::Value::Null);
+    missing.metadata.name = Some("example".into());
+    missing.spec.s3.as_mut().unwrap().path = Some("etcd-backups/k8s/none.db".into());
+    restores
+        .delete("example", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the old EtcdRestore gone",
+        Duration::from_secs(30),
+        || async {
+            restores
+                .get_opt("example")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    restores
+        .create(&PostParams::default(), &missing)
+        .await
+        .unwrap();
+    let reason = eventually("the restore refused", Duration::from_secs(60), || async {
+        let s = restores.get("example").await.ok()?.status?;
+        (s.phase.as_deref() == Some("Failed")).then_some(s.reason?)
+    })
+    .await;
+    assert!(
+        reason.contains("does not exist") && reason.contains("untouched"),
+        "{reason}"
+    );
+    let mut kv = etcd(&status.client_urls).await;
+    assert_eq!(
+        kv.get("/k8s/042", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "value-42"
+    );
+
+    // Every member Pod deleted at once (emptyDir: the data went with them).
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    let delete_all = |cluster: &'static str| {
+        let (pods, admin) = (pods.clone(), admin.clone());
+        async move {
+            for p in member_pods(&admin, cluster).await {
+                pods.delete(&p.metadata.name.unwrap(), &DeleteParams::default())
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    // "example" has a backup: it comes back from it instead of empty.
+    delete_all("example").await;
+    eventually(
+        "recovery from the backup",
+        Duration::from_secs(120),
+        || async {
+            events_for(&admin, "example")
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("QuorumRecoveredFromBackup"))
+        },
+    )
+    .await;
+    let status = wait_ready(&admin, "example", 1, Duration::from_secs(120)).await;
+    let mut kv = etcd(&status.client_urls).await;
+    assert_eq!(
+        kv.get("/k8s/042", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "value-42"
+    );
+    // "copy" has none: the operator stops and says so rather than seeding an empty cluster.
+    delete_all("copy").await;
+    let reason = eventually("copy reported lost", Duration::from_secs(60), || async {
+        let s = Api::<EtcdCluster>::namespaced(admin.clone(), NS)
+            .get("copy")
+            .await
+            .ok()?
+            .status?;
+        (s.phase.as_deref() == Some("Failed")).then_some(s.reason?)
+    })
+    .await;
+    assert!(reason.contains("no verified backup"), "{reason}");
+    assert!(member_pods(&admin, "copy").await.is_empty());
 }

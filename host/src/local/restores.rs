@@ -5,7 +5,7 @@
 //! cluster untouched whenever the failure came before Restoring.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -14,11 +14,8 @@ use crate::api::condition::set_condition;
 use crate::api::{
     API_VERSION, Condition, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus,
 };
-use crate::backup::location;
-use crate::backup::restore::{RestoreError, Verified, fetch_verified};
-use crate::backup::schedule::retry_delay;
+use crate::backup::restore::{Verified, failure_reason, verify_with_retries, wait_serving};
 use crate::controller::{ClusterKey, Event, Runtime};
-use crate::etcd;
 
 /// How long restored members get to serve before the restore is reported failed.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -203,10 +200,11 @@ async fn run(p: &mut Progress, restore: &EtcdRestore) {
     }
 
     match wait_serving(
-        &ctx,
+        ctx.reconciler.runtime().as_ref(),
         &key,
         cluster_spec.size as usize,
         verified.status.revision,
+        SERVE_TIMEOUT,
     )
     .await
     {
@@ -234,71 +232,42 @@ async fn run(p: &mut Progress, restore: &EtcdRestore) {
 /// Download and verify, retrying transient errors. `None`: failed (status written).
 async fn verify(p: &mut Progress, restore: &EtcdRestore, namespace: &str) -> Option<Verified> {
     let ctx = p.ctx.clone();
-    let spec = &restore.spec;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        p.set(
+    p.set(
+        "Verifying",
+        (
+            "Verified",
+            false,
             "Verifying",
-            (
-                "Verified",
-                false,
-                "Verifying",
-                "downloading and verifying the backup; the cluster is untouched".into(),
-            ),
-        );
-        let result: Result<Verified, RestoreError> = async {
-            let target = location::resolve(
-                &spec.backup_storage_type,
-                "backupStorageType",
-                spec.source(),
-                namespace,
-                ctx.storage.secrets.as_ref(),
-                &ctx.storage.host,
-            )
-            .await
-            .map_err(|e| RestoreError::Other(e.to_string()))?;
-            let tool = ctx
-                .reconciler
-                .runtime()
-                .binaries()
-                .snapshot_tool(None)
-                .map_err(|e| RestoreError::Other(e.to_string()))?;
-            let mut session = ctx.storage.open(&target).await?;
-            let key = target.path.clone();
-            fetch_verified(&mut session, &target, &key, &ctx.staging, &tool).await
+            "downloading and verifying the backup; the cluster is untouched".into(),
+        ),
+    );
+    let tool = match ctx.reconciler.runtime().binaries().snapshot_tool(None) {
+        Ok(t) => t,
+        Err(e) => {
+            p.fail(
+                "VerificationFailed",
+                format!("{e}; nothing was restored and the cluster is untouched"),
+            );
+            return None;
         }
-        .await;
-        match result {
-            Ok(v) => return Some(v),
-            Err(e) if e.is_retryable() && attempt < 6 => {
-                let delay = retry_delay(attempt, Duration::ZERO);
-                p.set(
-                    "Verifying",
-                    (
-                        "Verified",
-                        false,
-                        "Retrying",
-                        format!(
-                            "attempt {attempt} failed: {e}; retrying in {}s",
-                            delay.as_secs()
-                        ),
-                    ),
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => {
-                let reason = match &e {
-                    RestoreError::NotFound { .. } => "BackupNotFound",
-                    RestoreError::Corrupt { .. } => "BackupCorrupt",
-                    _ => "VerificationFailed",
-                };
-                p.fail(
-                    reason,
-                    format!("{e}; nothing was restored and the cluster is untouched"),
-                );
-                return None;
-            }
+    };
+    let result = verify_with_retries(
+        &ctx.storage,
+        &restore.spec,
+        namespace,
+        &ctx.staging,
+        &tool,
+        |message| p.set("Verifying", ("Verified", false, "Retrying", message)),
+    )
+    .await;
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            p.fail(
+                failure_reason(&e),
+                format!("{e}; nothing was restored and the cluster is untouched"),
+            );
+            None
         }
     }
 }
@@ -321,42 +290,4 @@ fn write_cluster_manifest(
         format!("# Created by EtcdRestore: the cluster restored into a new EtcdCluster.\n{text}"),
     )
     .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// Poll until `size` members serve and agree on a revision at least the
-/// snapshot's.
-async fn wait_serving(
-    ctx: &Context,
-    key: &ClusterKey,
-    size: usize,
-    revision: i64,
-) -> Result<(), String> {
-    let deadline = Instant::now() + SERVE_TIMEOUT;
-    let mut last = String::from("no member answered yet");
-    while Instant::now() < deadline {
-        let members = ctx
-            .reconciler
-            .runtime()
-            .list(key)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut serving = 0;
-        for m in &members {
-            if let Ok(s) = etcd::status(&m.urls.client).await
-                && s.leader != 0
-                && s.revision >= revision
-            {
-                serving += 1;
-            }
-        }
-        if serving >= size {
-            return Ok(());
-        }
-        last = format!("{serving} of {size} restored members serve");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(format!(
-        "the restored members did not all serve within {}s ({last}); see the EtcdCluster's status",
-        SERVE_TIMEOUT.as_secs()
-    ))
 }
