@@ -366,6 +366,84 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         wide_reporters.iter().all(|r| r == "operator-ns"),
         "{wide_reporters:?}"
     );
+
+    // PVC-backed members: a deleted Pod comes back under the same name and
+    // rejoins with its data instead of being replaced.
+    let mut durable = cluster("durable", 3, serde_json::json!({}));
+    durable.spec.pod = Some(
+        serde_json::from_value(serde_json::json!({
+            "persistentVolumeClaimSpec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }))
+        .unwrap(),
+    );
+    clusters
+        .create(&PostParams::default(), &durable)
+        .await
+        .unwrap();
+    let status = wait_ready(&admin, "durable", 3, Duration::from_secs(120)).await;
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(admin.clone(), NS);
+    let claim_names: Vec<String> = claims
+        .list(&ListParams::default().labels("etcd_cluster=durable"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    let mut members = status.members.ready.clone();
+    members.sort();
+    let mut sorted_claims = claim_names.clone();
+    sorted_claims.sort();
+    assert_eq!(sorted_claims, members, "one PVC per member, named after it");
+    let mut kv = etcd(&status.client_urls).await;
+    kv.put("/durable", "kept", None).await.unwrap();
+    let restarted = members[0].clone();
+    Api::<Pod>::namespaced(admin.clone(), NS)
+        .delete(&restarted, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the member restarted under its name",
+        Duration::from_secs(90),
+        || async {
+            let events = events_for(&admin, "durable").await;
+            events
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("MemberRestarted"))
+        },
+    )
+    .await;
+    let status = wait_ready(&admin, "durable", 3, Duration::from_secs(120)).await;
+    let mut after = status.members.ready.clone();
+    after.sort();
+    assert_eq!(after, members, "the same members, none replaced");
+    let reasons: Vec<String> = events_for(&admin, "durable")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        !reasons.iter().any(|r| r == "MemberReplaced"),
+        "{reasons:?}"
+    );
+    // The restarted member itself serves the data (it kept its volume).
+    let pod = Api::<Pod>::namespaced(admin.clone(), NS)
+        .get(&restarted)
+        .await
+        .unwrap();
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+    let mut kv = etcd(&[format!("http://{ip}:2379")]).await;
+    let local = etcd_client::GetOptions::new().with_serializable();
+    assert_eq!(
+        kv.get("/durable", Some(local)).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "kept"
+    );
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
