@@ -10,12 +10,13 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup target add wasm32-wasip2 >/dev/null
 
-# protoc (to build the etcd client), etcd 3.4 (upgrade tests) and openssl
-# (certificates for the TLS backup test) from Debian.
-if ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null; then
+# protoc (to build the etcd client), etcd 3.4 (upgrade tests), openssl
+# (certificates for the TLS and Kubernetes tests), wget and unshare (the
+# Kubernetes tests' pod runner) from Debian.
+if ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount >/dev/null
 fi
 
 # etcd 3.5 (etcd, etcdctl, etcdutl) from PyPI, in a private virtualenv.

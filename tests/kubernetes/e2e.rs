@@ -249,8 +249,25 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         )
         .await
         .unwrap();
+    // Client TLS is not built for Kubernetes yet: refused plainly, no Pods.
+    let mut tls = cluster("tls", 1, serde_json::json!({}));
+    tls.spec.tls = Some(
+        serde_json::from_value(
+            serde_json::json!({"static": {"member": {"serverSecret": "etcd-server-tls"}}}),
+        )
+        .unwrap(),
+    );
+    clusters.create(&PostParams::default(), &tls).await.unwrap();
     let status = wait_ready(&admin, "example", 3, Duration::from_secs(120)).await;
     assert_eq!(status.service_name.as_deref(), Some("example-client"));
+    let refused = eventually(
+        "the TLS cluster refused",
+        Duration::from_secs(30),
+        || async { clusters.get("tls").await.ok()?.status?.reason },
+    )
+    .await;
+    assert!(refused.contains("not yet supported"), "{refused}");
+    assert!(member_pods(&admin, "tls").await.is_empty());
     assert_eq!(status.client_port, Some(2379));
 
     // Both Services, the budget and owner references, as CoreOS laid them out.

@@ -46,12 +46,18 @@ struct State {
     pods: HashMap<String, Running>,
     /// DNS name → address, written to the shared hosts file.
     hosts: BTreeMap<String, String>,
-    next_ip: u32,
 }
 
 pub struct PodRunner {
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Pod addresses are unique across every runner of this test process
+/// (tests run in parallel, each with its own API server and runner).
+fn next_ip() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    ip_for(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 fn ip_for(n: u32) -> String {
@@ -236,7 +242,6 @@ impl PodRunner {
         let state = Arc::new(Mutex::new(State {
             pods: HashMap::new(),
             hosts: BTreeMap::new(),
-            next_ip: 0,
         }));
         let api: Api<Pod> = Api::namespaced(client, namespace);
         let (st, ns, root) = (state.clone(), namespace.to_string(), root.to_path_buf());
@@ -321,10 +326,7 @@ impl PodRunner {
                                 let _ = r.child.wait();
                                 r.ip.clone()
                             }
-                            None => {
-                                st.next_ip += 1;
-                                ip_for(st.next_ip)
-                            }
+                            None => next_ip(),
                         };
                         if let (Some(host), Some(sub)) = (&spec.hostname, &spec.subdomain) {
                             st.hosts
