@@ -353,9 +353,19 @@ impl<R: Runtime> Reconciler<R> {
         };
         let view = self.view(key, &obs);
         let paused = spec.paused == Some(true);
+        let lost = lost_members(previous, &view);
         let action = if paused {
             Action::Wait {
                 reason: "spec.paused is true: the operator makes no changes to this cluster".into(),
+            }
+        } else if !lost.is_empty() {
+            Action::Unrecoverable {
+                reason: format!(
+                    "every member ({}) is gone with its data; the operator restores the newest verified \
+                     backup of this cluster if there is one, and will not start an empty cluster in its \
+                     place: create an EtcdRestore, or delete and re-create the EtcdCluster to start empty",
+                    lost.join(", ")
+                ),
             }
         } else {
             decide(&desired, &view, &self.tuning)
@@ -367,6 +377,11 @@ impl<R: Runtime> Reconciler<R> {
             .map(|r| r.urls.client.clone())
             .collect();
         let mut status = status::compute(previous, &desired, &view, &action, client_urls, &now);
+        // Keep naming the lost members, so the next step still knows the
+        // cluster had data (and does not take it for a new one).
+        if !lost.is_empty() {
+            status.members.unready = lost.clone();
+        }
         let mut events = Vec::new();
         if paused {
             status::mark_paused(&mut status, &now);
@@ -660,21 +675,6 @@ impl<R: Runtime> Reconciler<R> {
         Ok(Some(event))
     }
 
-    /// Every member is gone without a trace the runtime can report (e.g.
-    /// all Pods of an emptyDir cluster deleted): restore from the newest
-    /// verified backup. `Ok(None)`: no recovery source, or no backup.
-    /// The caller decides a cluster was lost; seeding an empty one instead
-    /// would silently drop its data.
-    pub async fn recover_lost_cluster(
-        &self,
-        key: &ClusterKey,
-        spec: &EtcdClusterSpec,
-    ) -> Result<Option<Event>, StepError> {
-        let lock = self.lock(key);
-        let _guard = lock.lock().await;
-        self.recover_from_backup(key, spec).await
-    }
-
     /// Last resort: no member has data left. Restore from the newest
     /// verified backup, if the cluster has one.
     async fn recover_from_backup(
@@ -731,6 +731,23 @@ impl<R: Runtime> Reconciler<R> {
         }
         self.memory.lock().expect("reconciler memory").remove(key);
         Ok(())
+    }
+}
+
+/// The members the last status named when not one is left now (no
+/// process, Pod or volume, no membership): every member was lost with its
+/// data, e.g. all Pods of an emptyDir cluster deleted at once. Seeding a new
+/// cluster would silently replace the data with an empty one.
+fn lost_members(previous: Option<&EtcdClusterStatus>, view: &ClusterView) -> Vec<String> {
+    match previous {
+        Some(p) if view.members.is_empty() => p
+            .members
+            .ready
+            .iter()
+            .chain(&p.members.unready)
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -68,10 +68,6 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
         write_status(&ctx, &cluster, &key, status).await?;
         return Ok(Action::await_change());
     }
-    if let Some(action) = all_members_lost(&ctx, &cluster, &key, &reference).await? {
-        crate::metrics::reconciled("EtcdCluster", started.elapsed(), true);
-        return Ok(action);
-    }
     let outcome = ctx
         .reconciler
         .reconcile(&key, &cluster.spec, cluster.status.as_ref())
@@ -159,79 +155,6 @@ fn unsupported(cluster: &EtcdCluster) -> Option<String> {
          operator version: remove it (peerSecret alone is supported) or run the cluster with local mode"
             .to_string()
     })
-}
-
-/// The status says the cluster had members, but not one Pod or PVC is
-/// left (every emptyDir member deleted at once, a namespace wiped by
-/// mistake). The core would see an empty cluster and seed a new, empty
-/// one; instead, restore the newest verified backup, or stop and say so.
-/// `None`: members exist, reconcile normally.
-async fn all_members_lost(
-    ctx: &Context,
-    cluster: &EtcdCluster,
-    key: &ClusterKey,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-) -> Result<Option<Action>, KubeError> {
-    use crate::controller::Runtime;
-    let Some(previous) = cluster.status.as_ref() else {
-        return Ok(None);
-    };
-    let had_members = !previous.members.ready.is_empty() || !previous.members.unready.is_empty();
-    if !had_members || cluster.spec.paused == Some(true) {
-        return Ok(None);
-    }
-    let present = ctx
-        .runtime
-        .list(key)
-        .await
-        .map_err(|e| KubeError::Runtime(e.to_string()))?;
-    if !present.is_empty() {
-        return Ok(None);
-    }
-    let lost: Vec<String> = previous
-        .members
-        .ready
-        .iter()
-        .chain(&previous.members.unready)
-        .cloned()
-        .collect();
-    let (event, reason) = match ctx
-        .reconciler
-        .recover_lost_cluster(key, &cluster.spec)
-        .await
-    {
-        Ok(Some(event)) => (event, None),
-        Ok(None) => {
-            let message = format!(
-                "every member ({}) is gone with its data and no verified backup of this cluster exists; \
-                 the operator will not start an empty cluster in its place. Create an EtcdRestore, or \
-                 delete and re-create the EtcdCluster to start empty",
-                lost.join(", ")
-            );
-            (
-                crate::controller::Event::warning("AllMembersLost", message.clone()),
-                Some(message),
-            )
-        }
-        Err(e) => {
-            let message = format!(
-                "every member ({}) is gone with its data; recovering from a backup failed: {e}",
-                lost.join(", ")
-            );
-            (
-                crate::controller::Event::warning("AllMembersLost", message.clone()),
-                Some(message),
-            )
-        }
-    };
-    events::publish(&ctx.recorder, reference, "Reconcile", &event).await;
-    if let Some(message) = reason {
-        let mut status = failed_status(previous, "AllMembersLost", &message);
-        status.members.unready = lost;
-        write_status(ctx, cluster, key, status).await?;
-        return Ok(Some(Action::requeue(Duration::from_secs(30))));
-    }
-    Ok(Some(Action::requeue(Duration::from_secs(1))))
 }
 
 fn error_policy(_: Arc<EtcdCluster>, error: &KubeError, _: Arc<Context>) -> Action {

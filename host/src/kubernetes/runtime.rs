@@ -131,7 +131,18 @@ impl KubeRuntime {
         };
         match self.pvcs(key).create(&PostParams::default(), &pvc).await {
             Ok(_) => Ok(()),
-            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) if is_conflict(&e) => {
+                // The claim remembers the version its data was last run
+                // with, so a member recreated from it never downgrades.
+                let patch = serde_json::json!({
+                    "metadata": {"annotations": {ANNOTATION_VERSION: plan.version}},
+                });
+                self.pvcs(key)
+                    .patch(&plan.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| api_err("updating a member PVC", e))?;
+                Ok(())
+            }
             Err(e) => Err(RuntimeError::Member {
                 member: plan.name.clone(),
                 message: format!(
@@ -335,6 +346,9 @@ impl Runtime for KubeRuntime {
                         )
                         .await
                         .map_err(|e| api_err("upgrading a member Pod", e))?;
+                    if uses_pvc(&cluster) {
+                        self.ensure_pvc(key, &cluster, plan).await?;
+                    }
                     tracing::info!(cluster = %key, member = plan.name, version = plan.version, "member Pod image updated");
                 }
                 return Ok(());
