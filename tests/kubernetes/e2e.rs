@@ -14,7 +14,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::apiserver::ApiServer;
-use crate::common::{Moto, Process, free_port, plugin_bytes, repo, tools};
+use crate::common::{Moto, Process, free_port, issue_cert, make_ca, plugin_bytes, repo, tools};
 use crate::pod_runner::PodRunner;
 use crate::{documents, install_crds};
 
@@ -28,10 +28,22 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(kubeconfig: &Path, dir: &Path, name: &str, args: &[&str]) -> Operator {
+    /// Start `etcd-operator run`, resolving member DNS names through the
+    /// runner's hosts file, as an in-cluster operator does through cluster DNS.
+    fn start(
+        kubeconfig: &Path,
+        runner: &PodRunner,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+    ) -> Operator {
         let port = free_port();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+            .arg(runner.hosts_file())
+            .arg(env!("CARGO_BIN_EXE_etcd-operator"))
             .arg("run")
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -213,6 +225,18 @@ async fn events_for(client: &kube::Client, name: &str) -> Vec<Event> {
         .collect()
 }
 
+/// A client of a cluster through its members' Pod IPs (the test process,
+/// unlike the operator, does not resolve the members' DNS names).
+async fn etcd_of(client: &kube::Client, cluster: &str) -> etcd_client::Client {
+    let urls: Vec<String> = member_pods(client, cluster)
+        .await
+        .into_iter()
+        .filter_map(|p| p.status?.pod_ip)
+        .map(|ip| format!("http://{ip}:2379"))
+        .collect();
+    etcd(&urls).await
+}
+
 async fn etcd(urls: &[String]) -> etcd_client::Client {
     etcd_client::Client::connect(urls, None).await.unwrap()
 }
@@ -226,8 +250,8 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     apply_rbac(&admin, NS).await;
     // Only the shipped RBAC rules: a token of the ServiceAccount, not admin.
     let kubeconfig = server.service_account_kubeconfig(NS, "etcd-operator").await;
-    let _runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
-    let op = Operator::start(&kubeconfig, server.dir.path(), "operator-ns", &[]);
+    let runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
+    let op = Operator::start(&kubeconfig, &runner, server.dir.path(), "operator-ns", &[]);
     let clusters: Api<EtcdCluster> = Api::namespaced(admin.clone(), NS);
 
     // The clusterwide-annotated cluster is not this namespaced operator's.
@@ -249,25 +273,8 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         )
         .await
         .unwrap();
-    // Client TLS is not built for Kubernetes yet: refused plainly, no Pods.
-    let mut tls = cluster("tls", 1, serde_json::json!({}));
-    tls.spec.tls = Some(
-        serde_json::from_value(
-            serde_json::json!({"static": {"member": {"serverSecret": "etcd-server-tls"}}}),
-        )
-        .unwrap(),
-    );
-    clusters.create(&PostParams::default(), &tls).await.unwrap();
     let status = wait_ready(&admin, "example", 3, Duration::from_secs(120)).await;
     assert_eq!(status.service_name.as_deref(), Some("example-client"));
-    let refused = eventually(
-        "the TLS cluster refused",
-        Duration::from_secs(30),
-        || async { clusters.get("tls").await.ok()?.status?.reason },
-    )
-    .await;
-    assert!(refused.contains("not yet supported"), "{refused}");
-    assert!(member_pods(&admin, "tls").await.is_empty());
     assert_eq!(status.client_port, Some(2379));
 
     // Both Services, the budget and owner references, as CoreOS laid them out.
@@ -300,7 +307,7 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     assert!(reasons.iter().any(|r| r == "ClusterSeeded"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "MemberAdded"), "{reasons:?}");
 
-    let mut kv = etcd(&status.client_urls).await;
+    let mut kv = etcd_of(&admin, "example").await;
     kv.put("/e2e/key", "kept", None).await.unwrap();
 
     // Scale 3 → 5 → 3.
@@ -322,7 +329,7 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         .delete(&victim, &DeleteParams::default())
         .await
         .unwrap();
-    let healed = eventually(
+    eventually(
         "the deleted member replaced",
         Duration::from_secs(120),
         || async {
@@ -331,7 +338,7 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         },
     )
     .await;
-    let mut kv = etcd(&healed.client_urls).await;
+    let mut kv = etcd_of(&admin, "example").await;
     let got = kv.get("/e2e/key", None).await.unwrap();
     assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
     let reasons: Vec<String> = events_for(&admin, "example")
@@ -365,6 +372,7 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let admin_config = server.admin_kubeconfig();
     let _wide_op = Operator::start(
         &admin_config,
+        &runner,
         server.dir.path(),
         "operator-wide",
         &[
@@ -416,7 +424,7 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let mut sorted_claims = claim_names.clone();
     sorted_claims.sort();
     assert_eq!(sorted_claims, members, "one PVC per member, named after it");
-    let mut kv = etcd(&status.client_urls).await;
+    let mut kv = etcd_of(&admin, "durable").await;
     kv.put("/durable", "kept", None).await.unwrap();
     let restarted = members[0].clone();
     Api::<Pod>::namespaced(admin.clone(), NS)
@@ -487,7 +495,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     let admin = server.client().await;
     install_crds(&admin).await;
     create_namespace(&admin, NS).await;
-    let _runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
+    let runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
 
     // A broken component first: it is rejected with an Event.
     let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), NS);
@@ -500,6 +508,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     // No bundled plugins: only what the ConfigMaps carry.
     let op = Operator::start(
         &server.admin_kubeconfig(),
+        &runner,
         server.dir.path(),
         "operator",
         &["--allow-network", "127.0.0.1/32", "--leader-elect=false"],
@@ -523,8 +532,8 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         )
         .await
         .unwrap();
-    let status = wait_ready(&admin, "example", 1, Duration::from_secs(90)).await;
-    let mut kv = etcd(&status.client_urls).await;
+    wait_ready(&admin, "example", 1, Duration::from_secs(90)).await;
+    let mut kv = etcd_of(&admin, "example").await;
     for i in 0..100 {
         kv.put(format!("/k8s/{i:03}"), format!("value-{i}"), None)
             .await
@@ -656,7 +665,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     assert!(done.succeeded);
     let status = wait_ready(&admin, "example", 1, Duration::from_secs(90)).await;
     assert!(!status.members.ready.iter().any(|m| old_pods.contains(m)));
-    let mut kv = etcd(&status.client_urls).await;
+    let mut kv = etcd_of(&admin, "example").await;
     assert_eq!(
         kv.get("/k8s/042", None).await.unwrap().kvs()[0]
             .value_str()
@@ -698,7 +707,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .await
         .unwrap();
     completed("copy").await;
-    let copy = wait_ready(&admin, "copy", 3, Duration::from_secs(120)).await;
+    wait_ready(&admin, "copy", 3, Duration::from_secs(120)).await;
     let spec = Api::<EtcdCluster>::namespaced(admin.clone(), NS)
         .get("copy")
         .await
@@ -709,7 +718,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         Some(true),
         "the restored cluster must be handed back unpaused"
     );
-    let mut kv = etcd(&copy.client_urls).await;
+    let mut kv = etcd_of(&admin, "copy").await;
     let all = kv
         .get(
             "/k8s/",
@@ -757,7 +766,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         reason.contains("does not exist") && reason.contains("untouched"),
         "{reason}"
     );
-    let mut kv = etcd(&status.client_urls).await;
+    let mut kv = etcd_of(&admin, "example").await;
     assert_eq!(
         kv.get("/k8s/042", None).await.unwrap().kvs()[0]
             .value_str()
@@ -790,8 +799,8 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         },
     )
     .await;
-    let status = wait_ready(&admin, "example", 1, Duration::from_secs(120)).await;
-    let mut kv = etcd(&status.client_urls).await;
+    wait_ready(&admin, "example", 1, Duration::from_secs(120)).await;
+    let mut kv = etcd_of(&admin, "example").await;
     assert_eq!(
         kv.get("/k8s/042", None).await.unwrap().kvs()[0]
             .value_str()
@@ -814,4 +823,131 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         "{reason}"
     );
     assert!(member_pods(&admin, "copy").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate() {
+    let server = ApiServer::start().await;
+    let admin = server.client().await;
+    install_crds(&admin).await;
+    create_namespace(&admin, NS).await;
+    let runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
+
+    // Certificates as the CoreOS TLS guide lays them out: members named by
+    // a wildcard of the peer Service, plus the client Service.
+    let pki = server.dir.path().join("etcd-pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "etcd-test-ca");
+    issue_cert(
+        &pki,
+        "member",
+        "/CN=etcd-member",
+        "subjectAltName=DNS:*.secure.e2e.svc,DNS:secure-client.e2e.svc,DNS:localhost\n\
+         extendedKeyUsage=serverAuth,clientAuth",
+    );
+    issue_cert(
+        &pki,
+        "operator",
+        "/CN=etcd-operator",
+        "extendedKeyUsage=clientAuth",
+    );
+    let read = |f: &str| k8s_openapi::ByteString(std::fs::read(pki.join(f)).unwrap());
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    for (name, prefix, cert, key) in [
+        ("etcd-peer-tls", "peer", "member.pem", "member-key.pem"),
+        ("etcd-server-tls", "server", "member.pem", "member-key.pem"),
+        (
+            "etcd-client-tls",
+            "etcd-client",
+            "operator.pem",
+            "operator-key.pem",
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": NS},
+            "data": {
+                format!("{prefix}.crt"): read(cert),
+                format!("{prefix}.key"): read(key),
+                format!("{prefix}-ca.crt"): read("ca.pem"),
+            },
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    let _op = Operator::start(
+        &server.admin_kubeconfig(),
+        &runner,
+        server.dir.path(),
+        "operator",
+        &["--leader-elect=false"],
+    );
+    let mut secure = cluster("secure", 3, serde_json::json!({}));
+    secure.spec.tls = Some(
+        serde_json::from_value(serde_json::json!({"static": {
+            "member": {"peerSecret": "etcd-peer-tls", "serverSecret": "etcd-server-tls"},
+            "operatorSecret": "etcd-client-tls",
+        }}))
+        .unwrap(),
+    );
+    Api::<EtcdCluster>::namespaced(admin.clone(), NS)
+        .create(&PostParams::default(), &secure)
+        .await
+        .unwrap();
+    let status = wait_ready(&admin, "secure", 3, Duration::from_secs(120)).await;
+    assert!(
+        status
+            .client_urls
+            .iter()
+            .all(|u| u.starts_with("https://") && u.ends_with(".secure.e2e.svc:2379")),
+        "{:?}",
+        status.client_urls
+    );
+    let pod = &member_pods(&admin, "secure").await[0];
+    let cmd = pod.spec.as_ref().unwrap().containers[0]
+        .command
+        .clone()
+        .unwrap();
+    assert!(
+        cmd.contains(&"--client-cert-auth=true".to_string()),
+        "{cmd:?}"
+    );
+    assert!(
+        cmd.contains(&"--peer-client-cert-auth=true".to_string()),
+        "{cmd:?}"
+    );
+
+    // A client without a certificate is refused; with the operator's it works.
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let endpoint = [format!("https://{ip}:2379")];
+    let tls = |with_identity: bool| {
+        let mut t = etcd_client::TlsOptions::new()
+            .domain_name("secure-client.e2e.svc")
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem").0));
+        if with_identity {
+            t = t.identity(etcd_client::Identity::from_pem(
+                read("operator.pem").0,
+                read("operator-key.pem").0,
+            ));
+        }
+        etcd_client::ConnectOptions::new()
+            .with_tls(t)
+            .with_timeout(Duration::from_secs(5))
+    };
+    let anonymous = async {
+        let mut c = etcd_client::Client::connect(endpoint.clone(), Some(tls(false))).await?;
+        c.put("/secure", "no", None).await
+    };
+    assert!(
+        anonymous.await.is_err(),
+        "a client without a certificate was served"
+    );
+    let mut c = etcd_client::Client::connect(endpoint, Some(tls(true)))
+        .await
+        .unwrap();
+    c.put("/secure", "yes", None).await.unwrap();
+    let got = c.get("/secure", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "yes");
 }

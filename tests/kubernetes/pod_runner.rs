@@ -15,7 +15,7 @@
 //! mount namespace with a bind mount, via `unshare`), so the processes
 //! resolve each other exactly as members do through a headless Service.
 //!
-//! It reports phase, podIP and readiness (from the httpGet readiness probe)
+//! Secret volumes are written out from the API. It reports phase, podIP and readiness (from the httpGet readiness probe)
 //! through the status subresource, restarts the process when the container
 //! image is changed in place, marks the Pod Failed when the process exits,
 //! and kills the process when the Pod is deleted. The operator under test
@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use crate::common::tools;
@@ -51,6 +51,24 @@ struct State {
 pub struct PodRunner {
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
+    hosts_file: PathBuf,
+}
+
+/// Write each Secret volume's keys as files where [`volume_dirs`] mounts it.
+async fn materialize_secrets(secrets: &Api<Secret>, root: &Path, pod: &Pod) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    for v in pod.spec.as_ref().unwrap().volumes.iter().flatten() {
+        let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) else {
+            continue;
+        };
+        let dir = root.join("pods").join(&uid).join(&v.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Ok(secret) = secrets.get(&name).await {
+            for (key, value) in secret.data.unwrap_or_default() {
+                std::fs::write(dir.join(key), value.0).unwrap();
+            }
+        }
+    }
 }
 
 /// Pod addresses are unique across every runner of this test process
@@ -243,17 +261,36 @@ impl PodRunner {
             pods: HashMap::new(),
             hosts: BTreeMap::new(),
         }));
-        let api: Api<Pod> = Api::namespaced(client, namespace);
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(client, namespace);
         let (st, ns, root) = (state.clone(), namespace.to_string(), root.to_path_buf());
+        let hosts = hosts_file.clone();
         let task = tokio::spawn(async move {
             loop {
                 if let Ok(list) = api.list(&ListParams::default()).await {
-                    Self::tick(&api, &st, &ns, &root, &hosts_file, list.items).await;
+                    for pod in &list.items {
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        let known = st.lock().unwrap().pods.contains_key(&name);
+                        if !known && pod.metadata.deletion_timestamp.is_none() {
+                            materialize_secrets(&secrets, &root, pod).await;
+                        }
+                    }
+                    Self::tick(&api, &st, &ns, &root, &hosts, list.items).await;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         });
-        PodRunner { state, task }
+        PodRunner {
+            state,
+            task,
+            hosts_file,
+        }
+    }
+
+    /// The hosts file every Pod process sees as /etc/hosts: the cluster DNS
+    /// stand-in, for other processes that must resolve member names too.
+    pub fn hosts_file(&self) -> &Path {
+        &self.hosts_file
     }
 
     async fn tick(

@@ -347,9 +347,10 @@ pub async fn wait_serving<R: crate::controller::Runtime>(
     let mut last = String::from("no member answered yet");
     while std::time::Instant::now() < deadline {
         let members = runtime.list(key).await.map_err(|e| e.to_string())?;
+        let tls = runtime.client_tls(key).await.map_err(|e| e.to_string())?;
         let mut serving = 0;
         for m in &members {
-            if let Ok(s) = crate::etcd::status(&m.urls.client).await
+            if let Ok(s) = crate::etcd::status_with(&m.urls.client, tls.as_ref()).await
                 && s.leader != 0
                 && s.revision >= revision
             {

@@ -67,6 +67,8 @@ pub struct Reconciler<R> {
 /// answered) and each running member's status.
 struct Observation {
     runtime: Vec<RuntimeMember>,
+    /// How to reach members that require client TLS.
+    tls: Option<etcd::ClientTls>,
     membership: Option<Vec<etcd::Member>>,
     statuses: HashMap<String, etcd::Status>,
 }
@@ -183,10 +185,11 @@ impl<R: Runtime> Reconciler<R> {
 
     async fn observe(&self, key: &ClusterKey) -> Result<Observation, RuntimeError> {
         let runtime = self.runtime.list(key).await?;
+        let tls = self.runtime.client_tls(key).await?;
         let mut tasks = tokio::task::JoinSet::new();
         for m in runtime.iter().filter(|m| m.running) {
-            let (name, url) = (m.name.clone(), m.urls.client.clone());
-            tasks.spawn(async move { (name, etcd::status(&url).await) });
+            let (name, url, tls) = (m.name.clone(), m.urls.client.clone(), tls.clone());
+            tasks.spawn(async move { (name, etcd::status_with(&url, tls.as_ref()).await) });
         }
         let mut statuses = HashMap::new();
         while let Some(joined) = tasks.join_next().await {
@@ -207,13 +210,14 @@ impl<R: Runtime> Reconciler<R> {
         let membership = if endpoints.is_empty() {
             None
         } else {
-            match etcd::Cluster::connect(&endpoints).await {
+            match etcd::Cluster::connect_with(&endpoints, tls.as_ref()).await {
                 Ok(mut c) => c.members().await.ok(),
                 Err(_) => None,
             }
         };
         Ok(Observation {
             runtime,
+            tls,
             membership,
             statuses,
         })
@@ -547,7 +551,7 @@ impl<R: Runtime> Reconciler<R> {
                     .filter(|r| member(&r.name).is_some_and(|m| m.healthy && !m.is_learner))
                     .map(|r| r.urls.client.clone())
                     .collect();
-                let mut cluster = etcd::Cluster::connect(&endpoints).await?;
+                let mut cluster = etcd::Cluster::connect_with(&endpoints, obs.tls.as_ref()).await?;
                 match cluster.add_learner(&urls.peer).await {
                     Ok(_) => {}
                     Err(e) if not_yet(&e) => return Ok(None),
@@ -721,7 +725,7 @@ impl<R: Runtime> Reconciler<R> {
             })
             .map(|r| r.urls.client.clone())
             .collect();
-        etcd::Cluster::connect(&endpoints).await
+        etcd::Cluster::connect_with(&endpoints, obs.tls.as_ref()).await
     }
 
     /// Delete every member of a cluster (the resource was deleted).

@@ -104,4 +104,13 @@ pub trait Runtime: Send + Sync {
 
     /// The version that would actually run for a requested one, or why none can.
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError>;
+
+    /// The client certificates the operator presents to this cluster's
+    /// members, when they require client TLS.
+    async fn client_tls(
+        &self,
+        _cluster: &ClusterKey,
+    ) -> Result<Option<crate::etcd::ClientTls>, RuntimeError> {
+        Ok(None)
+    }
 }

@@ -99,10 +99,6 @@ fn options(tls: Option<&ClientTls>) -> ConnectOptions {
     }
 }
 
-async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
-    connect_with(endpoints, None).await
-}
-
 async fn connect_with(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client, EtcdError> {
     let unreachable = |message: String| EtcdError::Unreachable {
         endpoints: endpoints.join(","),
@@ -175,8 +171,16 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn connect(endpoints: &[String]) -> Result<Self, EtcdError> {
+        Self::connect_with(endpoints, None).await
+    }
+
+    /// [`Cluster::connect`] over TLS when `tls` is given.
+    pub async fn connect_with(
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, EtcdError> {
         Ok(Cluster {
-            client: connect(endpoints).await?,
+            client: connect_with(endpoints, tls).await?,
         })
     }
 

@@ -17,7 +17,7 @@ use super::members::{self, CLIENT_PORT};
 use super::runtime::{KubeRuntime, apply_cluster_objects};
 use super::scope::Scope;
 use super::{KubeError, events};
-use crate::api::{EtcdCluster, EtcdClusterStatus};
+use crate::api::EtcdCluster;
 use crate::controller::{ClusterKey, Reconciler};
 
 pub struct Context {
@@ -58,16 +58,6 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
         crate::metrics::reconciled("EtcdCluster", started.elapsed(), false);
         return Err(KubeError::Api(e));
     }
-    if let Some(message) = unsupported(&cluster) {
-        let previous = cluster.status.clone().unwrap_or_default();
-        if previous.reason.as_deref() != Some(message.as_str()) {
-            let e = crate::controller::Event::warning("SpecRefused", message.clone());
-            events::publish(&ctx.recorder, &reference, "Reconcile", &e).await;
-        }
-        let status = failed_status(&previous, "Unsupported", &message);
-        write_status(&ctx, &cluster, &key, status).await?;
-        return Ok(Action::await_change());
-    }
     let outcome = ctx
         .reconciler
         .reconcile(&key, &cluster.spec, cluster.status.as_ref())
@@ -94,67 +84,6 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
     );
     crate::metrics::reconciled("EtcdCluster", started.elapsed(), true);
     Ok(Action::requeue(outcome.requeue))
-}
-
-/// The previous status, marked Failed (phase, reason, Available=False).
-fn failed_status(previous: &EtcdClusterStatus, reason: &str, message: &str) -> EtcdClusterStatus {
-    let mut status = previous.clone();
-    status.phase = Some("Failed".into());
-    status.reason = Some(message.into());
-    status
-        .members
-        .unready
-        .extend(std::mem::take(&mut status.members.ready));
-    status.client_urls.clear();
-    crate::api::condition::set_condition(
-        &mut status.conditions,
-        crate::api::Condition {
-            type_: "Available".into(),
-            status: "False".into(),
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            ..Default::default()
-        },
-        &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    );
-    status
-}
-
-async fn write_status(
-    ctx: &Context,
-    cluster: &EtcdCluster,
-    key: &ClusterKey,
-    status: EtcdClusterStatus,
-) -> Result<(), KubeError> {
-    if cluster.status.as_ref() != Some(&status) {
-        let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &key.namespace);
-        api.patch_status(
-            &key.name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": status})),
-        )
-        .await
-        .map_err(KubeError::Api)?;
-    }
-    Ok(())
-}
-
-/// Member client TLS needs the operator's own connections (status,
-/// membership) to present `operatorSecret`; until the reconcile core takes
-/// client certificates, such clusters are refused rather than left unhealthy.
-fn unsupported(cluster: &EtcdCluster) -> Option<String> {
-    let server_tls = cluster
-        .spec
-        .tls
-        .as_ref()
-        .and_then(|t| t.static_tls.as_ref())
-        .and_then(|s| s.member.as_ref())
-        .and_then(|m| m.server_secret.as_ref());
-    server_tls.map(|_| {
-        "spec.TLS.static.member.serverSecret (client TLS) is not yet supported on Kubernetes by this \
-         operator version: remove it (peerSecret alone is supported) or run the cluster with local mode"
-            .to_string()
-    })
 }
 
 fn error_policy(_: Arc<EtcdCluster>, error: &KubeError, _: Arc<Context>) -> Action {

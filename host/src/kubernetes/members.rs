@@ -30,6 +30,8 @@ pub const ANNOTATION_VERSION: &str = "etcd.version";
 pub const ANNOTATION_TOKEN: &str = "etcd.database.coreos.com/cluster-token";
 pub const CLIENT_PORT: i32 = 2379;
 pub const PEER_PORT: i32 = 2380;
+/// etcd's metrics and /health listener (plain HTTP), for the readiness probe.
+pub const METRICS_PORT: i32 = 2381;
 /// Where member data lives in the Pod (CoreOS layout).
 pub const DATA_MOUNT: &str = "/var/etcd";
 pub const DATA_DIR: &str = "/var/etcd/data";
@@ -114,8 +116,10 @@ pub fn member_host(cluster: &EtcdCluster, member: &str) -> String {
     host
 }
 
-/// The URLs a member advertises: stable DNS names, so a member recreated
-/// with its PVC on another IP keeps its identity in the membership.
+/// The URLs a member advertises, and the operator dials: stable DNS names,
+/// so a member recreated with its PVC on another IP keeps its identity in
+/// the membership, and TLS certificates name them (CoreOS guidance:
+/// `*.<cluster>.<namespace>.svc`).
 pub fn member_urls(cluster: &EtcdCluster, member: &str) -> MemberUrls {
     let (peer_tls, server_tls) = static_tls(cluster);
     let scheme = |tls: bool| if tls { "https" } else { "http" };
@@ -123,23 +127,6 @@ pub fn member_urls(cluster: &EtcdCluster, member: &str) -> MemberUrls {
     MemberUrls {
         peer: format!("{}://{host}:{PEER_PORT}", scheme(peer_tls.is_some())),
         client: format!("{}://{host}:{CLIENT_PORT}", scheme(server_tls.is_some())),
-    }
-}
-
-/// The client URL the operator itself uses for a member: the Pod IP (routable
-/// from the operator's Pod without DNS), falling back to the DNS name.
-pub fn operator_client_url(cluster: &EtcdCluster, member: &str, pod_ip: Option<&str>) -> String {
-    let (_, server_tls) = static_tls(cluster);
-    match pod_ip {
-        Some(ip) if !ip.is_empty() => {
-            let scheme = if server_tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{ip}:{CLIENT_PORT}")
-        }
-        _ => member_urls(cluster, member).client,
     }
 }
 
@@ -194,6 +181,9 @@ pub fn etcd_command(cluster: &EtcdCluster, plan: &MemberPlan) -> Vec<String> {
         format!("--initial-cluster={}", initial.join(",")),
         format!("--initial-cluster-state={state}"),
         format!("--initial-cluster-token={}", plan.cluster_token),
+        // Plain-HTTP /health for the readiness probe, whatever client TLS
+        // requires of the client port.
+        format!("--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}"),
     ];
     if plan.mode == StartMode::ForceNewCluster {
         cmd.push("--force-new-cluster".into());
@@ -398,19 +388,13 @@ pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
             },
         ]),
         // Ready once it serves reads with a leader; a learner is not ready
-        // until promoted, so the client Service only routes to voters.
+        // until promoted, so the client Service only routes to voters. The
+        // metrics listener serves /health without client certificates.
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/health".into()),
-                port: IntOrString::Int(CLIENT_PORT),
-                scheme: Some(
-                    if server_tls.is_some() {
-                        "HTTPS"
-                    } else {
-                        "HTTP"
-                    }
-                    .into(),
-                ),
+                port: IntOrString::Int(METRICS_PORT),
+                scheme: Some("HTTP".into()),
                 ..Default::default()
             }),
             initial_delay_seconds: Some(1),
@@ -727,10 +711,6 @@ mod tests {
             .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
             .collect();
         assert_eq!(secrets, ["etcd-peer-tls", "etcd-server-tls"]);
-        assert_eq!(
-            operator_client_url(&c, "example-abc", Some("10.0.0.7")),
-            "https://10.0.0.7:2379"
-        );
     }
 
     #[test]

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::members::{
     self, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_NODE, cluster_selector, member_pod, member_pvc,
-    member_urls, operator_client_url, restore_init_containers, uses_pvc,
+    member_urls, restore_init_containers, uses_pvc,
 };
 use super::snapshots::{Offer, SnapshotServer};
 use crate::api::EtcdCluster;
@@ -24,6 +24,7 @@ use crate::controller::{
     ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode, Version,
     check_supported,
 };
+use crate::etcd::ClientTls;
 
 /// Members as Pods. The controller hands it each EtcdCluster before a
 /// reconcile ([`KubeRuntime::set_cluster`]): the pod policy, TLS and owner
@@ -244,7 +245,6 @@ impl Runtime for KubeRuntime {
             }
             let name = member_name(&pod.metadata);
             let status = pod.status.as_ref();
-            let ip = status.and_then(|s| s.pod_ip.as_deref());
             // A Pending Pod counts as running: it is being scheduled or
             // pulled, and restarting it would not help. If it never
             // becomes healthy the core replaces it after the failure grace.
@@ -257,10 +257,7 @@ impl Runtime for KubeRuntime {
                 Some("Failed" | "Succeeded")
             );
             out.push(RuntimeMember {
-                urls: MemberUrls {
-                    peer: member_urls(&cluster, &name).peer,
-                    client: operator_client_url(&cluster, &name, ip),
-                },
+                urls: member_urls(&cluster, &name),
                 running,
                 // An emptyDir dies with its Pod: a failed Pod's data is gone
                 // for the core's purposes unless a PVC holds it (added below).
@@ -379,6 +376,61 @@ impl Runtime for KubeRuntime {
             Err(e) => return Err(api_err("deleting a member PVC", e)),
         }
         self.wait_pod_gone(key, name).await
+    }
+
+    /// `spec.TLS.static.operatorSecret` when members require client TLS.
+    async fn client_tls(&self, key: &ClusterKey) -> Result<Option<ClientTls>, RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let Some(tls) = cluster
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.static_tls.as_ref())
+        else {
+            return Ok(None);
+        };
+        if tls
+            .member
+            .as_ref()
+            .and_then(|m| m.server_secret.as_ref())
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let Some(name) = &tls.operator_secret else {
+            return Err(RuntimeError::Other(
+                "spec.TLS.static.member.serverSecret makes members require client certificates: \
+                 set spec.TLS.static.operatorSecret to a Secret with etcd-client.crt, etcd-client.key \
+                 and etcd-client-ca.crt"
+                    .into(),
+            ));
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| api_err("reading spec.TLS.static.operatorSecret", e))?
+            .ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "Secret {}/{name} (spec.TLS.static.operatorSecret) does not exist",
+                    key.namespace
+                ))
+            })?;
+        let data = secret.data.unwrap_or_default();
+        let get = |k: &str| {
+            data.get(k).map(|v| v.0.clone()).ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "Secret {}/{name} (spec.TLS.static.operatorSecret) has no key `{k}`: it needs \
+                     etcd-client.crt, etcd-client.key and etcd-client-ca.crt",
+                    key.namespace
+                ))
+            })
+        };
+        Ok(Some(ClientTls {
+            cert: get("etcd-client.crt")?,
+            key: get("etcd-client.key")?,
+            ca: get("etcd-client-ca.crt")?,
+        }))
     }
 
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError> {

@@ -84,12 +84,14 @@ impl EventLog {
             "reason": e.reason,
             "message": e.message,
         });
+        // One write per event: workers append concurrently, and a line
+        // written in pieces could interleave with another worker's.
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
         {
-            let _ = writeln!(f, "{line}");
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 }
