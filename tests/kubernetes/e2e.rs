@@ -7,16 +7,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_operator::api::{EtcdBackup, EtcdCluster, EtcdRestore};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::apiserver::ApiServer;
-use crate::common::{Moto, Process, free_port, issue_cert, make_ca, plugin_bytes, repo, tools};
+use crate::common::{Moto, Process, free_port, issue_cert, make_ca, plugin_bytes, tools};
+use crate::install_crds;
 use crate::pod_runner::PodRunner;
-use crate::{documents, install_crds};
 
 const NS: &str = "e2e";
 
@@ -137,37 +136,6 @@ async fn create_namespace(client: &kube::Client, name: &str) {
         .unwrap();
 }
 
-/// Apply the shipped RBAC manifest (ServiceAccount, Role, RoleBinding) to `ns`.
-async fn apply_rbac(client: &kube::Client, ns: &str) {
-    let pp = PostParams::default();
-    for doc in documents(&repo().join("deploy/manifests/rbac.yaml")) {
-        match doc["kind"].as_str().unwrap() {
-            "ServiceAccount" => {
-                let sa: ServiceAccount = serde_json::from_value(doc).unwrap();
-                Api::namespaced(client.clone(), ns)
-                    .create(&pp, &sa)
-                    .await
-                    .unwrap();
-            }
-            "Role" => {
-                let r: Role = serde_json::from_value(doc).unwrap();
-                Api::namespaced(client.clone(), ns)
-                    .create(&pp, &r)
-                    .await
-                    .unwrap();
-            }
-            "RoleBinding" => {
-                let b: RoleBinding = serde_json::from_value(doc).unwrap();
-                Api::namespaced(client.clone(), ns)
-                    .create(&pp, &b)
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unexpected kind {other} in deploy/manifests/rbac.yaml"),
-        }
-    }
-}
-
 fn cluster(name: &str, size: i32, annotations: serde_json::Value) -> EtcdCluster {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
@@ -247,8 +215,10 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let admin = server.client().await;
     install_crds(&admin).await;
     create_namespace(&admin, NS).await;
-    apply_rbac(&admin, NS).await;
-    // Only the shipped RBAC rules: a token of the ServiceAccount, not admin.
+    // The chart, rendered for this namespace, applies (Deployment included;
+    // nothing runs it here) and its ServiceAccount's rules are all the
+    // operator gets: a token of that ServiceAccount, not admin.
+    crate::deploy::apply_all(&admin, &crate::deploy::render(NS, &[]), NS).await;
     let kubeconfig = server.service_account_kubeconfig(NS, "etcd-operator").await;
     let runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
     let op = Operator::start(&kubeconfig, &runner, server.dir.path(), "operator-ns", &[]);

@@ -8,6 +8,7 @@
 mod common;
 
 mod apiserver;
+mod deploy;
 mod e2e;
 mod pod_runner;
 
@@ -21,8 +22,12 @@ use apiserver::ApiServer;
 use common::repo;
 
 fn documents(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    documents_of(&std::fs::read_to_string(path).unwrap())
+}
+
+/// The YAML documents of `text`, empty ones dropped.
+fn documents_of(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
         .map(|d| serde_json::Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
