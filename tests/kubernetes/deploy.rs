@@ -31,10 +31,15 @@ fn chart() -> String {
 
 /// `helm template` of the chart into `namespace` with `--set` values.
 pub fn render(namespace: &str, set: &[&str]) -> Vec<serde_json::Value> {
+    render_release("etcd-operator", namespace, set)
+}
+
+/// [`render`] as release `release` (objects are named after it).
+pub fn render_release(release: &str, namespace: &str, set: &[&str]) -> Vec<serde_json::Value> {
     let chart = chart();
     let mut args = vec![
         "template",
-        "etcd-operator",
+        release,
         chart.as_str(),
         "--namespace",
         namespace,

@@ -338,10 +338,15 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let wide = clusters.get("wide").await.unwrap();
     assert!(wide.status.is_none(), "{:?}", wide.status);
     assert!(member_pods(&admin, "wide").await.is_empty());
-    // ...until a --cluster-wide operator runs: it manages that one only.
-    let admin_config = server.admin_kubeconfig();
+    // ...until a --cluster-wide operator runs (as the ServiceAccount of the
+    // chart rendered with clusterWide=true): it manages that one only.
+    let wide = crate::deploy::render_release("etcd-operator-wide", NS, &["clusterWide=true"]);
+    crate::deploy::apply_all(&admin, &wide, NS).await;
+    let wide_config = server
+        .service_account_kubeconfig(NS, "etcd-operator-wide")
+        .await;
     let _wide_op = Operator::start(
-        &admin_config,
+        &wide_config,
         &runner,
         server.dir.path(),
         "operator-wide",

@@ -90,6 +90,12 @@ async fn crds_install_on_a_real_api_server_and_their_rules_reject_invalid_object
 
     install_crds(&client).await;
 
+    // The plain manifests (both modes) are accepted as they are.
+    for file in ["etcd-operator.yaml", "etcd-operator-clusterwide.yaml"] {
+        let docs = documents(&repo().join("deploy/manifests").join(file));
+        deploy::apply_all(&client, &docs, "etcd-operator").await;
+    }
+
     // What CoreOS users already have applies unchanged.
     for dir in ["seed", "coreos", "extensions"] {
         for entry in std::fs::read_dir(repo().join("tests/fixtures").join(dir)).unwrap() {
