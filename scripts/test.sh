@@ -5,10 +5,14 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
-"$ROOT/plugins/build.sh"
 # kube-apiserver for the Kubernetes tests, built from the Go module in
-# tests/kube and cached by version (only a new pin rebuilds it).
-"$ROOT/scripts/build-kube.sh" >/dev/null
+# tests/kube and cached by version (only a new pin rebuilds it). On a cold
+# machine it downloads modules and compiles while the plugins and the
+# operator build, and is waited for before the tests.
+kube_log="$(mktemp)"
+"$ROOT/scripts/build-kube.sh" >/dev/null 2>"$kube_log" &
+kube_pid=$!
+"$ROOT/plugins/build.sh"
 
 echo "== format"
 cargo fmt --all -- --check
@@ -21,6 +25,13 @@ for p in local retention faults s3 abs oss gcs; do
 done
 
 (cd plugins && cargo clippy --quiet -p crc-fast -- -D warnings)
+
+if ! wait "$kube_pid"; then
+  cat "$kube_log" >&2
+  echo "error: building kube-apiserver failed (scripts/build-kube.sh)" >&2
+  exit 1
+fi
+rm -f "$kube_log"
 
 echo "== tests"
 log="$(mktemp)"

@@ -91,7 +91,7 @@ fn error_policy(_: Arc<EtcdCluster>, error: &KubeError, _: Arc<Context>) -> Acti
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Run the controller until `shutdown` resolves.
+/// Run the controller (for as long as the returned future is polled).
 pub async fn run(ctx: Arc<Context>) {
     let clusters: Api<EtcdCluster> = ctx.scope.api(&ctx.client);
     let pods: Api<Pod> = ctx.scope.api(&ctx.client);

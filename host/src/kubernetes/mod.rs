@@ -57,8 +57,6 @@ pub enum KubeError {
     Http { addr: SocketAddr, message: String },
     #[error("leader election on Lease {lease}: {message}")]
     Leader { lease: String, message: String },
-    #[error("member runtime: {0}")]
-    Runtime(String),
     #[error("work directory {path}: {message}; choose another --work-dir")]
     WorkDir { path: String, message: String },
     #[error("lost the leader Lease {0}: stopping so that only one replica acts")]
@@ -71,7 +69,7 @@ pub struct Options {
     pub scope: Scope,
     /// The operator's own namespace: its Lease and plugin ConfigMaps live here.
     pub namespace: String,
-    /// Bundled plugins (`*.wasm`), e.g. `/plugins` in the image.
+    /// Bundled plugins (`*.wasm`), `/usr/lib/etcd-operator/plugins` in the image.
     pub plugin_dir: Option<PathBuf>,
     /// The one directory the `local` storage plugin may use, if any.
     pub backup_dir: Option<PathBuf>,
