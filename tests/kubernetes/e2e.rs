@@ -318,17 +318,19 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         .collect();
     assert!(reasons.iter().any(|r| r == "MemberReplaced"), "{reasons:?}");
 
-    // Metrics and health.
-    let (code, metrics) = op.get("/metrics").await.unwrap();
-    assert_eq!(code, 200);
+    // Metrics and health (a gauge follows the latest reconcile: poll it).
+    let ready_gauge = r#"etcd_operator_cluster_ready_members{namespace="e2e",cluster="example"} 3"#;
+    let metrics = eventually(
+        "the ready-members gauge at 3",
+        Duration::from_secs(30),
+        || async {
+            let (code, metrics) = op.get("/metrics").await?;
+            (code == 200 && metrics.contains(ready_gauge)).then_some(metrics)
+        },
+    )
+    .await;
     assert!(
         metrics.contains(r#"etcd_operator_reconciles_total{kind="EtcdCluster",result="ok"}"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            r#"etcd_operator_cluster_ready_members{namespace="e2e",cluster="example"} 3"#
-        ),
         "{metrics}"
     );
     assert_eq!(op.get("/readyz").await.unwrap().0, 200);

@@ -93,12 +93,25 @@ fn binary_for(image: &str) -> PathBuf {
 }
 
 fn write_hosts(path: &Path, hosts: &BTreeMap<String, String>) {
+    use std::io::{Seek, Write};
     let mut text = String::from("127.0.0.1 localhost\n");
     for (name, ip) in hosts {
         text.push_str(&format!("{ip} {name} {name}.cluster.local\n"));
     }
-    // Written in place: the bind mounts follow the inode, not the name.
-    std::fs::write(path, text).unwrap();
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return;
+    }
+    // In place (the bind mounts follow the inode, not the name), and never
+    // truncated first: a process resolving meanwhile must not find it empty.
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.set_len(text.len() as u64).unwrap();
 }
 
 /// Map volume mount paths to local directories.
