@@ -5,12 +5,12 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 "$ROOT/scripts/setup.sh"
-# kube-apiserver for the Kubernetes tests, built from the Go module in
+# kube-apiserver and kube-controller-manager for the Kubernetes tests, built from the Go module in
 # tests/kube and cached by version (only a new pin rebuilds it). On a cold
 # machine it downloads modules and compiles while the plugins and the
 # operator build, and is waited for before the tests.
 kube_log="$(mktemp)"
-"$ROOT/scripts/build-kube.sh" >/dev/null 2>"$kube_log" &
+"$ROOT/scripts/build-kube.sh" all >/dev/null 2>"$kube_log" &
 kube_pid=$!
 "$ROOT/plugins/build.sh"
 
@@ -28,7 +28,7 @@ done
 
 if ! wait "$kube_pid"; then
   cat "$kube_log" >&2
-  echo "error: building kube-apiserver failed (scripts/build-kube.sh)" >&2
+  echo "error: building the Kubernetes binaries failed (scripts/build-kube.sh all)" >&2
   exit 1
 fi
 rm -f "$kube_log"

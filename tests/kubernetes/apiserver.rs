@@ -1,5 +1,6 @@
-//! A real Kubernetes control plane for tests: etcd plus a kube-apiserver
-//! built from the k8s.io/kubernetes Go module (`scripts/build-kube.sh`), on
+//! A real Kubernetes control plane for tests: etcd, a kube-apiserver and a
+//! kube-controller-manager (garbage collection) built from the
+//! k8s.io/kubernetes Go module (`scripts/build-kube.sh all`), on
 //! random loopback ports, with generated certificates and an admin client.
 //! Everything is killed and removed on drop.
 
@@ -43,14 +44,19 @@ fn make_pki(dir: &Path) {
 /// The directory of the built Kubernetes binaries (building them if needed).
 fn kube_binaries() -> PathBuf {
     let out = Command::new(repo().join("scripts/build-kube.sh"))
+        .arg("all")
         .output()
         .expect("scripts/build-kube.sh");
     assert!(
         out.status.success(),
-        "building kube-apiserver failed: {}",
+        "building kube-apiserver and kube-controller-manager failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn path_of(server: &ApiServer, file: &str) -> PathBuf {
+    server.dir.path().join(file)
 }
 
 fn b64(bytes: Vec<u8>) -> String {
@@ -62,7 +68,7 @@ fn b64(bytes: Vec<u8>) -> String {
 pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub url: String,
-    /// kube-apiserver first: it is stopped before its etcd.
+    /// controller-manager, then kube-apiserver, then etcd: stopped in that order.
     children: Vec<Process>,
 }
 
@@ -113,19 +119,38 @@ impl ApiServer {
             ])
             // Only a loopback address to advertise: no endpoint reconciler.
             .arg("--endpoint-reconciler-type=none")
-            // No controller-manager here yet: pods need no service account.
+            // The controller-manager runs only garbage collection: Pods
+            // are admitted without a ServiceAccount (the operator's own
+            // tokens come from the TokenRequest API).
             .arg("--disable-admission-plugins=ServiceAccount")
             .arg(format!("--cert-dir={}", p("apiserver-certs")))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(path.join("apiserver.log")).unwrap())
             .spawn()
             .unwrap();
-        let server = ApiServer {
+        let mut server = ApiServer {
             url: format!("https://127.0.0.1:{port}"),
             dir,
             children: vec![Process(apiserver), Process(etcd)],
         };
         server.wait_ready().await;
+        // Garbage collection through owner references (and the PVC
+        // protection finalizer's removal), as a real control plane does.
+        let kubeconfig = server.admin_kubeconfig();
+        let manager = Command::new(bin.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--controllers=garbage-collector-controller,persistentvolumeclaim-protection-controller")
+            .args(["--leader-elect=false", "--bind-address=127.0.0.1"])
+            .arg(format!("--secure-port={}", free_port()))
+            .arg(format!(
+                "--cert-dir={}",
+                path_of(&server, "controller-manager-certs").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(path_of(&server, "controller-manager.log")).unwrap())
+            .spawn()
+            .unwrap();
+        server.children.insert(0, Process(manager));
         server
     }
 

@@ -446,6 +446,35 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
             .unwrap(),
         "kept"
     );
+
+    // Deleting the EtcdCluster takes its Pods, PVCs, Services and budget
+    // with it: owner references, collected by the garbage collector.
+    clusters
+        .delete("durable", &DeleteParams::default())
+        .await
+        .unwrap();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(admin.clone(), NS);
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), NS);
+    eventually(
+        "everything of durable collected",
+        Duration::from_secs(60),
+        || async {
+            let pods = member_pods(&admin, "durable").await.len();
+            let pvcs = claims
+                .list(&ListParams::default().labels("etcd_cluster=durable"))
+                .await
+                .ok()?
+                .items
+                .len();
+            let peer = services.get_opt("durable").await.ok()?;
+            let client = services.get_opt("durable-client").await.ok()?;
+            let pdb = budgets.get_opt("durable").await.ok()?;
+            (pods == 0 && pvcs == 0 && peer.is_none() && client.is_none() && pdb.is_none())
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
