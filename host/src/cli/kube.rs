@@ -3,14 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
+use super::shared::{PluginLimitArgs, TuningArgs};
 use anyhow::Context;
 use clap::{ArgAction, Args};
-use etcd_operator::controller::Tuning;
 use etcd_operator::kubernetes::scope::Scope;
 use etcd_operator::kubernetes::{self, Options};
-use etcd_operator::plugins::Limits;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -49,13 +47,8 @@ pub struct RunArgs {
     /// Name of the leader Lease in the operator's namespace.
     #[arg(long, default_value = "etcd-operator")]
     pub lease_name: String,
-    /// Replace a member that stays unhealthy this long (e.g. 60s, 2m).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub member_failure_grace: Duration,
-    /// Recover from the surviving member with the most data after a majority
-    /// has been unhealthy this long.
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
-    pub quorum_loss_timeout: Duration,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
     /// Bundled storage and backup-policy plugins (`<name>.wasm`); labelled
     /// ConfigMaps add to and override them.
     #[arg(long, env = "ETCD_OPERATOR_PLUGIN_DIR")]
@@ -63,16 +56,8 @@ pub struct RunArgs {
     /// The one directory the `local` storage plugin may use (e.g. a mounted PVC).
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
-    /// A private network (CIDR or address) storage plugins may reach, e.g.
-    /// 10.0.0.0/8 for an in-cluster MinIO; repeatable. Public endpoints need none.
-    #[arg(long = "allow-network")]
-    pub allow_networks: Vec<String>,
-    /// Memory limit of one plugin instance, in MiB.
-    #[arg(long, default_value_t = 64)]
-    pub plugin_memory_mib: usize,
-    /// Time limit of one plugin call (e.g. one chunk upload).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub plugin_call_timeout: Duration,
+    #[command(flatten)]
+    pub plugin_limits: PluginLimitArgs,
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -115,12 +100,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         namespace,
         plugin_dir: args.plugin_dir,
         backup_dir: args.backup_dir,
-        allow_networks: args.allow_networks,
-        plugin_limits: Limits {
-            memory_bytes: args.plugin_memory_mib << 20,
-            call_timeout: args.plugin_call_timeout,
-            ..Limits::default()
-        },
+        allow_networks: args.plugin_limits.allow_networks.clone(),
+        plugin_limits: args.plugin_limits.limits(),
         metrics_addr: args.metrics_address,
         advertise_url: args.advertise_url.or_else(|| {
             std::env::var("MY_POD_IP")
@@ -132,10 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         leader_elect: args.leader_elect,
         lease_name: args.lease_name,
         identity: identity(),
-        tuning: Tuning {
-            member_failure_grace: args.member_failure_grace,
-            quorum_loss_timeout: args.quorum_loss_timeout,
-        },
+        tuning: args.tuning.tuning(),
     };
     opts.plugin_limits.validate()?;
     let shutdown = async {

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::shared::{PluginLimitArgs, TuningArgs};
 use clap::Args;
-use etcd_operator::controller::Tuning;
 use etcd_operator::local::{self, Options};
-use etcd_operator::plugins::Limits;
 
 #[derive(Args, Debug)]
 pub struct LocalArgs {
@@ -25,13 +24,8 @@ pub struct LocalArgs {
         value_delimiter = ':'
     )]
     pub etcd_dirs: Vec<PathBuf>,
-    /// Replace a member that stays unhealthy this long (e.g. 60s, 2m).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub member_failure_grace: Duration,
-    /// Recover from the surviving member with the most data after a majority
-    /// has been unhealthy this long.
-    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
-    pub quorum_loss_timeout: Duration,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
     /// How often DIR is re-read.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
@@ -42,16 +36,8 @@ pub struct LocalArgs {
     /// The one directory the `local` storage plugin may use [default: DIR/.backups].
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
-    /// A private network (CIDR or address) storage plugins may reach, e.g.
-    /// 127.0.0.1/32 for a test server; repeatable. Public endpoints need none.
-    #[arg(long = "allow-network")]
-    pub allow_networks: Vec<String>,
-    /// Memory limit of one plugin instance, in MiB.
-    #[arg(long, default_value_t = 64)]
-    pub plugin_memory_mib: usize,
-    /// Time limit of one plugin call (e.g. one chunk upload).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub plugin_call_timeout: Duration,
+    #[command(flatten)]
+    pub plugin_limits: PluginLimitArgs,
 }
 
 fn default_etcd_dirs() -> Vec<PathBuf> {
@@ -70,19 +56,12 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         dir: args.dir,
         keep_members: args.keep_members,
         etcd_dirs,
-        tuning: Tuning {
-            member_failure_grace: args.member_failure_grace,
-            quorum_loss_timeout: args.quorum_loss_timeout,
-        },
+        tuning: args.tuning.tuning(),
         poll_interval: args.poll_interval,
         plugin_dir: args.plugin_dir,
         backup_dir: args.backup_dir,
-        allow_networks: args.allow_networks,
-        plugin_limits: Limits {
-            memory_bytes: args.plugin_memory_mib << 20,
-            call_timeout: args.plugin_call_timeout,
-            ..Limits::default()
-        },
+        allow_networks: args.plugin_limits.allow_networks.clone(),
+        plugin_limits: args.plugin_limits.limits(),
     };
     opts.plugin_limits.validate()?;
     let shutdown = async {

@@ -3,6 +3,7 @@
 mod kube;
 mod local;
 mod plugin;
+mod shared;
 
 use std::process::ExitCode;
 
