@@ -195,6 +195,31 @@ async fn events_for(client: &kube::Client, name: &str) -> Vec<Event> {
 
 /// A client of a cluster through its members' Pod IPs (the test process,
 /// unlike the operator, does not resolve the members' DNS names).
+/// The reasons of the Events about `name`.
+async fn reasons_for(client: &kube::Client, name: &str) -> Vec<String> {
+    events_for(client, name)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Wait for an Event with `reason` about `name`.
+async fn wait_event(client: &kube::Client, name: &str, reason: &str, timeout: Duration) {
+    eventually(
+        &format!("a {reason} Event about {name}"),
+        timeout,
+        || async {
+            reasons_for(client, name)
+                .await
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        },
+    )
+    .await
+}
+
 async fn etcd_of(client: &kube::Client, cluster: &str) -> etcd_client::Client {
     let urls: Vec<String> = member_pods(client, cluster)
         .await
@@ -269,11 +294,7 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         );
         assert_eq!(pod.spec.unwrap().subdomain.as_deref(), Some("example"));
     }
-    let reasons: Vec<String> = events_for(&admin, "example")
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = reasons_for(&admin, "example").await;
     assert!(reasons.iter().any(|r| r == "ClusterSeeded"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "MemberAdded"), "{reasons:?}");
 
@@ -311,11 +332,7 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let mut kv = etcd_of(&admin, "example").await;
     let got = kv.get("/e2e/key", None).await.unwrap();
     assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
-    let reasons: Vec<String> = events_for(&admin, "example")
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = reasons_for(&admin, "example").await;
     assert!(reasons.iter().any(|r| r == "MemberReplaced"), "{reasons:?}");
 
     // Metrics and health (a gauge follows the latest reconcile: poll it).
@@ -408,26 +425,18 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         .delete(&restarted, &DeleteParams::default())
         .await
         .unwrap();
-    eventually(
-        "the member restarted under its name",
+    wait_event(
+        &admin,
+        "durable",
+        "MemberRestarted",
         Duration::from_secs(90),
-        || async {
-            let events = events_for(&admin, "durable").await;
-            events
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("MemberRestarted"))
-        },
     )
     .await;
     let status = wait_ready(&admin, "durable", 3, Duration::from_secs(120)).await;
     let mut after = status.members.ready.clone();
     after.sort();
     assert_eq!(after, members, "the same members, none replaced");
-    let reasons: Vec<String> = events_for(&admin, "durable")
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = reasons_for(&admin, "durable").await;
     assert!(
         !reasons.iter().any(|r| r == "MemberReplaced"),
         "{reasons:?}"
@@ -519,15 +528,11 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         "operator",
         &["--allow-network", "127.0.0.1/32", "--leader-elect=false"],
     );
-    eventually(
-        "a PluginRejected Event",
+    wait_event(
+        &admin,
+        "storage-plugins",
+        "PluginRejected",
         Duration::from_secs(60),
-        || async {
-            events_for(&admin, "storage-plugins")
-                .await
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("PluginRejected"))
-        },
     )
     .await;
 
@@ -607,11 +612,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         moto.keys("etcd-backups")
             .contains(&"k8s/example.db".to_string())
     );
-    let reasons: Vec<String> = events_for(&admin, "storage-plugins")
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    let reasons = reasons_for(&admin, "storage-plugins").await;
     assert!(reasons.iter().any(|r| r == "PluginLoaded"), "{reasons:?}");
     let (_, metrics) = op.get("/metrics").await.unwrap();
     assert!(
@@ -794,15 +795,11 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     };
     // "example" has a backup: it comes back from it instead of empty.
     delete_all("example").await;
-    eventually(
-        "recovery from the backup",
+    wait_event(
+        &admin,
+        "example",
+        "QuorumRecoveredFromBackup",
         Duration::from_secs(120),
-        || async {
-            events_for(&admin, "example")
-                .await
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("QuorumRecoveredFromBackup"))
-        },
     )
     .await;
     wait_ready(&admin, "example", 1, Duration::from_secs(120)).await;

@@ -368,3 +368,36 @@ pub async fn wait_serving<R: crate::controller::Runtime>(
         timeout.as_secs()
     ))
 }
+
+/// Quorum-loss recovery's last resort, for any runtime: among `backups`
+/// (the EtcdBackups of cluster `key`), the newest backup that downloads and
+/// verifies. `Ok(None)`: none is usable. Backups in `rejected` failed
+/// verification before and are not downloaded again.
+pub async fn recovery_snapshot<S: SecretStore>(
+    storage: &Storage<S>,
+    key: &crate::controller::ClusterKey,
+    backups: &[crate::api::EtcdBackup],
+    staging: &Path,
+    binaries: &crate::runtime::binaries::EtcdBinaries,
+    rejected: &std::sync::Mutex<std::collections::HashSet<String>>,
+) -> Result<Option<crate::controller::RecoverySnapshot>, String> {
+    let mut targets = Vec::new();
+    for b in backups {
+        match storage.backup_target(&key.namespace, &b.spec).await {
+            Ok(t) => targets.push(t),
+            Err(e) => {
+                tracing::warn!(cluster = %key, error = %e, "backup location unusable for recovery")
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let tool = binaries.snapshot_tool(None).map_err(|e| e.to_string())?;
+    Ok(newest_verified(storage, &targets, staging, &tool, rejected)
+        .await?
+        .map(|v| crate::controller::RecoverySnapshot {
+            description: v.describe(),
+            path: v.path,
+        }))
+}

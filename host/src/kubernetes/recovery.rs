@@ -10,8 +10,9 @@ use kube::Api;
 
 use super::secrets::KubeSecrets;
 use crate::api::EtcdBackup;
-use crate::backup::{Storage, newest_verified};
-use crate::controller::{ClusterKey, RecoveryFuture, RecoverySnapshot, RecoverySource};
+use crate::backup::Storage;
+use crate::backup::restore::recovery_snapshot;
+use crate::controller::{ClusterKey, RecoveryFuture, RecoverySource};
 use crate::runtime::binaries::EtcdBinaries;
 
 pub fn source(
@@ -36,29 +37,14 @@ pub fn source(
                 .list(&Default::default())
                 .await
                 .map_err(|e| format!("cannot list EtcdBackups: {e}"))?;
-            let mut targets = Vec::new();
-            for b in backups.items.iter().filter(|b| {
-                b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
-            }) {
-                match storage.backup_target(&key.namespace, &b.spec).await {
-                    Ok(t) => targets.push(t),
-                    Err(e) => {
-                        tracing::warn!(cluster = %key, error = %e, "backup location unusable for recovery")
-                    }
-                }
-            }
-            if targets.is_empty() {
-                return Ok(None);
-            }
-            let tool = binaries.snapshot_tool(None).map_err(|e| e.to_string())?;
-            Ok(
-                newest_verified(&storage, &targets, &staging, &tool, &rejected)
-                    .await?
-                    .map(|v| RecoverySnapshot {
-                        description: v.describe(),
-                        path: v.path,
-                    }),
-            )
+            let backups: Vec<EtcdBackup> = backups
+                .items
+                .into_iter()
+                .filter(|b| {
+                    b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
+                })
+                .collect();
+            recovery_snapshot(&storage, &key, &backups, &staging, &binaries, &rejected).await
         })
     })
 }

@@ -8,7 +8,7 @@
 //! and it rejoins under the same name and peer URL.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
@@ -36,7 +36,12 @@ pub struct KubeRuntime {
     clusters: RwLock<HashMap<ClusterKey, Arc<EtcdCluster>>>,
     /// How long to wait for a deleted Pod to disappear before recreating it.
     pod_gone_timeout: Duration,
+    /// The operator's client certificates per cluster, and when they were read.
+    tls_cache: Mutex<HashMap<ClusterKey, (Instant, Option<ClientTls>)>>,
 }
+
+/// How long the operator's client certificates are reused before re-reading them.
+const TLS_REFRESH: Duration = Duration::from_secs(30);
 
 fn api_err(what: &str, e: kube::Error) -> RuntimeError {
     RuntimeError::Other(format!("{what}: {e}"))
@@ -57,6 +62,7 @@ impl KubeRuntime {
             snapshots,
             clusters: RwLock::default(),
             pod_gone_timeout: Duration::from_secs(60),
+            tls_cache: Mutex::default(),
         }
     }
 
@@ -203,6 +209,62 @@ impl KubeRuntime {
         server
             .offer(snapshot)
             .map_err(|e| member_err(format!("cannot offer the snapshot to its Pod: {e}")))
+    }
+}
+
+impl KubeRuntime {
+    async fn read_client_tls(&self, key: &ClusterKey) -> Result<Option<ClientTls>, RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let Some(tls) = cluster
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.static_tls.as_ref())
+        else {
+            return Ok(None);
+        };
+        if tls
+            .member
+            .as_ref()
+            .and_then(|m| m.server_secret.as_ref())
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let Some(name) = &tls.operator_secret else {
+            return Err(RuntimeError::Other(
+                "spec.TLS.static.member.serverSecret makes members require client certificates: \
+                 set spec.TLS.static.operatorSecret to a Secret with etcd-client.crt, etcd-client.key \
+                 and etcd-client-ca.crt"
+                    .into(),
+            ));
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| api_err("reading spec.TLS.static.operatorSecret", e))?
+            .ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "Secret {}/{name} (spec.TLS.static.operatorSecret) does not exist",
+                    key.namespace
+                ))
+            })?;
+        let data = secret.data.unwrap_or_default();
+        let get = |k: &str| {
+            data.get(k).map(|v| v.0.clone()).ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "Secret {}/{name} (spec.TLS.static.operatorSecret) has no key `{k}`: it needs \
+                     etcd-client.crt, etcd-client.key and etcd-client-ca.crt",
+                    key.namespace
+                ))
+            })
+        };
+        Ok(Some(ClientTls {
+            cert: get("etcd-client.crt")?,
+            key: get("etcd-client.key")?,
+            ca: get("etcd-client-ca.crt")?,
+        }))
     }
 }
 
@@ -378,59 +440,21 @@ impl Runtime for KubeRuntime {
         self.wait_pod_gone(key, name).await
     }
 
-    /// `spec.TLS.static.operatorSecret` when members require client TLS.
+    /// `spec.TLS.static.operatorSecret` when members require client TLS,
+    /// read at most every [`TLS_REFRESH`] (each reconcile observes the
+    /// cluster; a rotated Secret is picked up within that time).
     async fn client_tls(&self, key: &ClusterKey) -> Result<Option<ClientTls>, RuntimeError> {
-        let cluster = self.cluster(key)?;
-        let Some(tls) = cluster
-            .spec
-            .tls
-            .as_ref()
-            .and_then(|t| t.static_tls.as_ref())
-        else {
-            return Ok(None);
-        };
-        if tls
-            .member
-            .as_ref()
-            .and_then(|m| m.server_secret.as_ref())
-            .is_none()
+        if let Some((read, tls)) = self.tls_cache.lock().expect("tls cache").get(key)
+            && read.elapsed() < TLS_REFRESH
         {
-            return Ok(None);
+            return Ok(tls.clone());
         }
-        let Some(name) = &tls.operator_secret else {
-            return Err(RuntimeError::Other(
-                "spec.TLS.static.member.serverSecret makes members require client certificates: \
-                 set spec.TLS.static.operatorSecret to a Secret with etcd-client.crt, etcd-client.key \
-                 and etcd-client-ca.crt"
-                    .into(),
-            ));
-        };
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
-        let secret = secrets
-            .get_opt(name)
-            .await
-            .map_err(|e| api_err("reading spec.TLS.static.operatorSecret", e))?
-            .ok_or_else(|| {
-                RuntimeError::Other(format!(
-                    "Secret {}/{name} (spec.TLS.static.operatorSecret) does not exist",
-                    key.namespace
-                ))
-            })?;
-        let data = secret.data.unwrap_or_default();
-        let get = |k: &str| {
-            data.get(k).map(|v| v.0.clone()).ok_or_else(|| {
-                RuntimeError::Other(format!(
-                    "Secret {}/{name} (spec.TLS.static.operatorSecret) has no key `{k}`: it needs \
-                     etcd-client.crt, etcd-client.key and etcd-client-ca.crt",
-                    key.namespace
-                ))
-            })
-        };
-        Ok(Some(ClientTls {
-            cert: get("etcd-client.crt")?,
-            key: get("etcd-client.key")?,
-            ca: get("etcd-client-ca.crt")?,
-        }))
+        let tls = self.read_client_tls(key).await?;
+        self.tls_cache
+            .lock()
+            .expect("tls cache")
+            .insert(key.clone(), (Instant::now(), tls.clone()));
+        Ok(tls)
     }
 
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError> {

@@ -20,11 +20,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::api::{EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus};
+use crate::backup::Storage;
 use crate::backup::location::{HostGrants, SecretStore};
-use crate::backup::{Storage, newest_verified};
-use crate::controller::{
-    ClusterKey, Event, Reconciler, RecoveryFuture, RecoverySnapshot, RecoverySource, Tuning,
-};
+use crate::backup::restore::recovery_snapshot;
+use crate::controller::{ClusterKey, Event, Reconciler, RecoveryFuture, RecoverySource, Tuning};
 use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
 use crate::runtime::LocalRuntime;
 use crate::runtime::binaries::EtcdBinaries;
@@ -197,30 +196,15 @@ fn recovery_source(
                         && b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
                 })
                 .collect();
-            if backups.is_empty() {
-                return Ok(None);
-            }
-            let mut targets = Vec::new();
-            for b in &backups {
-                match storage.backup_target(&key.namespace, &b.spec).await {
-                    Ok(t) => targets.push(t),
-                    Err(e) => {
-                        tracing::warn!(cluster = %key, error = %e, "backup location unusable for recovery")
-                    }
-                }
-            }
-            let tool = runtime
-                .binaries()
-                .snapshot_tool(None)
-                .map_err(|e| e.to_string())?;
-            Ok(
-                newest_verified(&storage, &targets, &staging, &tool, &rejected)
-                    .await?
-                    .map(|v| RecoverySnapshot {
-                        description: v.describe(),
-                        path: v.path,
-                    }),
+            recovery_snapshot(
+                &storage,
+                &key,
+                &backups,
+                &staging,
+                runtime.binaries(),
+                &rejected,
             )
+            .await
         })
     })
 }
