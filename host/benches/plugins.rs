@@ -5,7 +5,10 @@
 //! - upload throughput through the `local` plugin vs writing the same bytes
 //!   to disk directly.
 //!
-//! Requires `plugins/build.sh` first.
+//! - the same policy hook in Rust, JavaScript, Python and Go: compile, cached
+//!   load, instantiate, instantiate + call.
+//!
+//! Requires `plugins/build.sh` and `plugins/examples/build.sh` first.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -143,5 +146,90 @@ fn upload(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same hook (`pre-backup` of a backup-policy plugin) in each language:
+/// Rust `retention`, JavaScript `revision-gate`, Python `time-window`, Go
+/// `count-age` (plugins/examples/build.sh builds the last three).
+fn languages(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins: Vec<(&str, &str, Vec<u8>)> = [
+        ("Rust", "retention", "plugins/dist/retention.wasm"),
+        (
+            "JavaScript",
+            "revision-gate",
+            "plugins/examples/dist/revision-gate.wasm",
+        ),
+        (
+            "Python",
+            "time-window",
+            "plugins/examples/dist/time-window.wasm",
+        ),
+        ("Go", "count-age", "plugins/examples/dist/count-age.wasm"),
+    ]
+    .into_iter()
+    .map(|(lang, name, path)| {
+        let bytes = std::fs::read(root.join(path)).unwrap_or_else(|_| {
+            panic!("{path} missing: run plugins/build.sh and plugins/examples/build.sh")
+        });
+        (lang, name, bytes)
+    })
+    .collect();
+    let ctx = BackupContext {
+        namespace: "ns".into(),
+        name: "b".into(),
+        path_prefix: "p".into(),
+        revision: 2,
+        etcd_version: "3.5.1".into(),
+        last_backup_revision: Some(1),
+        last_backup_ms: Some(1),
+        now_ms: 1_700_000_000_000,
+    };
+
+    let mut g = c.benchmark_group("language: compile (no cache)");
+    g.sample_size(10);
+    let no_cache = PluginEngine::new(Limits::default(), None).unwrap();
+    for (lang, name, bytes) in &plugins {
+        g.bench_function(*lang, |b| b.iter(|| no_cache.compile(bytes, name).unwrap()));
+    }
+    g.finish();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cached = PluginEngine::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    let mut g = c.benchmark_group("language: load from compile cache");
+    g.sample_size(20);
+    for (lang, name, bytes) in &plugins {
+        cached.compile(bytes, name).unwrap();
+        g.bench_function(*lang, |b| b.iter(|| cached.compile(bytes, name).unwrap()));
+    }
+    g.finish();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let loaded: Vec<_> = plugins
+        .iter()
+        .map(
+            |(lang, name, bytes)| match registry::load(&cached, name, bytes).unwrap() {
+                LoadedPlugin::Policy(p) => (*lang, p),
+                LoadedPlugin::Storage(_) => panic!("{name} is a policy plugin"),
+            },
+        )
+        .collect();
+    let mut g = c.benchmark_group("language: instantiate");
+    for (lang, p) in &loaded {
+        g.bench_function(*lang, |b| {
+            b.to_async(&rt)
+                .iter(|| async { p.instantiate_only().await.unwrap() })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("language: instantiate + pre-backup");
+    for (lang, p) in &loaded {
+        g.bench_function(*lang, |b| {
+            b.to_async(&rt)
+                .iter(|| async { p.pre_backup(&[], &ctx).await.unwrap() })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(benches, load, calls, upload);
-criterion_main!(benches);
+criterion_group!(by_language, languages);
+criterion_main!(benches, by_language);

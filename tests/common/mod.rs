@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use etcd_operator::plugins::{Limits, LoadedPlugin, PluginEngine, registry};
 
 pub mod oss_server;
+pub mod webdav;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -22,6 +23,20 @@ pub fn plugin_path(name: &str) -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: run plugins/build.sh first",
+        path.display()
+    );
+    path
+}
+
+/// An example plugin built from another language by
+/// `plugins/examples/build.sh` (`webdav`, `time-window`, `count-age`).
+pub fn example_path(name: &str) -> PathBuf {
+    let path = repo()
+        .join("plugins/examples/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run plugins/examples/build.sh first",
         path.display()
     );
     path
@@ -126,9 +141,20 @@ pub fn serve(mut cmd: std::process::Command, port: u16, what: &str) -> Process {
 /// `endpoint` (loopback allowed) with a 64 MiB round trip; assert that every
 /// check passed and return the report.
 pub fn plugin_test(plugin: &str, config: &[(String, String)], endpoint: &str) -> String {
+    plugin_test_file(&plugin_path(plugin), config, endpoint, &[])
+}
+
+/// [`plugin_test`] of a plugin file anywhere, with extra `plugin test` flags.
+pub fn plugin_test_file(
+    plugin: &std::path::Path,
+    config: &[(String, String)],
+    endpoint: &str,
+    extra: &[&str],
+) -> String {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-operator"));
     cmd.args(["plugin", "test"])
-        .arg(plugin_path(plugin))
+        .arg(plugin)
+        .args(extra)
         .args(["--large-mib", "64", "--allow-network", "127.0.0.1/32"])
         .args(["--allow-endpoint", endpoint]);
     for (k, v) in config {

@@ -19,6 +19,11 @@ pub struct Operator {
 impl Operator {
     /// Start an operator with short failure thresholds.
     pub fn start(extra: &[&str]) -> Operator {
+        Operator::start_with_plugins(&crate::common::repo().join("plugins/dist"), extra)
+    }
+
+    /// [`Operator::start`] with plugins from `plugin_dir`.
+    pub fn start_with_plugins(plugin_dir: &Path, extra: &[&str]) -> Operator {
         let dir = tempfile::Builder::new()
             .prefix("etcd-op-test-")
             .tempdir()
@@ -35,12 +40,7 @@ impl Operator {
         .map(ToString::to_string)
         .collect();
         args.push("--plugin-dir".into());
-        args.push(
-            crate::common::repo()
-                .join("plugins/dist")
-                .display()
-                .to_string(),
-        );
+        args.push(plugin_dir.display().to_string());
         args.extend(extra.iter().map(ToString::to_string));
         let mut op = Operator {
             dir,

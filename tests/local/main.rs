@@ -6,6 +6,7 @@ mod common;
 
 mod backup;
 mod backup_restore;
+mod examples;
 mod harness;
 
 use std::sync::{Arc, Mutex};

@@ -107,7 +107,7 @@ fn test_runs_policy_hooks() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("PASS  retention") && text.contains("3 passed, 0 failed"),
+        text.contains("PASS  retention") && text.contains("4 passed, 0 failed"),
         "{text}"
     );
 }

@@ -5,6 +5,7 @@ mod common;
 
 mod abs;
 mod cli;
+mod examples;
 mod gcs;
 mod local;
 mod oss;

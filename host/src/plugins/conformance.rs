@@ -277,6 +277,15 @@ pub async fn test_policy(plugin: &PolicyPlugin, config: &[(String, String)]) -> 
         now_ms: now,
     };
 
+    // Every hook runs in a fresh instance, so this is each call's fixed cost.
+    let t = Instant::now();
+    let r = plugin
+        .instantiate_only()
+        .await
+        .map(|()| "a fresh sandbox per hook".to_string())
+        .map_err(|e| e.to_string());
+    report.record("instantiate", t, r);
+
     let t = Instant::now();
     let r = match plugin.pre_backup(config, &ctx).await {
         Ok(PreBackupDecision::Proceed) => Ok("proceed".to_string()),

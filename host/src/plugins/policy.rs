@@ -106,6 +106,12 @@ impl PolicyPlugin {
         Ok((sandbox, bindings))
     }
 
+    /// Instantiate the component in a fresh sandbox and drop it: what every
+    /// hook pays before its call (reported by `plugin test`, benchmarked).
+    pub async fn instantiate_only(&self) -> Result<(), PluginError> {
+        self.instantiate().await.map(drop)
+    }
+
     pub async fn pre_backup(
         &self,
         config: &[(String, String)],

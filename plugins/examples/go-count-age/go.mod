@@ -1,0 +1,3 @@
+module etcd-operator.example/go-count-age
+
+go 1.24
