@@ -19,7 +19,7 @@ tools="$ETCD_OPERATOR_TOOLS"
 stale() {
   local out="$1"
   shift
-  [ ! -e "$out" ] || [ -n "$(find "$@" "$wit" -newer "$out" -type f -print -quit)" ]
+  [ ! -e "$out" ] || [ -n "$(find "$@" "$wit" -newer "$out" -type f -not -path "*/__pycache__/*" -print -quit)" ]
 }
 
 if stale "$dist/webdav.wasm" "$here/js-webdav"; then
