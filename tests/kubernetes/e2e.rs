@@ -626,6 +626,53 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         "{metrics}"
     );
 
+    // A backup policy written in Go, shipped gzipped in its own ConfigMap (it
+    // fits: ≈0.8 MiB), names the backups of a periodic EtcdBackup.
+    let go_policy = crate::common::example_path("count-age");
+    let mut map = plugin_config_map(
+        "go-policy",
+        "count-age.wasm.gz",
+        gzip(&std::fs::read(go_policy).unwrap()),
+    );
+    map.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("etcd.database.coreos.com/plugin".into(), "policy".into());
+    maps.create(&PostParams::default(), &map).await.unwrap();
+    wait_event(&admin, "go-policy", "PluginLoaded", Duration::from_secs(120)).await;
+    let dated: EtcdBackup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdBackup",
+        "metadata": {"name": "dated", "namespace": NS},
+        "spec": {"etcdCluster": {"name": "example"}, "storageType": "S3",
+                 "backupPolicy": {"backupIntervalInSecond": 3600,
+                                  "plugin": {"name": "count-age",
+                                             "config": {"dated-names": "true", "keep": "3"}}},
+                 "s3": {"path": "etcd-backups/k8s/dated", "awsSecret": "aws",
+                        "endpoint": moto.endpoint, "forcePathStyle": true}},
+    }))
+    .unwrap();
+    backups.create(&PostParams::default(), &dated).await.unwrap();
+    let named = eventually(
+        "the Go-named periodic backup",
+        Duration::from_secs(120),
+        || async {
+            let s = backups.get("dated").await.ok()?.status?;
+            s.succeeded.then_some(s)
+        },
+    )
+    .await;
+    let key = named.last_backup_key.clone().unwrap();
+    assert!(
+        key.starts_with("k8s/dated.") && key.ends_with(&format!(".r{}.db", named.etcd_revision)),
+        "{key}"
+    );
+    assert!(moto.keys("etcd-backups").contains(&key));
+    backups
+        .delete("dated", &Default::default())
+        .await
+        .unwrap();
+
     // Written after the backup: a restore must take the cluster back before it.
     kv.put("/k8s/after-backup", "x", None).await.unwrap();
     let restore = |name: &str, cluster: &str, new_cluster: serde_json::Value| -> EtcdRestore {
