@@ -70,7 +70,8 @@ if [ ! -x "$cjs/node_modules/.bin/componentize-js" ]; then
   (cd "$cjs" && npm install --silent --no-audit --no-fund @bytecodealliance/componentize-js@0.23.0 >/dev/null)
 fi
 if [ ! -x "$ETCD_OPERATOR_TOOLS/wasm-tools/bin/wasm-tools" ]; then
-  cargo install --quiet --locked wasm-tools@1.263.0 --root "$ETCD_OPERATOR_TOOLS/wasm-tools"
+  # Only the `component` subcommands: half the build time of the full tool.
+  cargo install --quiet --locked wasm-tools@1.263.0 --no-default-features --features component --root "$ETCD_OPERATOR_TOOLS/wasm-tools"
 fi
 if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[4-9]|[3-9][0-9])'; then
   echo "error: Go 1.24 or newer is needed to build the Go example plugin (plugins/examples/go-count-age)" >&2
