@@ -3,8 +3,7 @@
 //! - per-call overhead: a policy hook in a fresh sandbox, and one call on an
 //!   open storage session;
 //! - upload throughput through the `local` plugin vs writing the same bytes
-//!   to disk directly.
-//!
+//!   to disk directly;
 //! - the same policy hook in Rust, JavaScript, Python and Go: compile, cached
 //!   load, instantiate, instantiate + call.
 //!

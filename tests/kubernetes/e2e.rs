@@ -640,7 +640,13 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .unwrap()
         .insert("etcd.database.coreos.com/plugin".into(), "policy".into());
     maps.create(&PostParams::default(), &map).await.unwrap();
-    wait_event(&admin, "go-policy", "PluginLoaded", Duration::from_secs(120)).await;
+    wait_event(
+        &admin,
+        "go-policy",
+        "PluginLoaded",
+        Duration::from_secs(120),
+    )
+    .await;
     let dated: EtcdBackup = serde_json::from_value(serde_json::json!({
         "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdBackup",
         "metadata": {"name": "dated", "namespace": NS},
@@ -652,7 +658,10 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
                         "endpoint": moto.endpoint, "forcePathStyle": true}},
     }))
     .unwrap();
-    backups.create(&PostParams::default(), &dated).await.unwrap();
+    backups
+        .create(&PostParams::default(), &dated)
+        .await
+        .unwrap();
     let named = eventually(
         "the Go-named periodic backup",
         Duration::from_secs(120),
@@ -668,10 +677,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         "{key}"
     );
     assert!(moto.keys("etcd-backups").contains(&key));
-    backups
-        .delete("dated", &Default::default())
-        .await
-        .unwrap();
+    backups.delete("dated", &Default::default()).await.unwrap();
 
     // Written after the backup: a restore must take the cluster back before it.
     kv.put("/k8s/after-backup", "x", None).await.unwrap();
