@@ -327,6 +327,15 @@ async fn javascript_webdav_keys_errors_and_atomic_uploads() {
     s.download_to(key, &mut back).await.unwrap();
     assert!(back == data, "downloaded bytes differ");
 
+    // A download dropped half-way releases its HTTP resources in order; the
+    // session goes on.
+    let d = s.open_download(key).await.unwrap();
+    assert_eq!(s.size(&d).await.unwrap(), Some(data.len() as u64));
+    let first = s.read(&d, 1000).await.unwrap();
+    assert!(!first.is_empty() && first.len() <= 1000 && first[..] == data[..first.len()]);
+    s.close_download(d).await;
+    assert_eq!(s.list("prod/").await.unwrap().len(), 1);
+
     // An upload in progress is invisible under its key and the old object
     // stays readable; abort leaves the old object alone.
     let up = s.start_upload(key).await.unwrap();

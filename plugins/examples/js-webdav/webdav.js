@@ -303,6 +303,7 @@ class Upload {
     const response = awaitResponse(this.future, `PUT ${this.key}`);
     const status = response.status();
     const text = readText(response);
+    response[Symbol.dispose]?.();
     if (status !== 201 && status !== 204 && status !== 200) {
       throw statusError(`uploading ${this.key}`, status, text);
     }
@@ -315,6 +316,16 @@ class Upload {
       throw statusError(`moving the upload into place as ${this.key}`, moved.status, moved.text);
     }
     return this.size;
+  }
+
+  /** Called when the operator drops the upload: children before parents, or the host traps. */
+  [Symbol.dispose]() {
+    if (this.stream) {
+      this.stream[Symbol.dispose]?.();
+      this.stream = undefined;
+      this.body[Symbol.dispose]?.();
+      this.future[Symbol.dispose]?.();
+    }
   }
 
   abort() {
@@ -347,6 +358,16 @@ class Download {
 
   size() {
     return this.length;
+  }
+
+  /** Called when the operator drops the download, read to the end or not. */
+  [Symbol.dispose]() {
+    this.stream?.[Symbol.dispose]?.();
+    this.stream = undefined;
+    this.body?.[Symbol.dispose]?.();
+    this.body = undefined;
+    this.response?.[Symbol.dispose]?.();
+    this.response = undefined;
   }
 
   read(max) {
