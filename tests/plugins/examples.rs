@@ -232,6 +232,20 @@ async fn javascript_revision_gate_waits_for_enough_writes_and_keeps_the_newest()
     invalid_config_naming(&p, &[("keep", "0")], "`keep`").await;
 }
 
+#[test]
+fn every_example_policy_passes_plugin_test_on_the_command_line() {
+    for name in ["time-window", "count-age", "revision-gate"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+            .args(["plugin", "test"])
+            .arg(common::example_path(name))
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {report}");
+        assert!(report.contains("4 passed, 0 failed"), "{name}: {report}");
+    }
+}
+
 fn webdav_grants(dav: &WebDav) -> Grants {
     Grants {
         egress: Arc::new(
