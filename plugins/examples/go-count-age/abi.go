@@ -119,14 +119,11 @@ func liftContext(path unsafe.Pointer, pathLen uint32, revision int64, lastMsSet 
 	return ctx
 }
 
-//go:wasmexport etcd-operator:plugin/policy@0.1.0#pre-backup
-func preBackup(cfg unsafe.Pointer, cfgLen uint32,
-	_ unsafe.Pointer, _ uint32, _ unsafe.Pointer, _ uint32, // namespace, name
-	path unsafe.Pointer, pathLen uint32, revision int64,
-	_ unsafe.Pointer, _ uint32, // etcd-version
-	_ uint32, _ int64, // last-backup-revision
-	lastMsSet uint32, lastMs uint64, now uint64,
-) unsafe.Pointer {
+// withContext lifts the arguments both context hooks take, parses the
+// configuration, and lowers `hook`'s answer: "" is the none/proceed case,
+// anything else the string case (skip reason, backup name).
+func withContext(cfg unsafe.Pointer, cfgLen uint32, path unsafe.Pointer, pathLen uint32, revision int64,
+	lastMsSet uint32, lastMs uint64, now uint64, hook func(Settings, Context) string) unsafe.Pointer {
 	begin()
 	config := liftConfig(cfg, cfgLen)
 	ctx := liftContext(path, pathLen, revision, lastMsSet, lastMs, now)
@@ -136,13 +133,24 @@ func preBackup(cfg unsafe.Pointer, cfgLen uint32,
 		return returnError(err)
 	}
 	ret[0] = 0
-	if reason := PreBackup(s, ctx); reason != "" {
+	if answer := hook(s, ctx); answer != "" {
 		ret[1] = 1
-		lowerString(2, reason)
+		lowerString(2, answer)
 	} else {
 		ret[1] = 0
 	}
 	return unsafe.Pointer(&ret)
+}
+
+//go:wasmexport etcd-operator:plugin/policy@0.1.0#pre-backup
+func preBackup(cfg unsafe.Pointer, cfgLen uint32,
+	_ unsafe.Pointer, _ uint32, _ unsafe.Pointer, _ uint32, // namespace, name
+	path unsafe.Pointer, pathLen uint32, revision int64,
+	_ unsafe.Pointer, _ uint32, // etcd-version
+	_ uint32, _ int64, // last-backup-revision
+	lastMsSet uint32, lastMs uint64, now uint64,
+) unsafe.Pointer {
+	return withContext(cfg, cfgLen, path, pathLen, revision, lastMsSet, lastMs, now, PreBackup)
 }
 
 //go:wasmexport etcd-operator:plugin/policy@0.1.0#backup-name
@@ -153,22 +161,7 @@ func backupName(cfg unsafe.Pointer, cfgLen uint32,
 	_ uint32, _ int64,
 	lastMsSet uint32, lastMs uint64, now uint64,
 ) unsafe.Pointer {
-	begin()
-	config := liftConfig(cfg, cfgLen)
-	ctx := liftContext(path, pathLen, revision, lastMsSet, lastMs, now)
-	end()
-	s, err := Parse(config)
-	if err != nil {
-		return returnError(err)
-	}
-	ret[0] = 0
-	if name := BackupName(s, ctx); name != "" {
-		ret[1] = 1
-		lowerString(2, name)
-	} else {
-		ret[1] = 0
-	}
-	return unsafe.Pointer(&ret)
+	return withContext(cfg, cfgLen, path, pathLen, revision, lastMsSet, lastMs, now, BackupName)
 }
 
 //go:wasmexport etcd-operator:plugin/policy@0.1.0#retention
