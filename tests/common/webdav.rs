@@ -29,7 +29,9 @@ impl WebDav {
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etcd")).unwrap();
         std::fs::create_dir_all(dir.path().join("body")).unwrap();
-        // nginx workers run as an unprivileged user when started as root.
+        // One nginx process (`master_process off`), so killing it on drop
+        // leaves no workers behind; the directories stay writable for any
+        // user in case it ever runs as a worker again.
         for p in [
             dir.path(),
             &root,
@@ -49,7 +51,7 @@ impl WebDav {
         let d = dir.path().display();
         let conf = format!(
             "load_module /usr/lib/nginx/modules/ngx_http_dav_ext_module.so;\n\
-             daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  client_max_body_size 0;\n\
                server {{\n    listen 127.0.0.1:{port};\n    root {d}/root;\n\
