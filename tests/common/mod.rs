@@ -83,6 +83,21 @@ pub async fn wait_for<T>(
     }
 }
 
+/// Grants for a storage plugin tested against a server on loopback: HTTP to
+/// `endpoint` only, with 127.0.0.1 allowed as a private network.
+pub fn loopback_grants(endpoint: &str) -> etcd_operator::plugins::Grants {
+    etcd_operator::plugins::Grants {
+        egress: std::sync::Arc::new(
+            etcd_operator::plugins::EgressPolicy::from_entries(
+                &[endpoint.to_string()],
+                &["127.0.0.1/32".into()],
+            )
+            .unwrap(),
+        ),
+        dir: None,
+    }
+}
+
 pub fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()

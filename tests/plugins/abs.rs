@@ -1,9 +1,7 @@
 //! The `abs` plugin against Azurite (which verifies SharedKey signatures),
 //! through the operator's sandbox and `wasi:http`.
 
-use std::sync::Arc;
-
-use etcd_operator::plugins::{EgressPolicy, Grants, GuestErrorKind, LoadedPlugin};
+use etcd_operator::plugins::{GuestErrorKind, LoadedPlugin};
 
 use crate::common::{self, AZURITE_ACCOUNT, AZURITE_KEY, Azurite};
 
@@ -41,12 +39,7 @@ async fn abs_maps_a_wrong_key_to_unauthorized_and_a_missing_container_to_not_fou
     let LoadedPlugin::Storage(plugin) = common::load(&common::engine(), "abs") else {
         panic!("abs is a storage plugin")
     };
-    let grants = Grants {
-        egress: Arc::new(
-            EgressPolicy::from_entries(&[origin(&azurite)], &["127.0.0.1/32".into()]).unwrap(),
-        ),
-        dir: None,
-    };
+    let grants = common::loopback_grants(&origin(&azurite));
 
     // A valid base64 key that is not the account's: Azurite rejects the signature.
     let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";

@@ -3,11 +3,9 @@
 //! a real WebDAV server, and backup policies in JavaScript, Python and Go. Each passes the
 //! conformance kit and behaves as its configuration says.
 
-use std::sync::Arc;
-
 use etcd_operator::plugins::conformance::test_policy;
 use etcd_operator::plugins::{
-    BackupContext, EgressPolicy, Grants, GuestErrorKind, LoadedPlugin, ObjectInfo, PolicyPlugin,
+    BackupContext, Grants, GuestErrorKind, LoadedPlugin, ObjectInfo, PolicyPlugin,
     PreBackupDecision, StoragePlugin, registry,
 };
 
@@ -246,19 +244,6 @@ fn every_example_policy_passes_plugin_test_on_the_command_line() {
     }
 }
 
-fn webdav_grants(dav: &WebDav) -> Grants {
-    Grants {
-        egress: Arc::new(
-            EgressPolicy::from_entries(
-                std::slice::from_ref(&dav.endpoint),
-                &["127.0.0.1/32".into()],
-            )
-            .unwrap(),
-        ),
-        dir: None,
-    }
-}
-
 #[test]
 fn javascript_webdav_passes_plugin_test_against_nginx_with_a_64_mib_streamed_round_trip() {
     let dav = WebDav::start();
@@ -283,7 +268,7 @@ async fn javascript_webdav_keys_errors_and_atomic_uploads() {
         panic!("webdav is a storage plugin")
     };
     let webdav: StoragePlugin = webdav;
-    let grants = webdav_grants(&dav);
+    let grants = common::loopback_grants(&dav.endpoint);
 
     let open_err = |cfg: Vec<(String, String)>| {
         let (webdav, grants) = (&webdav, &grants);

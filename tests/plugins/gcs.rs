@@ -4,9 +4,8 @@
 //! checked up to the token request the plugin signs and sends to Google.
 
 use std::process::Command;
-use std::sync::Arc;
 
-use etcd_operator::plugins::{EgressPolicy, Grants, LoadedPlugin, PluginError};
+use etcd_operator::plugins::{LoadedPlugin, PluginError};
 
 use crate::common::{self, GcsEmulator};
 
@@ -58,16 +57,7 @@ async fn gcs_service_account_credentials_sign_a_token_request_to_google_through_
     ]);
     // Only the emulator is allowed: the token request to Google is refused
     // by the host, which shows it was signed and sent from the sandbox.
-    let grants = Grants {
-        egress: Arc::new(
-            EgressPolicy::from_entries(
-                std::slice::from_ref(&emulator.endpoint),
-                &["127.0.0.1/32".into()],
-            )
-            .unwrap(),
-        ),
-        dir: None,
-    };
+    let grants = common::loopback_grants(&emulator.endpoint);
     let Ok(mut session) = plugin.open(&config, &grants).await else {
         panic!("open does not contact the store")
     };

@@ -3,10 +3,9 @@
 //! registry; that server verifies every request's signature with the
 //! algorithm from Alibaba's documentation, independently of reqsign).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use etcd_operator::plugins::{EgressPolicy, Grants, GuestErrorKind, LoadedPlugin};
+use etcd_operator::plugins::{GuestErrorKind, LoadedPlugin};
 
 use crate::common::{self, oss_server::OssServer};
 
@@ -48,16 +47,7 @@ async fn oss_maps_a_wrong_secret_to_unauthorized_and_a_missing_bucket_to_not_fou
     let LoadedPlugin::Storage(plugin) = common::load(&common::engine(), "oss") else {
         panic!("oss is a storage plugin")
     };
-    let grants = Grants {
-        egress: Arc::new(
-            EgressPolicy::from_entries(
-                std::slice::from_ref(&server.endpoint),
-                &["127.0.0.1/32".into()],
-            )
-            .unwrap(),
-        ),
-        dir: None,
-    };
+    let grants = common::loopback_grants(&server.endpoint);
     let Ok(mut session) = plugin
         .open(&config(&server, "present", "not-the-secret"), &grants)
         .await

@@ -1,9 +1,7 @@
 //! The `s3` plugin against a real S3 API (moto), through the operator's
 //! sandbox and `wasi:http`.
 
-use std::sync::Arc;
-
-use etcd_operator::plugins::{EgressPolicy, Grants, GuestErrorKind, LoadedPlugin, PluginError};
+use etcd_operator::plugins::{Grants, GuestErrorKind, LoadedPlugin, PluginError};
 
 use crate::common::{self, Moto};
 
@@ -17,16 +15,7 @@ fn config(moto: &Moto, bucket: &str) -> Vec<(String, String)> {
 }
 
 fn grants(moto: &Moto) -> Grants {
-    Grants {
-        egress: Arc::new(
-            EgressPolicy::from_entries(
-                std::slice::from_ref(&moto.endpoint),
-                &["127.0.0.1/32".into()],
-            )
-            .unwrap(),
-        ),
-        dir: None,
-    }
+    common::loopback_grants(&moto.endpoint)
 }
 
 #[test]
