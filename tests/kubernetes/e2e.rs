@@ -421,8 +421,9 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let mut kv = etcd_of(&admin, "durable").await;
     kv.put("/durable", "kept", None).await.unwrap();
     let restarted = members[0].clone();
-    Api::<Pod>::namespaced(admin.clone(), NS)
-        .delete(&restarted, &DeleteParams::default())
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    let old_uid = pods.get(&restarted).await.unwrap().metadata.uid;
+    pods.delete(&restarted, &DeleteParams::default())
         .await
         .unwrap();
     wait_event(
@@ -442,11 +443,25 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         "{reasons:?}"
     );
     // The restarted member itself serves the data (it kept its volume).
-    let pod = Api::<Pod>::namespaced(admin.clone(), NS)
-        .get(&restarted)
-        .await
-        .unwrap();
-    let ip = pod.status.unwrap().pod_ip.unwrap();
+    // The cluster status can report it ready before the new Pod's own
+    // status is written, so wait for the new Pod (another uid) to be Ready.
+    let ip = eventually(
+        "the restarted Pod Ready with an IP",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get(&restarted).await.ok()?;
+            if pod.metadata.uid == old_uid {
+                return None;
+            }
+            let status = pod.status?;
+            let ready = status
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(status.pod_ip?)
+        },
+    )
+    .await;
     let mut kv = etcd(&[format!("http://{ip}:2379")]).await;
     let local = etcd_client::GetOptions::new().with_serializable();
     assert_eq!(
