@@ -41,7 +41,7 @@ if stale "$dist/count-age.wasm" "$here/go-count-age"; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   (cd "$here/go-count-age" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -ldflags=-s -o "$tmp/core.wasm" .)
-  wasm_tools="$tools/wasm-tools/bin/wasm-tools"
+  wasm_tools="$tools/venv/bin/wasm-tools"
   "$wasm_tools" component embed "$wit" --world backup-policy "$tmp/core.wasm" -o "$tmp/embedded.wasm"
   # Go's wasip1 runtime imports WASI preview 1; the reactor adapter maps it
   # onto the WASI 0.2 interfaces the operator links (and grants nothing of).
