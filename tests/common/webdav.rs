@@ -3,7 +3,6 @@
 //! scripts/setup.sh) on a random loopback port, with HTTP Basic
 //! authentication, serving a temporary directory. Killed on drop.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{Process, free_port, run_ok, serve};
@@ -29,17 +28,9 @@ impl WebDav {
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etcd")).unwrap();
         std::fs::create_dir_all(dir.path().join("body")).unwrap();
-        // One nginx process (`master_process off`), so killing it on drop
-        // leaves no workers behind; the directories stay writable for any
-        // user in case it ever runs as a worker again.
-        for p in [
-            dir.path(),
-            &root,
-            &root.join("etcd"),
-            &dir.path().join("body"),
-        ] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-        }
+        // One nginx process (`master_process off`): it keeps the user it was
+        // started as (no unprivileged workers), and killing it on drop leaves
+        // nothing behind.
         let hash =
             run_ok(std::process::Command::new("openssl").args(["passwd", "-apr1", PASSWORD]));
         std::fs::write(
