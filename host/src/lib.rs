@@ -12,3 +12,4 @@ pub mod local;
 pub mod metrics;
 pub mod plugins;
 pub mod runtime;
+pub mod supervise;

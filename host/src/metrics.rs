@@ -49,6 +49,7 @@ struct Metrics {
     reconcile_seconds: Family<Kind, Histogram>,
     cluster_size: Family<ClusterLabel, Gauge>,
     cluster_ready: Family<ClusterLabel, Gauge>,
+    cluster_unreachable: Family<ClusterLabel, Gauge>,
     backups: Family<BackupLabel, Counter>,
     backup_seconds: Family<BackupLabel, Histogram>,
     plugin_seconds: Family<PluginCall, Histogram>,
@@ -97,6 +98,12 @@ fn metrics() -> &'static Metrics {
             "Members of an EtcdCluster that are healthy",
             cluster_ready.clone(),
         );
+        let cluster_unreachable = Family::<ClusterLabel, Gauge>::default();
+        registry.register(
+            "cluster_unreachable_members",
+            "Members of an EtcdCluster that run (per the runtime) but do not answer the operator",
+            cluster_unreachable.clone(),
+        );
         let backups = Family::<BackupLabel, Counter>::default();
         registry.register(
             "backups",
@@ -121,6 +128,7 @@ fn metrics() -> &'static Metrics {
             reconcile_seconds,
             cluster_size,
             cluster_ready,
+            cluster_unreachable,
             backups,
             backup_seconds,
             plugin_seconds,
@@ -142,8 +150,8 @@ pub fn reconciled(kind: &str, took: Duration, ok: bool) {
         .observe(took.as_secs_f64());
 }
 
-/// The desired and healthy member counts of a cluster.
-pub fn cluster_members(namespace: &str, cluster: &str, size: i64, ready: i64) {
+/// The desired, healthy and unreachable member counts of a cluster.
+pub fn cluster_members(namespace: &str, cluster: &str, size: i64, ready: i64, unreachable: i64) {
     let m = metrics();
     let l = ClusterLabel {
         namespace: namespace.into(),
@@ -151,6 +159,7 @@ pub fn cluster_members(namespace: &str, cluster: &str, size: i64, ready: i64) {
     };
     m.cluster_size.get_or_create(&l).set(size);
     m.cluster_ready.get_or_create(&l).set(ready);
+    m.cluster_unreachable.get_or_create(&l).set(unreachable);
 }
 
 /// A cluster was deleted: its gauges go.
@@ -162,6 +171,7 @@ pub fn cluster_deleted(namespace: &str, cluster: &str) {
     };
     m.cluster_size.remove(&l);
     m.cluster_ready.remove(&l);
+    m.cluster_unreachable.remove(&l);
 }
 
 /// A backup run ended with `result` (succeeded, failed, skipped).
@@ -204,7 +214,7 @@ mod tests {
     #[test]
     fn recorded_values_appear_in_the_exposition() {
         reconciled("EtcdCluster", Duration::from_millis(3), true);
-        cluster_members("ns", "c1", 3, 2);
+        cluster_members("ns", "c1", 3, 2, 1);
         plugin_call("s3", "write", Duration::from_millis(1), false);
         let text = encode();
         assert!(
@@ -213,6 +223,12 @@ mod tests {
         );
         assert!(
             text.contains(r#"etcd_operator_cluster_ready_members{namespace="ns",cluster="c1"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"etcd_operator_cluster_unreachable_members{namespace="ns",cluster="c1"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"etcd_operator_plugin_call_duration_seconds_count{plugin="s3",function="write",result="error"} 1"#), "{text}");

@@ -125,7 +125,10 @@ fn the_chart_lints_strictly_and_renders_each_mode() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    assert!(args.contains(&"--leader-elect=false"), "{args:?}");
+    assert!(
+        args.contains(&"--leader-elect=true"),
+        "leader election also with one replica: {args:?}"
+    );
     assert!(!args.contains(&"--cluster-wide"), "{args:?}");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);

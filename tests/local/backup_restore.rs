@@ -734,3 +734,112 @@ async fn backup_to_s3_and_restore_from_it_with_the_coreos_s3_block() {
     let s = op.wait_ready("c", 3).await;
     assert_eq!(read_prefix(&s, "/s3").await, written);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_only_touches_what_its_own_etcdbackup_wrote() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    let s = op.wait_ready("c", 1).await;
+    // Two EtcdBackups whose paths share a string prefix, on one storage:
+    // `prod` keeps one backup (policy plugin), `prod-eu` five (maxBackups).
+    op.apply(
+        "prod.yaml",
+        &backup_yaml(
+            "prod-b",
+            "c",
+            "local",
+            "shared/prod",
+            "    backupIntervalInSecond: 2\n    plugin:\n      name: retention\n      config:\n        \
+             keep-last: \"1\"\n",
+            "      {}\n",
+        ),
+    );
+    op.apply(
+        "prodeu.yaml",
+        &backup_yaml(
+            "prodeu-b",
+            "c",
+            "local",
+            "shared/prod-eu",
+            "    backupIntervalInSecond: 2\n    maxBackups: 5\n",
+            "      {}\n",
+        ),
+    );
+    let successes = |name: &str| {
+        op.events_of("BackupSucceeded")
+            .iter()
+            .filter(|e| e["name"] == name)
+            .count()
+    };
+    let start = Instant::now();
+    let mut i = 0;
+    while successes("prodeu-b") < 7 || successes("prod-b") < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{:?}",
+            op.events()
+        );
+        // A new revision each round, so each backup has its own name.
+        write_keys(&s, &format!("/r{i}"), 1).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let dir = op.backups().join("shared");
+    let eu = backup_files(&dir, "prod-eu_v");
+    let prod: BTreeSet<String> = backup_files(&dir, "prod_v");
+    assert_eq!(eu.len(), 5, "prod-eu keeps its five: {eu:?}");
+    assert_eq!(prod.len(), 1, "prod keeps its one: {prod:?}");
+    assert!(
+        op.events_of("RetentionFailed").is_empty(),
+        "{:?}",
+        op.events_of("RetentionFailed")
+    );
+    // Metadata names the EtcdBackup that wrote each backup.
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join(format!("{}.meta.json", eu.iter().next().unwrap()))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["owner"]["backup"], "prodeu-b", "{meta}");
+    assert_eq!(meta["owner"]["cluster"], "c", "{meta}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_numbers_are_refused_naming_the_field_and_others_keep_running() {
+    let op = Operator::start(&[]);
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    op.wait_ready("c", 1).await;
+    for (name, policy, field) in [
+        (
+            "huge-interval",
+            "    backupIntervalInSecond: 9223372036854775807\n",
+            "backupIntervalInSecond",
+        ),
+        (
+            "huge-timeout",
+            "    timeoutInSecond: 9223372036854775807\n",
+            "timeoutInSecond",
+        ),
+    ] {
+        op.apply(
+            &format!("{name}.yaml"),
+            &backup_yaml(name, "c", "local", name, policy, "      {}\n"),
+        );
+        let s = op
+            .wait_object::<EtcdBackupStatus>("EtcdBackup", name, "a refusal", |s| {
+                cond(&s.conditions, "Failed").is_some_and(|c| c.status == "True")
+            })
+            .await;
+        let failed = cond(&s.conditions, "Failed").unwrap();
+        let message = failed.message.as_deref().unwrap_or_default();
+        assert_eq!(failed.reason.as_deref(), Some("InvalidSpec"));
+        assert!(
+            message.contains(&format!("spec.backupPolicy.{field} is 9223372036854775807"))
+                && message.contains("between 0 and"),
+            "{message}"
+        );
+    }
+    // The operator and its other workers are still running.
+    op.apply("ok.yaml", &one_shot("ok", "c", "ok/snap"));
+    wait_backup_ok(&op, "ok").await;
+    assert!(op.events_of("InternalError").is_empty());
+}

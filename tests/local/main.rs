@@ -8,11 +8,14 @@ mod backup;
 mod backup_restore;
 mod examples;
 mod harness;
+mod safety;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{Operator, alive, cluster_yaml, read_prefix, wait_ready_all, write_keys};
+use harness::{
+    Operator, Writer, alive, assert_all_acked_readable, cluster_yaml, read_prefix, wait_ready_all,
+    write_keys,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_clusters_of_1_3_and_5() {
@@ -186,16 +189,27 @@ async fn keep_members_leaves_them_running_for_re_adoption() {
     let pids = op.pids("c");
     assert!(op.terminate().success());
     assert_eq!(op.pids("c"), pids, "members keep running");
+    // Mark the status the first operator left, so only a status written by
+    // the restarted operator (after it observed the members) satisfies the
+    // wait below.
+    let path = op.path().join(".status/etcdcluster/c.yaml");
+    let mut left = op.status("c").unwrap();
+    left.reason = Some("left by the first operator".into());
+    std::fs::write(&path, serde_yaml::to_string(&left).unwrap()).unwrap();
+    let log_before = op.events().len();
     op.restart();
     // Re-adopted: still ready, same processes, nothing restarted.
-    let log_before = op.events().len();
-    op.wait("c", "re-adoption", |s| s.members.ready.len() == 3)
-        .await;
+    op.wait("c", "re-adoption by the restarted operator", |s| {
+        s.reason.as_deref() != Some("left by the first operator") && s.members.ready.len() == 3
+    })
+    .await;
     assert_eq!(op.pids("c"), pids);
     assert!(
         op.events()[log_before..]
             .iter()
-            .all(|e| e["reason"] != "MemberRestarted")
+            .all(|e| e["reason"] != "MemberRestarted"),
+        "{:?}",
+        &op.events()[log_before..]
     );
 }
 
@@ -299,96 +313,6 @@ async fn unsupported_versions_and_sizes_are_explained_in_status() {
     );
 }
 
-/// Records every write etcd acknowledged, while members are disturbed.
-struct Writer {
-    acked: Arc<Mutex<Vec<(String, String)>>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(op: &Operator, cluster: &'static str, prefix: &'static str) -> Writer {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let dir = op.path().to_path_buf();
-        let record = acked.clone();
-        let handle = tokio::spawn(async move {
-            let mut i = 0u64;
-            while !*stopped.borrow_and_update() {
-                let status_file = dir
-                    .join(".status/etcdcluster")
-                    .join(format!("{cluster}.yaml"));
-                let urls = std::fs::read_to_string(&status_file)
-                    .ok()
-                    .and_then(|t| {
-                        serde_yaml::from_str::<etcd_operator::api::EtcdClusterStatus>(&t).ok()
-                    })
-                    .map(|s| s.client_urls)
-                    .unwrap_or_default();
-                let opts = etcd_client::ConnectOptions::new()
-                    .with_connect_timeout(Duration::from_millis(500))
-                    .with_timeout(Duration::from_secs(2));
-                if let Ok(Ok(mut c)) = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    etcd_client::Client::connect(&urls, Some(opts)),
-                )
-                .await
-                {
-                    for _ in 0..20 {
-                        let (k, v) = (format!("{prefix}/{i:08}"), format!("v{i}"));
-                        i += 1;
-                        match c.put(k.as_str(), v.as_str(), None).await {
-                            Ok(_) => record.lock().unwrap().push((k, v)),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    _ = stopped.changed() => {}
-                }
-            }
-        });
-        Writer {
-            acked,
-            stop,
-            handle,
-        }
-    }
-
-    async fn finish(self) -> Vec<(String, String)> {
-        self.stop.send(true).unwrap();
-        self.handle.await.unwrap();
-        let mut acked = self.acked.lock().unwrap().clone();
-        acked.sort();
-        acked
-    }
-}
-
-/// Every acknowledged write must be readable (extra keys from writes whose
-/// acknowledgement was lost in a failure are allowed).
-async fn assert_all_acked_readable(
-    op: &Operator,
-    cluster: &str,
-    prefix: &str,
-    acked: &[(String, String)],
-) {
-    let s = op.status(cluster).unwrap();
-    let stored: std::collections::BTreeMap<String, String> =
-        read_prefix(&s, prefix).await.into_iter().collect();
-    let missing: Vec<&(String, String)> = acked
-        .iter()
-        .filter(|(k, v)| stored.get(k) != Some(v))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged writes lost, e.g. {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_3_4_to_3_5_under_write_load() {
     let op = Operator::start(&[]);
@@ -434,8 +358,12 @@ async fn upgrades_3_4_to_3_5_under_write_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_keeps_every_acknowledged_write() {
     use rand::{Rng, SeedableRng};
-    let seed: u64 = rand::random();
-    eprintln!("chaos seed {seed}");
+    // Replay a run with CHAOS_SEED=<the seed it printed>.
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("chaos seed {seed} (replay with CHAOS_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let op = Operator::start(&[]);
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));

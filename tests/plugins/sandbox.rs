@@ -230,10 +230,12 @@ async fn egress_is_limited_to_allowed_endpoints() {
     still_serves(&plugin).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_are_isolated() {
+    // Two worker threads: a host that ran sessions one at a time would make
+    // every call below wait for the spinning one to time out.
     let engine = common::engine_with(Limits {
-        call_timeout: Duration::from_millis(500),
+        call_timeout: Duration::from_secs(3),
         ..Limits::default()
     });
     let plugin = faults(&engine);
@@ -243,7 +245,15 @@ async fn concurrent_sessions_are_isolated() {
             .await
             .err()
     });
-    still_serves(&plugin).await;
+    // Whichever call the spinning one started before, the ones after it
+    // complete while it still spins.
+    for round in 0..5 {
+        still_serves(&plugin).await;
+        assert!(
+            !spinning.is_finished(),
+            "round {round}: a well-behaved session waited for the spinning one"
+        );
+    }
     let err = spinning.await.unwrap().expect("the spinning session fails");
     assert!(matches!(err, PluginError::Timeout { .. }), "{err:?}");
 }

@@ -89,22 +89,56 @@ pub struct ClusterRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicy {
-    /// Time limit of one backup run in seconds (default 60).
+    /// Time limit of one backup run in seconds (default 60, at most 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 604_800))]
     pub timeout_in_second: Option<i64>,
-    /// Seconds between backups; 0 or unset takes one backup.
+    /// Seconds between backups (at most one year); 0 or unset takes one backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 31_536_000))]
     pub backup_interval_in_second: Option<i64>,
-    /// Keep at most this many backups (0 or unset: keep all). The newest
-    /// backup is never deleted.
+    /// Keep at most this many backups (0 or unset: keep all; at most
+    /// 100000). The newest backup is never deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 100_000))]
     pub max_backups: Option<i32>,
     /// A backup-policy plugin deciding retention, naming and skips (extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PolicyPluginRef>,
+}
+
+/// Largest `timeoutInSecond`: 7 days (the CRD's maximum too).
+pub const MAX_TIMEOUT_IN_SECOND: i64 = 604_800;
+/// Largest `backupIntervalInSecond`: one year.
+pub const MAX_BACKUP_INTERVAL_IN_SECOND: i64 = 31_536_000;
+/// Largest `maxBackups`.
+pub const MAX_MAX_BACKUPS: i32 = 100_000;
+
+impl BackupPolicy {
+    /// The bounds the CRD enforces, checked again for local mode (and
+    /// for objects created before the CRD had them): the error names the
+    /// field, its value and the range.
+    pub fn check(&self) -> Result<(), String> {
+        let field = |name: &str, value: i64, max: i64| {
+            if (0..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "spec.backupPolicy.{name} is {value}; it must be between 0 and {max}"
+                ))
+            }
+        };
+        if let Some(v) = self.timeout_in_second {
+            field("timeoutInSecond", v, MAX_TIMEOUT_IN_SECOND)?;
+        }
+        if let Some(v) = self.backup_interval_in_second {
+            field("backupIntervalInSecond", v, MAX_BACKUP_INTERVAL_IN_SECOND)?;
+        }
+        if let Some(v) = self.max_backups {
+            field("maxBackups", i64::from(v), i64::from(MAX_MAX_BACKUPS))?;
+        }
+        Ok(())
+    }
 }
 
 /// A backup-policy plugin and its configuration.

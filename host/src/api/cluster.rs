@@ -185,6 +185,23 @@ pub struct EtcdClusterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When a member of this cluster was first seen serving. Set once and
+    /// never cleared while the EtcdCluster exists: a cluster that has
+    /// served may hold data, so the operator never seeds it again as an
+    /// empty cluster (only deleting the EtcdCluster forgets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_served_time: Option<String>,
+}
+
+impl EtcdClusterStatus {
+    /// The cluster has served at least once. Statuses written before
+    /// [`Self::first_served_time`] existed count as served when they were
+    /// Running or named a ready member.
+    pub fn has_served(&self) -> bool {
+        self.first_served_time.is_some()
+            || self.phase.as_deref() == Some("Running")
+            || !self.members.ready.is_empty()
+    }
 }
 
 /// Member names by readiness.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::location::{self, HostGrants, LocationError, SecretStore, Target};
 use super::schedule::{self, Due};
-use super::snapshot::{self, BackupError, BackupMeta, meta_key};
+use super::snapshot::{self, BackupError, BackupMeta, BackupOwner, meta_key};
 use crate::api::condition::set_condition;
 use crate::api::{Condition, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus, EtcdClusterStatus};
 use crate::controller::Event;
@@ -171,7 +171,7 @@ impl From<LocationError> for Failure {
 #[derive(Debug)]
 enum Ran {
     Done {
-        meta: BackupMeta,
+        meta: Box<BackupMeta>,
         took: Duration,
         pruned: Vec<String>,
         retention_error: Option<String>,
@@ -214,8 +214,44 @@ fn timeout_of(spec: &EtcdBackupSpec) -> Duration {
     }
 }
 
-/// One reconcile of an EtcdBackup: run a backup if one is due.
+/// One reconcile of an EtcdBackup: run a backup if one is due. A panic in
+/// it is contained: reported as a retried failure of this EtcdBackup only.
 pub async fn reconcile<S: SecretStore>(
+    storage: &Storage<S>,
+    backup: &EtcdBackup,
+    endpoints: Result<Vec<String>, String>,
+    previous: &EtcdBackupStatus,
+    memory: &mut BackupMemory,
+) -> BackupOutcome {
+    let step = reconcile_step(storage, backup, endpoints, previous, memory);
+    match crate::supervise::contained(step).await {
+        Ok(outcome) => outcome,
+        Err(panicked) => {
+            let mut status = previous.clone();
+            let stamp = rfc3339(Utc::now());
+            let message = panicked.to_string();
+            status.succeeded = false;
+            status.reason = Some(message.clone());
+            set_condition(
+                &mut status.conditions,
+                cond("BackupSucceeded", false, "InternalError", &message),
+                &stamp,
+            );
+            set_condition(
+                &mut status.conditions,
+                cond("Retrying", true, "InternalError", &message),
+                &stamp,
+            );
+            BackupOutcome {
+                status,
+                events: vec![Event::warning("InternalError", message)],
+                requeue: Duration::from_secs(60),
+            }
+        }
+    }
+}
+
+async fn reconcile_step<S: SecretStore>(
     storage: &Storage<S>,
     backup: &EtcdBackup,
     endpoints: Result<Vec<String>, String>,
@@ -237,6 +273,16 @@ pub async fn reconcile<S: SecretStore>(
             return idle(status, Duration::from_secs(30));
         }
         memory.gave_up_on = None;
+    }
+    if let Some(Err(message)) = spec.backup_policy.as_ref().map(|p| p.check()) {
+        return gave_up(
+            storage,
+            backup,
+            memory,
+            status,
+            Failure::permanent("InvalidSpec", message),
+        )
+        .await;
     }
     let now = Utc::now();
     let last_success = previous
@@ -378,39 +424,53 @@ pub async fn reconcile<S: SecretStore>(
             events.push(Event::warning("BackupRetrying", message));
             delay
         }
-        Err(f) => {
-            memory.failures = 0;
-            memory.retry_at = None;
-            memory.gave_up_on = Some((spec.clone(), secrets_digest(storage, backup).await));
-            status.succeeded = false;
-            status.reason = Some(f.message.clone());
-            let message = format!(
-                "{}; not retrying until the EtcdBackup or its Secret is changed",
-                f.message
-            );
-            set_condition(
-                &mut status.conditions,
-                cond("BackupSucceeded", false, "BackupFailed", &f.message),
-                &stamp,
-            );
-            set_condition(
-                &mut status.conditions,
-                cond("Retrying", false, f.reason, "the error is permanent"),
-                &stamp,
-            );
-            set_condition(
-                &mut status.conditions,
-                cond("Failed", true, f.reason, &message),
-                &stamp,
-            );
-            events.push(Event::warning("BackupFailed", message));
-            Duration::from_secs(60)
-        }
+        Err(f) => return gave_up(storage, backup, memory, status, f).await,
     };
     BackupOutcome {
         status,
         events,
         requeue,
+    }
+}
+
+/// A permanent failure: reported in status and not retried until the
+/// EtcdBackup or its Secret changes.
+async fn gave_up<S: SecretStore>(
+    storage: &Storage<S>,
+    backup: &EtcdBackup,
+    memory: &mut BackupMemory,
+    mut status: EtcdBackupStatus,
+    f: Failure,
+) -> BackupOutcome {
+    let stamp = rfc3339(Utc::now());
+    memory.failures = 0;
+    memory.retry_at = None;
+    memory.gave_up_on = Some((backup.spec.clone(), secrets_digest(storage, backup).await));
+    status.succeeded = false;
+    status.reason = Some(f.message.clone());
+    let message = format!(
+        "{}; not retrying until the EtcdBackup or its Secret is changed",
+        f.message
+    );
+    set_condition(
+        &mut status.conditions,
+        cond("BackupSucceeded", false, "BackupFailed", &f.message),
+        &stamp,
+    );
+    set_condition(
+        &mut status.conditions,
+        cond("Retrying", false, f.reason, "the error is permanent"),
+        &stamp,
+    );
+    set_condition(
+        &mut status.conditions,
+        cond("Failed", true, f.reason, &message),
+        &stamp,
+    );
+    BackupOutcome {
+        status,
+        events: vec![Event::warning("BackupFailed", message)],
+        requeue: Duration::from_secs(60),
     }
 }
 
@@ -510,10 +570,16 @@ async fn run<S: SecretStore>(
     }
 
     let mut session = plugin.open(&target.config, &target.grants).await?;
+    let owner = BackupOwner {
+        namespace: namespace.to_string(),
+        backup: name.to_string(),
+        cluster: spec.etcd_cluster.as_ref().map(|c| c.name.clone()),
+    };
     let source = snapshot::Source {
         endpoint: &endpoint,
         status: etcd_status,
         tls: tls.as_ref(),
+        owner: Some(owner.clone()),
     };
     let meta = snapshot::backup_from(&mut session, source, &key, deadline, limit).await?;
     let took = started.elapsed();
@@ -526,16 +592,12 @@ async fn run<S: SecretStore>(
         .unwrap_or(0);
     let (mut pruned, mut retention_error) = (Vec::new(), None);
     if !interval.is_zero() && (max > 0 || policy.is_some()) {
-        match retention(
-            &mut session,
-            &target.path,
-            &meta.key,
-            max as usize,
-            policy.as_ref(),
-            now_ms,
-        )
-        .await
-        {
+        let scope = Scope {
+            prefix: &target.path,
+            owner: &owner,
+            newest: &meta.key,
+        };
+        match retention(&mut session, &scope, max as usize, policy.as_ref(), now_ms).await {
             Ok(deleted) => pruned = deleted,
             Err((deleted, e)) => {
                 pruned = deleted;
@@ -544,7 +606,7 @@ async fn run<S: SecretStore>(
         }
     }
     Ok(Ran::Done {
-        meta,
+        meta: Box::new(meta),
         took,
         pruned,
         retention_error,
@@ -578,43 +640,94 @@ async fn client_tls<S: SecretStore>(
     })
 }
 
+/// What one EtcdBackup's retention may touch.
+struct Scope<'a> {
+    /// The EtcdBackup's storage path: objects are listed under it.
+    prefix: &'a str,
+    owner: &'a BackupOwner,
+    /// The backup just written: never deleted.
+    newest: &'a str,
+}
+
+/// Why retention stopped.
+#[derive(Debug, thiserror::Error)]
+enum RetentionError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(
+        "the backup-policy plugin asked to delete {} object(s) it was not shown, e.g. {}; they were \
+         kept: retention only deletes this EtcdBackup's own backups",
+        .0.len(),
+        .0.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+    )]
+    NotShown(Vec<String>),
+}
+
+/// Is `key` a backup this EtcdBackup wrote? Its metadata must name the
+/// EtcdBackup. Metadata from before owners were recorded (or none) counts
+/// only for the CoreOS name of a periodic backup of exactly this path:
+/// `<path>_v<rev>_<time>`. Anything else under the prefix (another
+/// EtcdBackup's path `<path>-eu`, a policy's custom names from before) is
+/// left alone: retention never deletes what it cannot show is its own.
+async fn owned(session: &mut StorageSession, scope: &Scope<'_>, key: &str) -> bool {
+    match super::restore::read_meta(session, key).await {
+        Ok(Some(BackupMeta {
+            owner: Some(owner), ..
+        })) => &owner == scope.owner,
+        Ok(_) => schedule::is_periodic_key(scope.prefix, key),
+        Err(e) => {
+            tracing::debug!(key, error = %e, "retention skips a backup whose metadata cannot be read");
+            false
+        }
+    }
+}
+
 /// Delete old backups (and their metadata) beyond the limit or as the
-/// policy says, never `newest`. Returns what was deleted.
+/// policy says, never the newest, and only backups this EtcdBackup wrote
+/// ([`owned`]); the policy is shown only those. Returns what was deleted.
 async fn retention(
     session: &mut StorageSession,
-    prefix: &str,
-    newest: &str,
+    scope: &Scope<'_>,
     max: usize,
     policy: Option<&(PolicyPlugin, Vec<(String, String)>)>,
     now_ms: u64,
-) -> Result<Vec<String>, (Vec<String>, PluginError)> {
-    let listed = session.list(prefix).await.map_err(|e| (Vec::new(), e))?;
-    let backups: Vec<ObjectInfo> = listed
-        .into_iter()
-        .filter(|o| {
-            !o.key.ends_with(".meta.json")
-                && (policy.is_some() || schedule::is_periodic_key(prefix, &o.key))
-        })
-        .collect();
+) -> Result<Vec<String>, (Vec<String>, RetentionError)> {
+    let listed = session
+        .list(scope.prefix)
+        .await
+        .map_err(|e| (Vec::new(), e.into()))?;
+    let mut backups: Vec<ObjectInfo> = Vec::new();
+    for o in listed {
+        if !o.key.ends_with(".meta.json") && owned(session, scope, &o.key).await {
+            backups.push(o);
+        }
+    }
     let doomed: Vec<String> = match policy {
         Some((p, config)) => p
             .retention(config, &backups, now_ms)
             .await
-            .map_err(|e| (Vec::new(), e))?,
-        None => schedule::over_limit(&backups, max, newest),
+            .map_err(|e| (Vec::new(), e.into()))?,
+        None => schedule::over_limit(&backups, max, scope.newest),
     };
+    let (doomed, not_shown): (Vec<String>, Vec<String>) = doomed
+        .into_iter()
+        .filter(|k| k != scope.newest)
+        .partition(|k| backups.iter().any(|o| &o.key == k));
     let mut deleted = Vec::new();
-    for key in doomed.into_iter().filter(|k| k != newest) {
+    for key in doomed {
         session
             .delete(&key)
             .await
-            .map_err(|e| (deleted.clone(), e))?;
+            .map_err(|e| (deleted.clone(), e.into()))?;
         match session.delete(&meta_key(&key)).await {
             Ok(()) => {}
             Err(e) if e.guest_kind() == Some(GuestErrorKind::NotFound) => {}
-            Err(e) => return Err((deleted, e)),
+            Err(e) => return Err((deleted, e.into())),
         }
         deleted.push(key);
+    }
+    if !not_shown.is_empty() {
+        return Err((deleted, RetentionError::NotShown(not_shown)));
     }
     Ok(deleted)
 }

@@ -17,4 +17,4 @@ pub mod verify;
 pub use controller::{BackupMemory, BackupOutcome, Storage};
 pub use location::{HostGrants, LocationError, SecretStore, StaticSecrets, Target};
 pub use restore::{RestoreError, Verified, fetch_verified, newest_verified};
-pub use snapshot::{BackupError, BackupMeta, backup_to, meta_key, pick_endpoint};
+pub use snapshot::{BackupError, BackupMeta, BackupOwner, backup_to, meta_key, pick_endpoint};

@@ -78,7 +78,7 @@ impl Verified {
 }
 
 /// Read `<key>.meta.json`, if there is one.
-async fn read_meta(
+pub(crate) async fn read_meta(
     session: &mut StorageSession,
     key: &str,
 ) -> Result<Option<BackupMeta>, RestoreError> {

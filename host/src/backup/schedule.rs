@@ -53,7 +53,13 @@ pub fn next_due(
     let Some(last) = last_success else {
         return Due::Now;
     };
-    let due = last + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+    // Checked: an interval past what a date can hold is never due.
+    let Some(due) = chrono::Duration::from_std(interval)
+        .ok()
+        .and_then(|d| last.checked_add_signed(d))
+    else {
+        return Due::Never;
+    };
     match (due - now).to_std() {
         Ok(wait) if !wait.is_zero() => Due::In(wait),
         _ => Due::Now,
@@ -134,6 +140,12 @@ mod tests {
         assert_eq!(next_due(i, false, Some(t(0)), t(500)), Due::Now);
         assert_eq!(next_due(Duration::ZERO, true, Some(t(0)), t(1)), Due::Never);
         assert_eq!(next_due(Duration::ZERO, false, None, t(1)), Due::Now);
+        // No overflow panic, whatever the interval.
+        assert_eq!(next_due(Duration::MAX, true, Some(t(0)), t(1)), Due::Never);
+        assert_eq!(
+            next_due(Duration::from_secs(i64::MAX as u64), true, Some(t(0)), t(1)),
+            Due::Never
+        );
     }
 
     #[test]

@@ -23,6 +23,23 @@ pub struct BackupMeta {
     pub revision: i64,
     /// When the snapshot was taken (RFC 3339).
     pub created_at: String,
+    /// The EtcdBackup that wrote it. Retention only ever deletes objects
+    /// whose metadata names its own EtcdBackup (absent in metadata written
+    /// before this field, and for one-off backups taken outside one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<BackupOwner>,
+}
+
+/// Which EtcdBackup wrote a backup, and of which cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupOwner {
+    pub namespace: String,
+    /// The EtcdBackup's name.
+    pub backup: String,
+    /// The EtcdCluster it backs up, when the EtcdBackup names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// The key of the metadata object of backup `key`.
@@ -98,6 +115,7 @@ pub async fn backup_to(
         endpoint: &endpoint,
         status,
         tls: None,
+        owner: None,
     };
     backup_from(session, source, key, deadline, limit).await
 }
@@ -108,6 +126,8 @@ pub struct Source<'a> {
     /// Its status, as [`pick_endpoint`] found it.
     pub status: etcd::Status,
     pub tls: Option<&'a etcd::ClientTls>,
+    /// Recorded in the metadata.
+    pub owner: Option<BackupOwner>,
 }
 
 /// [`backup_to`] from a chosen member.
@@ -122,6 +142,7 @@ pub async fn backup_from(
         endpoint,
         status,
         tls,
+        owner,
     } = source;
     let endpoint = endpoint.to_string();
     let timed_out = || BackupError::TimedOut { limit };
@@ -189,6 +210,7 @@ pub async fn backup_from(
         etcd_version: status.version.clone(),
         revision: status.revision,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        owner,
     };
     let json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
     session

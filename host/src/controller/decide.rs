@@ -24,6 +24,12 @@ pub struct MemberView {
     pub ever_started: bool,
     /// Answers status, without errors, and sees a leader.
     pub healthy: bool,
+    /// The runtime says it runs, but the operator's status call failed
+    /// (what failed: DNS, connect, TLS, timeout). Not evidence that the
+    /// member is down: the operator may be the one cut off.
+    pub unreachable: Option<String>,
+    /// How long it has been unreachable (zero when it answers).
+    pub unreachable_for: Duration,
     /// How long it has been unhealthy (zero when healthy).
     pub unhealthy_for: Duration,
     pub raft_index: Option<u64>,
@@ -39,6 +45,9 @@ pub struct ClusterView {
     pub membership_known: bool,
     /// How long fewer than a quorum of voters have been healthy.
     pub quorum_lost_for: Option<Duration>,
+    /// The cluster has served at least once (a member was seen healthy),
+    /// so it may hold data: never seeded again. Remembered in status.
+    pub ever_served: bool,
 }
 
 /// What the user asked for.
@@ -146,18 +155,57 @@ fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
 
+/// `name (what failed), ...` of the members the runtime runs but the
+/// operator cannot reach; `None` when there are none.
+pub fn unreachable_summary(members: &[MemberView]) -> Option<String> {
+    summary(members.iter().filter(|x| x.unreachable.is_some()))
+}
+
+/// A member unreachable this long is reported (condition, Event, metric).
+/// Shorter is the normal start of a member (its port refuses until etcd
+/// listens); the core waits for it either way.
+pub const REPORT_UNREACHABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// [`unreachable_summary`] of the members unreachable for at least
+/// [`REPORT_UNREACHABLE_AFTER`].
+pub fn reported_unreachable(members: &[MemberView]) -> Option<String> {
+    summary(
+        members
+            .iter()
+            .filter(|x| x.unreachable.is_some() && x.unreachable_for >= REPORT_UNREACHABLE_AFTER),
+    )
+}
+
+fn summary<'a>(members: impl Iterator<Item = &'a MemberView>) -> Option<String> {
+    let named: Vec<String> = members
+        .map(|x| {
+            format!(
+                "{} ({})",
+                x.name,
+                x.unreachable.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    (!named.is_empty()).then(|| named.join(", "))
+}
+
 /// Decide the next step.
 pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action {
     if let Err(reason) = check_supported(&desired.version) {
         return Action::Refuse { reason };
     }
     let m = &view.members;
-    if m.iter().all(|x| !x.ever_started) {
-        // Nothing ever started: seed (reusing a reserved name after a crash).
-        // A cluster whose members all lost their data is *not* seeded again:
-        // that would silently replace the user's data with an empty cluster.
+    if m.iter().all(|x| !x.ever_started)
+        || (!view.ever_served && m.iter().all(|x| !x.running && !x.has_data))
+    {
+        // Nothing ever started, or a first start that never served and left
+        // no data (e.g. the seed could not bind its port): seed (again),
+        // reusing a reserved name but not a failed seed (a fresh name gets
+        // fresh ports; the failed one is deleted). A cluster that has served
+        // is *never* seeded again: that would silently replace the user's
+        // data with an empty cluster.
         return Action::Seed {
-            name: m.first().map(|x| x.name.clone()),
+            name: m.iter().find(|x| !x.ever_started).map(|x| x.name.clone()),
         };
     }
 
@@ -181,31 +229,63 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
                 name: x.name.clone(),
             };
         }
+        // Only the runtime's word that members are down (no process, Pod
+        // failed or gone) allows rebuilding from a survivor. Members it
+        // reports running may hold a quorum that the operator cannot see.
+        let running = voters.iter().filter(|x| x.in_runtime && x.running).count();
+        if running >= quorum(voters.len()) {
+            return Action::Wait {
+                reason: match unreachable_summary(m) {
+                    Some(what) => format!(
+                        "members unreachable from the operator: {what}; {running} of {} voting members are running, \
+                         so nothing is changed until they answer",
+                        voters.len()
+                    ),
+                    None => format!(
+                        "no leader: {healthy_voters} of {} voting members healthy, {running} running; waiting for \
+                         an election",
+                        voters.len()
+                    ),
+                },
+            };
+        }
         let lost_for = view.quorum_lost_for.unwrap_or_default();
         if lost_for < tuning.quorum_loss_timeout {
             return Action::Wait {
                 reason: format!(
-                    "quorum lost: {healthy_voters} of {} voting members healthy; recovering from the surviving member \
-                     with the most data in {}s unless members come back",
+                    "quorum lost: {healthy_voters} of {} voting members healthy, {running} running; recovering from \
+                     the surviving member with the most data in {}s unless members come back",
                     voters.len(),
                     (tuning.quorum_loss_timeout - lost_for).as_secs()
                 ),
             };
         }
+        // The survivor is chosen from raft indexes actually read: a
+        // running member whose index is unknown might be the most advanced.
+        if let Some(x) = m
+            .iter()
+            .find(|x| x.in_runtime && x.running && x.has_data && x.raft_index.is_none())
+        {
+            return Action::Wait {
+                reason: format!(
+                    "quorum lost: waiting to read the raft index of running member {} ({}) before choosing \
+                     the survivor",
+                    x.name,
+                    x.unreachable.as_deref().unwrap_or("no answer yet")
+                ),
+            };
+        }
         let survivor = m
             .iter()
-            .filter(|x| x.in_runtime && x.has_data)
-            .max_by_key(|x| {
-                (
-                    x.raft_index.unwrap_or(0),
-                    x.running,
-                    std::cmp::Reverse(x.name.clone()),
-                )
-            });
+            .filter(|x| x.in_runtime && x.running && x.has_data && x.raft_index.is_some())
+            .max_by_key(|x| (x.raft_index, std::cmp::Reverse(x.name.clone())));
         return match survivor {
-            Some(s) => Action::Recover { survivor: s.name.clone() },
+            Some(s) => Action::Recover {
+                survivor: s.name.clone(),
+            },
             None => Action::Unrecoverable {
-                reason: "quorum lost and no member has data left; restore the cluster from a backup (EtcdRestore)".into(),
+                reason: "quorum lost and no member has data left; restore the cluster from a backup (EtcdRestore)"
+                    .into(),
             },
         };
     }
@@ -252,10 +332,15 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
             why: "its data is gone".into(),
         };
     }
-    if let Some(x) = m
-        .iter()
-        .find(|x| x.id.is_some() && !x.healthy && x.unhealthy_for >= tuning.member_failure_grace)
-    {
+    // Replacing an unhealthy member needs it to have answered (it reports
+    // errors or no leader): one the operator cannot reach is not replaced,
+    // however long that lasts.
+    if let Some(x) = m.iter().find(|x| {
+        x.id.is_some()
+            && !x.healthy
+            && x.unreachable.is_none()
+            && x.unhealthy_for >= tuning.member_failure_grace
+    }) {
         return Action::Replace {
             name: x.name.clone(),
             id: x.id.unwrap_or_default(),
@@ -266,6 +351,14 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
         return Action::Promote {
             name: x.name.clone(),
             id: x.id.unwrap_or_default(),
+        };
+    }
+    if let Some(what) = unreachable_summary(m) {
+        return Action::Wait {
+            reason: format!(
+                "members unreachable from the operator: {what}; they are running, so nothing is changed until \
+                 they answer"
+            ),
         };
     }
     if let Some(x) = m.iter().find(|x| !x.healthy && !x.is_reserved()) {
@@ -359,6 +452,7 @@ mod tests {
             members,
             membership_known: true,
             quorum_lost_for: None,
+            ever_served: true,
         }
     }
 
@@ -495,20 +589,42 @@ mod tests {
         );
     }
 
+    /// Running (per the runtime), reachable, but no leader.
+    fn leaderless(name: &str, id: u64, raft_index: u64) -> MemberView {
+        let mut m = healthy(name, id);
+        m.healthy = false;
+        m.raft_index = Some(raft_index);
+        m
+    }
+
+    /// Running (per the runtime), but the operator's status call failed.
+    fn unreachable(name: &str, id: u64) -> MemberView {
+        let mut m = healthy(name, id);
+        m.healthy = false;
+        m.raft_index = None;
+        m.unreachable = Some("timed out".into());
+        m
+    }
+
+    fn quorum_lost(members: Vec<MemberView>, for_secs: u64) -> ClusterView {
+        ClusterView {
+            members,
+            membership_known: false,
+            quorum_lost_for: Some(Duration::from_secs(for_secs)),
+            ever_served: true,
+        }
+    }
+
     #[test]
     fn quorum_loss_waits_then_recovers_from_the_most_advanced_survivor() {
-        let mut a = healthy("a", 1);
-        a.healthy = false;
-        a.raft_index = Some(90);
-        let mut b = healthy("b", 2);
-        b.healthy = false;
-        b.raft_index = Some(120);
-        let c = dead(healthy("c", 3), false, 100);
-        let mut v = ClusterView {
-            members: vec![a, b, c],
-            membership_known: false,
-            quorum_lost_for: Some(Duration::from_secs(5)),
-        };
+        let mut v = quorum_lost(
+            vec![
+                leaderless("a", 1, 90),
+                dead(healthy("b", 2), false, 100),
+                dead(healthy("c", 3), false, 100),
+            ],
+            5,
+        );
         assert!(
             matches!(decide(&want(3), &v, &t()), Action::Wait { reason } if reason.contains("quorum lost"))
         );
@@ -516,9 +632,148 @@ mod tests {
         assert_eq!(
             decide(&want(3), &v, &t()),
             Action::Recover {
+                survivor: "a".into()
+            }
+        );
+        // Of two running survivors (five members), the one with the higher index.
+        let v = quorum_lost(
+            vec![
+                leaderless("a", 1, 90),
+                leaderless("b", 2, 120),
+                dead(healthy("c", 3), false, 100),
+                dead(healthy("d", 4), false, 100),
+                dead(healthy("e", 5), false, 100),
+            ],
+            31,
+        );
+        assert_eq!(
+            decide(&want(5), &v, &t()),
+            Action::Recover {
                 survivor: "b".into()
             }
         );
+    }
+
+    #[test]
+    fn an_operator_cut_off_from_running_members_never_recovers_however_long() {
+        // Every member runs; the operator's own calls fail.
+        let v = quorum_lost(
+            vec![
+                unreachable("a", 1),
+                unreachable("b", 2),
+                unreachable("c", 3),
+            ],
+            100_000,
+        );
+        match decide(&want(3), &v, &t()) {
+            Action::Wait { reason } => {
+                assert!(reason.contains("unreachable"), "{reason}");
+                assert!(reason.contains("a (timed out)"), "{reason}");
+            }
+            other => panic!("expected a wait, got {other:?}"),
+        }
+        // Two running members without a leader are not a reason either.
+        let v = quorum_lost(
+            vec![
+                leaderless("a", 1, 90),
+                leaderless("b", 2, 120),
+                dead(healthy("c", 3), false, 100),
+            ],
+            100_000,
+        );
+        assert!(
+            matches!(decide(&want(3), &v, &t()), Action::Wait { reason } if reason.contains("no leader"))
+        );
+    }
+
+    #[test]
+    fn an_unreachable_member_is_never_replaced_while_quorum_holds() {
+        let mut c = unreachable("c", 3);
+        c.unhealthy_for = Duration::from_secs(100_000);
+        let action = decide(
+            &want(3),
+            &view(vec![healthy("a", 1), healthy("b", 2), c]),
+            &t(),
+        );
+        assert!(
+            matches!(&action, Action::Wait { reason } if reason.contains("c (timed out)")),
+            "{action:?}"
+        );
+        // Nor does it let the cluster scale or upgrade past it.
+        let c = unreachable("c", 3);
+        assert!(matches!(
+            decide(
+                &want(5),
+                &view(vec![healthy("a", 1), healthy("b", 2), c]),
+                &t()
+            ),
+            Action::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn the_survivor_is_chosen_only_from_raft_indexes_read() {
+        let mut v = quorum_lost(
+            vec![
+                leaderless("a", 1, 90),
+                unreachable("b", 2),
+                dead(healthy("c", 3), false, 100),
+                dead(healthy("d", 4), false, 100),
+                dead(healthy("e", 5), false, 100),
+            ],
+            1000,
+        );
+        assert!(
+            matches!(decide(&want(5), &v, &t()), Action::Wait { reason } if reason.contains("raft index of running member b")),
+        );
+        v.members[1] = leaderless("b", 2, 80);
+        assert_eq!(
+            decide(&want(5), &v, &t()),
+            Action::Recover {
+                survivor: "a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn voters_gone_from_the_runtime_count_as_down() {
+        // An emptyDir cluster: two Pods deleted, only a member's local view
+        // of the membership names them.
+        let gone = |name: &str, id: u64| MemberView {
+            name: name.into(),
+            id: Some(id),
+            ever_started: true,
+            ..Default::default()
+        };
+        let v = quorum_lost(vec![leaderless("a", 1, 90), gone("b", 2), gone("c", 3)], 31);
+        assert_eq!(
+            decide(&want(3), &v, &t()),
+            Action::Recover {
+                survivor: "a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_seed_that_never_served_is_seeded_again_but_a_served_cluster_never() {
+        // The seed died at start (its port was taken) and left no data.
+        let mut v = quorum_lost(vec![dead(healthy("a", 1), false, 50)], 1000);
+        v.members[0].id = None;
+        v.ever_served = false;
+        assert_eq!(
+            decide(&want(1), &v, &t()),
+            Action::Seed { name: None },
+            "a fresh member, not the failed one"
+        );
+        v.ever_served = true;
+        assert!(matches!(
+            decide(&want(1), &v, &t()),
+            Action::Unrecoverable { .. }
+        ));
+        // Still starting (running): not seeded again.
+        let mut v = quorum_lost(vec![leaderless("a", 1, 0)], 1000);
+        v.ever_served = false;
+        assert!(!matches!(decide(&want(1), &v, &t()), Action::Seed { .. }));
     }
 
     #[test]
@@ -531,6 +786,7 @@ mod tests {
             ],
             membership_known: false,
             quorum_lost_for: Some(Duration::from_secs(100)),
+            ever_served: true,
         };
         assert_eq!(
             decide(&want(3), &v, &t()),
@@ -547,6 +803,7 @@ mod tests {
             ],
             membership_known: false,
             quorum_lost_for: Some(Duration::from_secs(100)),
+            ever_served: true,
         };
         assert!(matches!(
             decide(&want(3), &v, &t()),

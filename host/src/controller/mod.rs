@@ -18,7 +18,9 @@ pub mod version;
 
 pub use decide::{Action, Desired, Tuning};
 pub use events::Event;
-pub use reconciler::{Outcome, Reconciler, RecoveryFuture, RecoverySnapshot, RecoverySource};
+pub use reconciler::{
+    ActGuard, Outcome, Reconciler, RecoveryFuture, RecoverySnapshot, RecoverySource,
+};
 pub use runtime::{
     ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode,
 };

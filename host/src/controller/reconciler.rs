@@ -24,6 +24,8 @@ pub struct Outcome {
     /// When to reconcile again at the latest.
     pub requeue: Duration,
     pub action: Action,
+    /// Members the runtime runs but the operator could not reach.
+    pub unreachable: usize,
 }
 
 /// What the reconciler remembers between steps about one cluster (timers
@@ -31,6 +33,7 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 struct Memory {
     unhealthy_since: HashMap<String, Instant>,
+    unreachable_since: HashMap<String, Instant>,
     quorum_lost_since: Option<Instant>,
 }
 
@@ -52,6 +55,12 @@ pub type RecoveryFuture =
 /// `Ok(None)`: the cluster has no backup.
 pub type RecoverySource = Arc<dyn Fn(ClusterKey) -> RecoveryFuture + Send + Sync>;
 
+/// Whether this operator may act now (it holds the leader Lease). Checked
+/// right before every destructive step, so a replica that lost its Lease
+/// mid-reconcile does not go on to remove, replace, force a new cluster or
+/// restore.
+pub type ActGuard = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Drives clusters through a [`Runtime`].
 pub struct Reconciler<R> {
     runtime: Arc<R>,
@@ -61,6 +70,7 @@ pub struct Reconciler<R> {
     /// reconcile of the same cluster.
     locks: Mutex<HashMap<ClusterKey, Arc<tokio::sync::Mutex<()>>>>,
     recovery: Option<RecoverySource>,
+    may_act: Option<ActGuard>,
 }
 
 /// An observation: the runtime's members, the membership (if a quorum
@@ -70,7 +80,13 @@ struct Observation {
     /// How to reach members that require client TLS.
     tls: Option<etcd::ClientTls>,
     membership: Option<Vec<etcd::Member>>,
+    /// Without a leader: the membership as one answering member has it
+    /// locally (not linearizable), so members whose runtime object is gone
+    /// still count as voters that are down.
+    local_membership: Option<Vec<etcd::Member>>,
     statuses: HashMap<String, etcd::Status>,
+    /// Running members whose status call failed, and what failed.
+    failures: HashMap<String, String>,
 }
 
 fn now_rfc3339() -> String {
@@ -96,6 +112,8 @@ pub enum StepError {
     Etcd(#[from] EtcdError),
     #[error("{0}")]
     Recovery(String),
+    #[error("this operator no longer holds the leader Lease; the step was not taken")]
+    NotLeader,
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -106,6 +124,21 @@ impl<R: Runtime> Reconciler<R> {
             memory: Mutex::default(),
             locks: Mutex::default(),
             recovery: None,
+            may_act: None,
+        }
+    }
+
+    /// Check `guard` right before every destructive step.
+    pub fn with_guard(mut self, guard: ActGuard) -> Self {
+        self.may_act = Some(guard);
+        self
+    }
+
+    /// `Err(NotLeader)` unless the guard allows acting now.
+    fn still_leading(&self) -> Result<(), StepError> {
+        match &self.may_act {
+            Some(guard) if !guard() => Err(StepError::NotLeader),
+            _ => Ok(()),
         }
     }
 
@@ -115,10 +148,16 @@ impl<R: Runtime> Reconciler<R> {
         self
     }
 
+    /// The timers; a step that panicked while holding them leaves them
+    /// usable (they are only timers), so one bug never stops every cluster.
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<ClusterKey, Memory>> {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self, key: &ClusterKey) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
-            .expect("reconciler locks")
+            .unwrap_or_else(|e| e.into_inner())
             .entry(key.clone())
             .or_default()
             .clone()
@@ -152,10 +191,11 @@ impl<R: Runtime> Reconciler<R> {
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_string());
         let version = rt.resolve_version(&requested).await?;
+        self.still_leading()?;
         for m in rt.list(key).await? {
             rt.delete(key, &m.name).await?;
         }
-        self.memory.lock().expect("reconciler memory").remove(key);
+        self.memory().remove(key);
         let mut initial = Vec::with_capacity(size);
         for _ in 0..size {
             let name = member_name(&key.name);
@@ -192,9 +232,16 @@ impl<R: Runtime> Reconciler<R> {
             tasks.spawn(async move { (name, etcd::status_with(&url, tls.as_ref()).await) });
         }
         let mut statuses = HashMap::new();
+        let mut failures = HashMap::new();
         while let Some(joined) = tasks.join_next().await {
-            if let Ok((name, Ok(status))) = joined {
-                statuses.insert(name, status);
+            match joined {
+                Ok((name, Ok(status))) => {
+                    statuses.insert(name, status);
+                }
+                Ok((name, Err(e))) => {
+                    failures.insert(name, e.reach_failure());
+                }
+                Err(_) => {}
             }
         }
         // Ask for the membership only through members that see a leader.
@@ -215,17 +262,39 @@ impl<R: Runtime> Reconciler<R> {
                 Err(_) => None,
             }
         };
+        let local_membership = match &membership {
+            Some(_) => None,
+            None => {
+                let answering: Vec<String> = runtime
+                    .iter()
+                    .filter(|m| statuses.get(&m.name).is_some_and(|s| !s.is_learner))
+                    .map(|m| m.urls.client.clone())
+                    .collect();
+                let mut found = None;
+                for url in answering {
+                    if let Ok(mut c) = etcd::Cluster::connect_with(&[url], tls.as_ref()).await
+                        && let Ok(ms) = c.members().await
+                    {
+                        found = Some(ms);
+                        break;
+                    }
+                }
+                found
+            }
+        };
         Ok(Observation {
             runtime,
             tls,
             membership,
+            local_membership,
             statuses,
+            failures,
         })
     }
 
     /// Join the three sources into one view, and update the timers.
-    fn view(&self, key: &ClusterKey, obs: &Observation) -> ClusterView {
-        let mut memory = self.memory.lock().expect("reconciler memory");
+    fn view(&self, key: &ClusterKey, obs: &Observation, ever_served: bool) -> ClusterView {
+        let mut memory = self.memory();
         let memory = memory.entry(key.clone()).or_default();
         let now = Instant::now();
         let mut members: Vec<MemberView> = Vec::new();
@@ -255,13 +324,32 @@ impl<R: Runtime> Reconciler<R> {
                 has_data: r.has_data,
                 ever_started: r.ever_started,
                 healthy,
+                unreachable: if r.running && status.is_none() {
+                    Some(
+                        obs.failures
+                            .get(&r.name)
+                            .cloned()
+                            .unwrap_or_else(|| "no answer".into()),
+                    )
+                } else {
+                    None
+                },
+                unreachable_for: Duration::ZERO,
                 unhealthy_for: Duration::ZERO,
                 raft_index: status.map(|s| s.raft_index),
                 is_leader: status.is_some_and(|s| s.leader != 0 && s.leader == s.member_id),
                 version: Version::parse(&r.version).ok(),
             });
         }
-        for m in obs.membership.iter().flatten() {
+        // Membership entries with no runtime object (a Pod and its emptyDir
+        // gone). Without a leader, only voters from a member's local view:
+        // they count as down members, never as strays to clean up.
+        let entries = match (&obs.membership, &obs.local_membership) {
+            (Some(ms), _) => ms.iter().collect::<Vec<_>>(),
+            (None, Some(ms)) => ms.iter().filter(|m| !m.is_learner).collect(),
+            (None, None) => Vec::new(),
+        };
+        for m in entries {
             if !obs
                 .runtime
                 .iter()
@@ -282,7 +370,18 @@ impl<R: Runtime> Reconciler<R> {
             }
         }
         for m in &mut members {
-            if m.healthy {
+            if m.unreachable.is_some() {
+                let since = *memory
+                    .unreachable_since
+                    .entry(m.name.clone())
+                    .or_insert(now);
+                m.unreachable_for = now - since;
+            } else {
+                memory.unreachable_since.remove(&m.name);
+            }
+            // The failure grace runs only while a member answers unhealthy:
+            // time spent unreachable is not evidence against it.
+            if m.healthy || m.unreachable.is_some() {
                 memory.unhealthy_since.remove(&m.name);
             } else {
                 let since = *memory.unhealthy_since.entry(m.name.clone()).or_insert(now);
@@ -291,6 +390,9 @@ impl<R: Runtime> Reconciler<R> {
         }
         memory
             .unhealthy_since
+            .retain(|name, _| members.iter().any(|m| &m.name == name));
+        memory
+            .unreachable_since
             .retain(|name, _| members.iter().any(|m| &m.name == name));
 
         let voters: Vec<&MemberView> = match &obs.membership {
@@ -308,14 +410,40 @@ impl<R: Runtime> Reconciler<R> {
             None
         };
         ClusterView {
+            ever_served: ever_served || members.iter().any(|m| m.healthy),
             members,
             membership_known: obs.membership.is_some(),
             quorum_lost_for: memory.quorum_lost_since.map(|t| now - t),
         }
     }
 
-    /// One reconcile step for the cluster `key`.
+    /// One reconcile step for the cluster `key`. A panic in the step is
+    /// contained: the previous status gains a `Degraded`/`InternalError`
+    /// condition and an Event, and the step is retried.
     pub async fn reconcile(
+        &self,
+        key: &ClusterKey,
+        spec: &EtcdClusterSpec,
+        previous: Option<&EtcdClusterStatus>,
+    ) -> Outcome {
+        match crate::supervise::contained(self.reconcile_step(key, spec, previous)).await {
+            Ok(outcome) => outcome,
+            Err(panicked) => {
+                let mut status = previous.cloned().unwrap_or_default();
+                let message = format!("reconciling {key}: {panicked}");
+                status::mark_internal_error(&mut status, &message, &now_rfc3339());
+                Outcome {
+                    status,
+                    events: vec![Event::warning("InternalError", message.clone())],
+                    requeue: Duration::from_secs(10),
+                    action: Action::Wait { reason: message },
+                    unreachable: 0,
+                }
+            }
+        }
+    }
+
+    async fn reconcile_step(
         &self,
         key: &ClusterKey,
         spec: &EtcdClusterSpec,
@@ -355,20 +483,24 @@ impl<R: Runtime> Reconciler<R> {
                 );
             }
         };
-        let view = self.view(key, &obs);
+        let view = self.view(key, &obs, previous.is_some_and(|p| p.has_served()));
         let paused = spec.paused == Some(true);
         let lost = lost_members(previous, &view);
         let action = if paused {
             Action::Wait {
                 reason: "spec.paused is true: the operator makes no changes to this cluster".into(),
             }
-        } else if !lost.is_empty() {
+        } else if view.members.is_empty() && view.ever_served {
             Action::Unrecoverable {
                 reason: format!(
                     "every member ({}) is gone with its data; the operator restores the newest verified \
                      backup of this cluster if there is one, and will not start an empty cluster in its \
                      place: create an EtcdRestore, or delete and re-create the EtcdCluster to start empty",
-                    lost.join(", ")
+                    if lost.is_empty() {
+                        "names no longer known".to_string()
+                    } else {
+                        lost.join(", ")
+                    }
                 ),
             }
         } else {
@@ -386,7 +518,12 @@ impl<R: Runtime> Reconciler<R> {
         if !lost.is_empty() {
             status.members.unready = lost.clone();
         }
-        let mut events = Vec::new();
+        let mut events = unreachable_events(previous, &view);
+        let unreachable = view
+            .members
+            .iter()
+            .filter(|m| m.unreachable_for >= super::decide::REPORT_UNREACHABLE_AFTER)
+            .count();
         if paused {
             status::mark_paused(&mut status, &now);
             return Outcome {
@@ -394,6 +531,7 @@ impl<R: Runtime> Reconciler<R> {
                 events,
                 requeue: Duration::from_secs(2),
                 action,
+                unreachable,
             };
         }
         let acted = match &action {
@@ -435,6 +573,7 @@ impl<R: Runtime> Reconciler<R> {
             events,
             requeue,
             action,
+            unreachable,
         }
     }
 
@@ -470,6 +609,7 @@ impl<R: Runtime> Reconciler<R> {
             events: vec![Event::warning("SpecRefused", reason)],
             requeue: Duration::from_secs(10),
             action,
+            unreachable: 0,
         }
     }
 
@@ -518,6 +658,16 @@ impl<R: Runtime> Reconciler<R> {
         let rt = &self.runtime;
         let version = desired.version.to_string();
         let member = |name: &str| view.members.iter().find(|m| m.name == name);
+        if matches!(
+            action,
+            Action::Seed { .. }
+                | Action::Replace { .. }
+                | Action::Shrink { .. }
+                | Action::Cleanup { .. }
+                | Action::Recover { .. }
+        ) {
+            self.still_leading()?;
+        }
         let event = match action {
             Action::Steady
             | Action::Wait { .. }
@@ -648,9 +798,10 @@ impl<R: Runtime> Reconciler<R> {
                 Event::normal("MemberUpgraded", format!("restarted {name} on etcd {to}"))
             }
             Action::Recover { survivor } => {
-                for other in obs.runtime.iter().filter(|r| &r.name != survivor) {
-                    rt.delete(key, &other.name).await?;
-                }
+                // Only the survivor is touched: the others are left to the
+                // next steps, which delete them as strays once the survivor
+                // serves the new one-member membership. If it cannot be
+                // restarted (no volume to keep its data), nothing is lost.
                 rt.stop(key, survivor).await?;
                 let m = member(survivor);
                 let v = m
@@ -666,7 +817,7 @@ impl<R: Runtime> Reconciler<R> {
                     StartMode::ForceNewCluster,
                 );
                 rt.start(key, &plan).await?;
-                self.memory.lock().expect("reconciler memory").remove(key);
+                self.memory().remove(key);
                 Event::warning(
                     "QuorumRecovered",
                     format!(
@@ -733,7 +884,7 @@ impl<R: Runtime> Reconciler<R> {
         for m in self.runtime.list(key).await? {
             self.runtime.delete(key, &m.name).await?;
         }
-        self.memory.lock().expect("reconciler memory").remove(key);
+        self.memory().remove(key);
         Ok(())
     }
 }
@@ -742,6 +893,9 @@ impl<R: Runtime> Reconciler<R> {
 /// process, Pod or volume, no membership): every member was lost with its
 /// data, e.g. all Pods of an emptyDir cluster deleted at once. Seeding a new
 /// cluster would silently replace the data with an empty one.
+///
+/// Whether the cluster held data is [`EtcdClusterStatus::has_served`]; these
+/// names only make the message concrete.
 fn lost_members(previous: Option<&EtcdClusterStatus>, view: &ClusterView) -> Vec<String> {
     match previous {
         Some(p) if view.members.is_empty() => p
@@ -751,6 +905,29 @@ fn lost_members(previous: Option<&EtcdClusterStatus>, view: &ClusterView) -> Vec
             .chain(&p.members.unready)
             .cloned()
             .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `MembersUnreachable` when members the runtime runs stop answering the
+/// operator, `MembersReachable` when they answer again (once per change,
+/// read from the previous status's Degraded condition).
+fn unreachable_events(previous: Option<&EtcdClusterStatus>, view: &ClusterView) -> Vec<Event> {
+    let was = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Degraded"))
+        .is_some_and(|c| c.status == "True" && c.reason.as_deref() == Some("MembersUnreachable"));
+    match super::decide::reported_unreachable(&view.members) {
+        Some(what) if !was => vec![Event::warning(
+            "MembersUnreachable",
+            format!(
+                "the operator cannot reach members that are running: {what}; nothing is removed or \
+                 replaced while they are unreachable"
+            ),
+        )],
+        None if was => vec![Event::normal(
+            "MembersReachable",
+            "every running member answers the operator again",
+        )],
         _ => Vec::new(),
     }
 }

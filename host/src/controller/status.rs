@@ -4,7 +4,7 @@ use crate::api::EtcdClusterStatus;
 use crate::api::cluster::MembersStatus;
 use crate::api::condition::{Condition, set_condition};
 
-use super::decide::{Action, ClusterView, Desired};
+use super::decide::{Action, ClusterView, Desired, reported_unreachable};
 
 fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
     Condition {
@@ -80,6 +80,9 @@ pub fn compute(
     let ready_voters = voters.iter().filter(|m| m.healthy).count();
     let quorum_ok = view.membership_known && ready_voters > voters.len() / 2 && !voters.is_empty();
 
+    if view.ever_served && s.first_served_time.is_none() {
+        s.first_served_time = Some(now.to_string());
+    }
     s.control_paused = false;
     s.size = voters.len() as i32;
     s.members = MembersStatus { ready, unready };
@@ -128,9 +131,17 @@ pub fn compute(
         None => condition("Progressing", false, "Steady", "nothing to do"),
     };
     set_condition(&mut s.conditions, progressing, now);
+    let unreachable = reported_unreachable(&view.members);
     let degraded = match action {
         Action::Refuse { reason } => Some(("SpecRefused", reason.clone())),
         Action::Unrecoverable { reason } => Some(("Unrecoverable", reason.clone())),
+        _ if unreachable.is_some() => Some((
+            "MembersUnreachable",
+            format!(
+                "running members the operator cannot reach: {}",
+                unreachable.unwrap_or_default()
+            ),
+        )),
         _ if !s.members.unready.is_empty() => Some((
             "MembersUnhealthy",
             format!("unhealthy members: {}", s.members.unready.join(", ")),
@@ -166,6 +177,16 @@ pub fn mark_paused(s: &mut EtcdClusterStatus, now: &str) {
             "Paused",
             "spec.paused is true: no changes are made; set it to false to resume",
         ),
+        now,
+    );
+}
+
+/// A reconcile step panicked: the status says so until a step succeeds.
+pub fn mark_internal_error(s: &mut EtcdClusterStatus, message: &str, now: &str) {
+    s.reason = Some(message.to_string());
+    set_condition(
+        &mut s.conditions,
+        condition("Degraded", true, "InternalError", message),
         now,
     );
 }

@@ -23,6 +23,45 @@ pub enum EtcdError {
     LearnerNotReady { id: u64 },
 }
 
+impl EtcdError {
+    /// What kept the operator from a member, in a few words for conditions
+    /// and Events: DNS, connection refused, TLS, timeout, or the error.
+    pub fn reach_failure(&self) -> String {
+        let message = match self {
+            EtcdError::Unreachable { message, .. } | EtcdError::Request { message, .. } => {
+                message.as_str()
+            }
+            EtcdError::LearnerNotReady { .. } => return "learner not ready".into(),
+        };
+        let lower = message.to_ascii_lowercase();
+        let what = if lower.contains("dns") || lower.contains("lookup") || lower.contains("resolve")
+        {
+            "DNS lookup failed"
+        } else if lower.contains("refused") {
+            "connection refused"
+        } else if lower.contains("tls")
+            || lower.contains("certificate")
+            || lower.contains("handshake")
+        {
+            "TLS failed"
+        } else if lower.contains("timed out")
+            || lower.contains("timeout")
+            || lower.contains("deadline")
+        {
+            "timed out"
+        } else if lower.contains("unreachable") || lower.contains("no route") {
+            "network unreachable"
+        } else if lower.contains("connect") {
+            // tonic's "tcp connect error": the connection was not established
+            // within the connect timeout (packets dropped on the way).
+            "cannot connect"
+        } else {
+            return message.chars().take(120).collect();
+        };
+        what.into()
+    }
+}
+
 /// One entry of the cluster membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

@@ -111,7 +111,15 @@ fn error_policy(_: Arc<EtcdBackup>, error: &KubeError, _: Arc<Context>) -> Actio
 pub async fn run_backups(ctx: Arc<Context>) {
     let api: Api<EtcdBackup> = ctx.scope.api(&ctx.client);
     Controller::new(api, watcher::Config::default())
-        .run(reconcile_backup, error_policy, ctx)
+        .run(
+            |obj, ctx| async move {
+                crate::supervise::contained(reconcile_backup(obj, ctx))
+                    .await
+                    .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

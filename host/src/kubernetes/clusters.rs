@@ -81,6 +81,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
         &key.name,
         i64::from(cluster.spec.size),
         status.members.ready.len() as i64,
+        outcome.unreachable as i64,
     );
     crate::metrics::reconciled("EtcdCluster", started.elapsed(), true);
     Ok(Action::requeue(outcome.requeue))
@@ -100,7 +101,15 @@ pub async fn run(ctx: Arc<Context>) {
             pods,
             watcher::Config::default().labels(&format!("{}=etcd", members::LABEL_APP)),
         )
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |obj, ctx| async move {
+                crate::supervise::contained(reconcile(obj, ctx))
+                    .await
+                    .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "EtcdCluster controller");

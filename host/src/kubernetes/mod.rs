@@ -55,6 +55,9 @@ pub enum KubeError {
         "cannot serve metrics and health on {addr}: {message}; choose another --metrics-address"
     )]
     Http { addr: SocketAddr, message: String },
+    /// A reconcile panicked (contained; retried after the error policy's delay).
+    #[error(transparent)]
+    Panicked(#[from] crate::supervise::Panicked),
     #[error("leader election on Lease {lease}: {message}")]
     Leader { lease: String, message: String },
     #[error("work directory {path}: {message}; choose another --work-dir")]
@@ -196,14 +199,18 @@ pub async fn run(
     });
     let binaries = Arc::new(EtcdBinaries::discover(&opts.etcd_dirs));
     let staging = opts.work_dir.join("staging");
-    let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning).with_recovery(
-        recovery::source(
+    let mut reconciler =
+        Reconciler::new(runtime.clone(), opts.tuning).with_recovery(recovery::source(
             client.clone(),
             storage.clone(),
             binaries.clone(),
             staging.clone(),
-        ),
-    ));
+        ));
+    if let Some(l) = &leadership {
+        let leading = l.clone();
+        reconciler = reconciler.with_guard(Arc::new(move || *leading.borrow()));
+    }
+    let reconciler = Arc::new(reconciler);
     let cluster_ctx = Arc::new(clusters::Context {
         client: client.clone(),
         runtime: runtime.clone(),

@@ -326,9 +326,15 @@ async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Actio
             restore,
             status,
         };
-        run(&mut p).await;
+        if let Err(panicked) = crate::supervise::contained(run(&mut p)).await {
+            p.fail("InternalError", panicked.to_string()).await;
+        }
         crate::metrics::reconciled("EtcdRestore", started.elapsed(), p.status.succeeded);
-        task_ctx.running.lock().expect("restores").remove(&uid);
+        task_ctx
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
     });
     Ok(Action::await_change())
 }
@@ -341,7 +347,15 @@ fn error_policy(_: Arc<EtcdRestore>, error: &KubeError, _: Arc<Context>) -> Acti
 pub async fn run_restores(ctx: Arc<Context>) {
     let api: Api<EtcdRestore> = ctx.scope.api(&ctx.client);
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |obj, ctx| async move {
+                crate::supervise::contained(reconcile(obj, ctx))
+                    .await
+                    .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

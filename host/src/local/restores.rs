@@ -81,7 +81,11 @@ pub(super) async fn worker(
         status,
     };
     tokio::select! {
-        _ = run(&mut p, &restore) => {}
+        ran = crate::supervise::contained(run(&mut p, &restore)) => {
+            if let Err(panicked) = ran {
+                p.fail("InternalError", panicked.to_string());
+            }
+        }
         _ = stop.changed() => {}
     }
 }

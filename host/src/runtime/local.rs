@@ -42,6 +42,8 @@ pub struct LocalRuntime {
     children: Mutex<HashMap<i32, tokio::process::Child>>,
     /// Time to wait for a graceful stop before SIGKILL.
     stop_grace: Duration,
+    /// Serialises port choice, so two reservations never pick one port.
+    reserving: Mutex<()>,
 }
 
 fn member_err(member: &str) -> impl Fn(std::io::Error) -> RuntimeError + '_ {
@@ -51,10 +53,37 @@ fn member_err(member: &str) -> impl Fn(std::io::Error) -> RuntimeError + '_ {
     }
 }
 
-fn free_port() -> std::io::Result<(TcpListener, u16)> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let port = l.local_addr()?.port();
-    Ok((l, port))
+/// The lowest port the kernel hands out as the source port of outgoing
+/// connections (`ip_local_port_range`). Member ports are chosen below it:
+/// a port from `bind(0)` lies inside that range, and between choosing it
+/// and etcd binding it one of the operator's own client connections could
+/// take it ("address already in use" at start).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// Lowest port chosen for members.
+const MEMBER_PORT_MIN: u16 = 10_000;
+
+/// A port below the ephemeral range that nothing listens on now and that
+/// no member in `taken` holds.
+fn free_port(taken: &std::collections::HashSet<u16>) -> std::io::Result<u16> {
+    use rand::Rng;
+    let high = ephemeral_low().max(MEMBER_PORT_MIN + 1000);
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(MEMBER_PORT_MIN..high);
+        if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free port between {MEMBER_PORT_MIN} and {high} after 1000 tries"),
+    ))
 }
 
 fn urls(r: &MemberRecord) -> MemberUrls {
@@ -72,6 +101,7 @@ impl LocalRuntime {
             binaries,
             children: Mutex::default(),
             stop_grace: Duration::from_secs(5),
+            reserving: Mutex::default(),
         }
     }
 
@@ -239,6 +269,23 @@ impl LocalRuntime {
         out
     }
 
+    /// Ports recorded by every member of every cluster of this runtime.
+    fn ports_held(&self) -> std::collections::HashSet<u16> {
+        let mut out = std::collections::HashSet::new();
+        for c in self.clusters() {
+            for m in std::fs::read_dir(self.cluster_dir(&c))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Some(r) = Self::read_record(&m.path()) {
+                    out.extend([r.peer_port, r.client_port]);
+                }
+            }
+        }
+        out
+    }
+
     /// The pid of a running member, for tests and diagnostics.
     pub fn pid_of(&self, c: &ClusterKey, name: &str) -> Option<i32> {
         let dir = self.member_dir(c, name);
@@ -255,10 +302,11 @@ impl Runtime for LocalRuntime {
             return Ok(urls(&r));
         }
         std::fs::create_dir_all(&dir).map_err(member_err(name))?;
-        // Hold both listeners until both ports are chosen, so they differ.
-        let (l1, peer_port) = free_port().map_err(member_err(name))?;
-        let (l2, client_port) = free_port().map_err(member_err(name))?;
-        drop((l1, l2));
+        let _one_at_a_time = self.reserving.lock().expect("reserving lock");
+        let mut taken = self.ports_held();
+        let peer_port = free_port(&taken).map_err(member_err(name))?;
+        taken.insert(peer_port);
+        let client_port = free_port(&taken).map_err(member_err(name))?;
         let r = MemberRecord {
             name: name.into(),
             peer_port,
