@@ -112,11 +112,7 @@ pub async fn run_backups(ctx: Arc<Context>) {
     let api: Api<EtcdBackup> = ctx.scope.api(&ctx.client);
     Controller::new(api, watcher::Config::default())
         .run(
-            |obj, ctx| async move {
-                crate::supervise::contained(reconcile_backup(obj, ctx))
-                    .await
-                    .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
-            },
+            |obj, ctx| super::supervised(reconcile_backup(obj, ctx)),
             error_policy,
             ctx,
         )

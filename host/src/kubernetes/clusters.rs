@@ -102,11 +102,7 @@ pub async fn run(ctx: Arc<Context>) {
             watcher::Config::default().labels(&format!("{}=etcd", members::LABEL_APP)),
         )
         .run(
-            |obj, ctx| async move {
-                crate::supervise::contained(reconcile(obj, ctx))
-                    .await
-                    .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
-            },
+            |obj, ctx| super::supervised(reconcile(obj, ctx)),
             error_policy,
             ctx,
         )

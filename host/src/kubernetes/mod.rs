@@ -94,6 +94,17 @@ pub struct Options {
     pub tuning: Tuning,
 }
 
+/// A reconcile of one resource, supervised: a panic in it becomes
+/// [`KubeError::Panicked`] for that resource (retried by the error policy),
+/// and the controller keeps serving the others.
+async fn supervised(
+    step: impl std::future::Future<Output = Result<kube::runtime::controller::Action, KubeError>>,
+) -> Result<kube::runtime::controller::Action, KubeError> {
+    crate::supervise::contained(step)
+        .await
+        .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
+}
+
 /// Wait for the Lease; then a channel that turns false if it is lost.
 async fn lead(
     client: &kube::Client,

@@ -348,11 +348,7 @@ pub async fn run_restores(ctx: Arc<Context>) {
     let api: Api<EtcdRestore> = ctx.scope.api(&ctx.client);
     Controller::new(api, watcher::Config::default())
         .run(
-            |obj, ctx| async move {
-                crate::supervise::contained(reconcile(obj, ctx))
-                    .await
-                    .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
-            },
+            |obj, ctx| super::supervised(reconcile(obj, ctx)),
             error_policy,
             ctx,
         )
