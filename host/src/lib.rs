@@ -7,6 +7,7 @@ pub mod api;
 pub mod backup;
 pub mod controller;
 pub mod etcd;
+pub mod failpoints;
 pub mod kubernetes;
 pub mod local;
 pub mod metrics;

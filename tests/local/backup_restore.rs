@@ -843,3 +843,32 @@ async fn out_of_range_numbers_are_refused_naming_the_field_and_others_keep_runni
     wait_backup_ok(&op, "ok").await;
     assert!(op.events_of("InternalError").is_empty());
 }
+
+/// An in-place restore whose operator is killed at `point`: the next run
+/// restores again from the start and every key of the backup is back.
+async fn restore_killed_at(point: &str) {
+    let mut op = Operator::start_armed(point, &[]);
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    let s = op.wait_ready("c", 3).await;
+    let written = write_keys(&s, "/r", 100).await;
+    op.apply("b.yaml", &one_shot("b", "c", "c/one.db"));
+    wait_backup_ok(&op, "b").await;
+    op.apply("r.yaml", &restore_yaml("r", "c", "c/one.db", ""));
+    op.wait_killed_at_failpoint().await;
+    op.restart_disarmed();
+    let r = wait_restore(&op, "r", "Completed").await;
+    assert!(r.succeeded, "{r:?}");
+    let s = op.wait_ready("c", 3).await;
+    assert_eq!(read_prefix(&s, "/r").await, written, "every key is back");
+    assert_eq!(op.member_dirs("c").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_after_deleting_the_old_members_is_run_again() {
+    restore_killed_at("restore-after-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_after_starting_its_first_member_is_run_again() {
+    restore_killed_at("restore-after-first-start").await;
+}

@@ -15,6 +15,8 @@ pub struct Operator {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
+    /// Failpoints armed for the next spawn (`ETCD_OPERATOR_FAILPOINTS`).
+    failpoints: Option<String>,
 }
 
 impl Operator {
@@ -25,6 +27,12 @@ impl Operator {
 
     /// [`Operator::start`] with plugins from `plugin_dir`.
     pub fn start_with_plugins(plugin_dir: &Path, extra: &[&str]) -> Operator {
+        let mut op = Operator::new(plugin_dir, extra);
+        op.spawn();
+        op
+    }
+
+    fn new(plugin_dir: &Path, extra: &[&str]) -> Operator {
         let dir = tempfile::Builder::new()
             .prefix("etcd-op-test-")
             .tempdir()
@@ -43,13 +51,59 @@ impl Operator {
         args.push("--plugin-dir".into());
         args.push(plugin_dir.display().to_string());
         args.extend(extra.iter().map(ToString::to_string));
-        let mut op = Operator {
+        Operator {
             dir,
             child: None,
             args,
-        };
+            failpoints: None,
+        }
+    }
+
+    /// An operator that is killed when it reaches failpoint `point`.
+    pub fn start_armed(point: &str, extra: &[&str]) -> Operator {
+        let mut op = Operator::new(&crate::common::repo().join("plugins/dist"), extra);
+        op.failpoints = Some(point.to_string());
         op.spawn();
         op
+    }
+
+    /// Wait until the armed failpoint killed the operator (SIGKILL).
+    pub async fn wait_killed_at_failpoint(&mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let start = Instant::now();
+        let mut child = self.child.take().expect("operator running");
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the operator never reached failpoint {:?}\n{}",
+                    self.failpoints,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "killed by its failpoint: {status:?}\n{}",
+            self.log_tail()
+        );
+        assert!(
+            self.log_tail().contains("failpoint armed"),
+            "{}",
+            self.log_tail()
+        );
+    }
+
+    /// Start the operator again with no failpoint armed.
+    pub fn restart_disarmed(&mut self) {
+        self.failpoints = None;
+        self.restart();
     }
 
     pub fn path(&self) -> &Path {
@@ -68,6 +122,10 @@ impl Operator {
             .arg(self.path())
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .env(
+                etcd_operator::failpoints::ENV,
+                self.failpoints.as_deref().unwrap_or(""),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

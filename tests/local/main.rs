@@ -7,6 +7,7 @@ mod common;
 mod backup;
 mod backup_restore;
 mod examples;
+mod failpoints;
 mod harness;
 mod safety;
 

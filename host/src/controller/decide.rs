@@ -262,9 +262,16 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
         }
         // The survivor is chosen from raft indexes actually read: a
         // running member whose index is unknown might be the most advanced.
-        if let Some(x) = m
+        // With a single member holding data there is no choice to make (a
+        // member restarted without quorum does not answer until it has one).
+        let holders = m
             .iter()
-            .find(|x| x.in_runtime && x.running && x.has_data && x.raft_index.is_none())
+            .filter(|x| x.in_runtime && x.running && x.has_data)
+            .count();
+        if holders > 1
+            && let Some(x) = m
+                .iter()
+                .find(|x| x.in_runtime && x.running && x.has_data && x.raft_index.is_none())
         {
             return Action::Wait {
                 reason: format!(
@@ -277,7 +284,8 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
         }
         let survivor = m
             .iter()
-            .filter(|x| x.in_runtime && x.running && x.has_data && x.raft_index.is_some())
+            .filter(|x| x.in_runtime && x.running && x.has_data)
+            .filter(|x| holders == 1 || x.raft_index.is_some())
             .max_by_key(|x| (x.raft_index, std::cmp::Reverse(x.name.clone())));
         return match survivor {
             Some(s) => Action::Recover {
@@ -729,6 +737,26 @@ mod tests {
         v.members[1] = leaderless("b", 2, 80);
         assert_eq!(
             decide(&want(5), &v, &t()),
+            Action::Recover {
+                survivor: "a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_lone_data_holder_is_the_survivor_even_before_it_answers() {
+        // Restarted without quorum, etcd does not serve clients: its index
+        // cannot be read, and there is nobody to compare it with.
+        let v = quorum_lost(
+            vec![
+                unreachable("a", 1),
+                dead(healthy("b", 2), false, 100),
+                dead(healthy("c", 3), false, 100),
+            ],
+            31,
+        );
+        assert_eq!(
+            decide(&want(3), &v, &t()),
             Action::Recover {
                 survivor: "a".into()
             }

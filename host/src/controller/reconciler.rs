@@ -195,6 +195,7 @@ impl<R: Runtime> Reconciler<R> {
         for m in rt.list(key).await? {
             rt.delete(key, &m.name).await?;
         }
+        crate::failpoints::hit("restore-after-delete");
         self.memory().remove(key);
         let mut initial = Vec::with_capacity(size);
         for _ in 0..size {
@@ -210,6 +211,7 @@ impl<R: Runtime> Reconciler<R> {
                 ..Self::plan(key, name, &version, initial.clone(), StartMode::Restore)
             };
             rt.start(key, &plan).await?;
+            crate::failpoints::hit("restore-after-first-start");
         }
         Ok(Event::warning(
             "ClusterRestored",
@@ -678,6 +680,7 @@ impl<R: Runtime> Reconciler<R> {
                 for extra in obs.runtime.iter().filter(|r| r.name != name) {
                     rt.delete(key, &extra.name).await?;
                 }
+                crate::failpoints::hit("seed-after-delete-extras");
                 let urls = rt.reserve(key, &name).await?;
                 let plan = Self::plan(
                     key,
@@ -707,6 +710,7 @@ impl<R: Runtime> Reconciler<R> {
                     Err(e) if not_yet(&e) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 }
+                crate::failpoints::hit("grow-after-add-learner");
                 let initial = Self::initial_cluster(view, Some((&name, &urls.peer)));
                 rt.start(
                     key,
@@ -731,10 +735,13 @@ impl<R: Runtime> Reconciler<R> {
             Action::Promote { name, id } => {
                 let mut cluster = self.connect_healthy(obs, view).await?;
                 match cluster.promote(*id).await {
-                    Ok(()) => Event::normal(
-                        "MemberPromoted",
-                        format!("promoted {name} to a voting member"),
-                    ),
+                    Ok(()) => {
+                        crate::failpoints::hit("promote-after-promote");
+                        Event::normal(
+                            "MemberPromoted",
+                            format!("promoted {name} to a voting member"),
+                        )
+                    }
                     Err(EtcdError::LearnerNotReady { .. }) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 }
@@ -759,6 +766,7 @@ impl<R: Runtime> Reconciler<R> {
                 if !removed(cluster.remove(*id).await)? {
                     return Ok(None);
                 }
+                crate::failpoints::hit("replace-after-remove");
                 if member(name).is_some_and(|m| m.in_runtime) {
                     rt.delete(key, name).await?;
                 }
@@ -772,6 +780,7 @@ impl<R: Runtime> Reconciler<R> {
                 if !removed(cluster.remove(*id).await)? {
                     return Ok(None);
                 }
+                crate::failpoints::hit("shrink-after-remove");
                 rt.delete(key, name).await?;
                 Event::normal(
                     "MemberRemoved",
@@ -787,6 +796,7 @@ impl<R: Runtime> Reconciler<R> {
             }
             Action::Upgrade { name, to } => {
                 rt.stop(key, name).await?;
+                crate::failpoints::hit("upgrade-after-stop");
                 let m = member(name);
                 let initial =
                     Self::initial_cluster(view, m.map(|m| (m.name.as_str(), m.peer_url.as_str())));
@@ -803,6 +813,7 @@ impl<R: Runtime> Reconciler<R> {
                 // serves the new one-member membership. If it cannot be
                 // restarted (no volume to keep its data), nothing is lost.
                 rt.stop(key, survivor).await?;
+                crate::failpoints::hit("recover-after-stop");
                 let m = member(survivor);
                 let v = m
                     .and_then(|m| m.version)
@@ -817,6 +828,7 @@ impl<R: Runtime> Reconciler<R> {
                     StartMode::ForceNewCluster,
                 );
                 rt.start(key, &plan).await?;
+                crate::failpoints::hit("recover-after-start");
                 self.memory().remove(key);
                 Event::warning(
                     "QuorumRecovered",
