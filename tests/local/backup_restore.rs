@@ -872,3 +872,39 @@ async fn a_restore_killed_after_deleting_the_old_members_is_run_again() {
 async fn a_restore_killed_after_starting_its_first_member_is_run_again() {
     restore_killed_at("restore-after-first-start").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_whose_members_cannot_start_leaves_the_cluster_untouched() {
+    // etcd 3.4 without its etcdctl: the backup verifies (with 3.5's
+    // etcdutl), but no member of this 3.4 cluster could be restored.
+    let fake = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(fake.path().join("3.4")).unwrap();
+    let etcd = fake.path().join("3.4/etcd");
+    std::fs::write(&etcd, "#!/bin/sh\nexec /usr/bin/etcd \"$@\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&etcd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let op = Operator::start(&["--etcd-dir", &fake.path().display().to_string()]);
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.4.23", ""));
+    let s = op.wait_ready("c", 3).await;
+    let written = write_keys(&s, "/keep", 20).await;
+    op.apply("b.yaml", &one_shot("b", "c", "c/one.db"));
+    wait_backup_ok(&op, "b").await;
+    let before = member_names(&op, "c");
+
+    op.apply("r.yaml", &restore_yaml("r", "c", "c/one.db", ""));
+    let r = wait_restore(&op, "r", "Failed").await;
+    let reason = r.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("left untouched") && reason.contains("etcdctl"),
+        "{reason}"
+    );
+    let s = op.wait_ready("c", 3).await;
+    assert_eq!(member_names(&op, "c"), before, "the same members still run");
+    assert_eq!(
+        op.member_dirs("c").len(),
+        3,
+        "the reserved members are gone"
+    );
+    assert_eq!(read_prefix(&s, "/keep").await, written);
+    assert!(op.events_of("ClusterRestored").is_empty());
+}

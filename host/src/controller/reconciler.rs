@@ -114,6 +114,11 @@ pub enum StepError {
     Recovery(String),
     #[error("this operator no longer holds the leader Lease; the step was not taken")]
     NotLeader,
+    /// The restored members could not be prepared; nothing was deleted.
+    #[error(
+        "the restored members could not be prepared, so the running members were left untouched: {0}"
+    )]
+    RestorePreflight(#[source] RuntimeError),
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -191,12 +196,9 @@ impl<R: Runtime> Reconciler<R> {
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_string());
         let version = rt.resolve_version(&requested).await?;
-        self.still_leading()?;
-        for m in rt.list(key).await? {
-            rt.delete(key, &m.name).await?;
-        }
-        crate::failpoints::hit("restore-after-delete");
-        self.memory().remove(key);
+        // The new members are reserved and checked before anything is
+        // deleted: a restore never leaves the cluster with nothing.
+        let old = rt.list(key).await?;
         let mut initial = Vec::with_capacity(size);
         for _ in 0..size {
             let name = member_name(&key.name);
@@ -204,13 +206,34 @@ impl<R: Runtime> Reconciler<R> {
             initial.push((name, urls.peer));
         }
         let token = format!("{}-{}", key.namespace, member_name(&key.name));
-        for (name, _) in &initial {
-            let plan = MemberPlan {
+        let plans: Vec<MemberPlan> = initial
+            .iter()
+            .map(|(name, _)| MemberPlan {
                 cluster_token: token.clone(),
                 snapshot: Some(snapshot.to_path_buf()),
                 ..Self::plan(key, name, &version, initial.clone(), StartMode::Restore)
-            };
-            rt.start(key, &plan).await?;
+            })
+            .collect();
+        let checked = match plans.first() {
+            Some(plan) => rt.check_restore(key, plan).await,
+            None => Ok(()),
+        };
+        if let Err(e) = checked
+            .map_err(StepError::RestorePreflight)
+            .and(self.still_leading())
+        {
+            for (name, _) in &initial {
+                let _ = rt.delete(key, name).await;
+            }
+            return Err(e);
+        }
+        for m in &old {
+            rt.delete(key, &m.name).await?;
+        }
+        crate::failpoints::hit("restore-after-delete");
+        self.memory().remove(key);
+        for plan in &plans {
+            rt.start(key, plan).await?;
             crate::failpoints::hit("restore-after-first-start");
         }
         Ok(Event::warning(

@@ -102,6 +102,18 @@ pub trait Runtime: Send + Sync {
     /// Stop the member and remove its data.
     async fn delete(&self, cluster: &ClusterKey, name: &str) -> Result<(), RuntimeError>;
 
+    /// Before a restore deletes the running members: can a member be
+    /// started from `plan` (its snapshot, the restore tool, what the
+    /// runtime needs to hand the snapshot over, the member's own object)?
+    /// Creates nothing. The default has nothing to check.
+    async fn check_restore(
+        &self,
+        _cluster: &ClusterKey,
+        _plan: &MemberPlan,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     /// The version that would actually run for a requested one, or why none can.
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError>;
 

@@ -457,6 +457,37 @@ impl Runtime for KubeRuntime {
         Ok(tls)
     }
 
+    /// The snapshot endpoint is set up, and the API server accepts the
+    /// first restored member's Pod (a server-side dry run: validation,
+    /// admission, quota), before the running Pods are deleted.
+    async fn check_restore(&self, key: &ClusterKey, plan: &MemberPlan) -> Result<(), RuntimeError> {
+        let cluster = self.cluster(key)?;
+        let member_err = |message: String| RuntimeError::Member {
+            member: plan.name.clone(),
+            message,
+        };
+        if self.snapshots.is_none() {
+            return Err(member_err(
+                "restoring from a snapshot needs the operator's snapshot endpoint: set --advertise-url \
+                 (or MY_POD_IP) so member Pods can fetch it"
+                    .into(),
+            ));
+        }
+        if !plan.snapshot.as_ref().is_some_and(|p| p.is_file()) {
+            return Err(member_err("the verified snapshot file is missing".into()));
+        }
+        let pod = member_pod(&cluster, plan);
+        let dry_run = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        self.pods(key)
+            .create(&dry_run, &pod)
+            .await
+            .map(|_| ())
+            .map_err(|e| member_err(format!("the API server would not create its Pod: {e}")))
+    }
+
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError> {
         // Any supported release has an image; the kubelet reports a missing one.
         let v = Version::parse(requested).map_err(|message| RuntimeError::VersionUnavailable {

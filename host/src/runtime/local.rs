@@ -454,6 +454,23 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
+    async fn check_restore(&self, _c: &ClusterKey, plan: &MemberPlan) -> Result<(), RuntimeError> {
+        let fail = |message: String| RuntimeError::Member {
+            member: plan.name.clone(),
+            message,
+        };
+        self.binaries.resolve(&plan.version)?;
+        self.binaries.snapshot_tool(Some(&plan.version))?;
+        match &plan.snapshot {
+            Some(path) if path.is_file() => Ok(()),
+            Some(path) => Err(fail(format!(
+                "the snapshot {} is not a readable file",
+                path.display()
+            ))),
+            None => Err(fail("a restore needs a snapshot file".into())),
+        }
+    }
+
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError> {
         self.binaries.resolve(requested).map(|(v, _)| v.to_string())
     }
