@@ -366,21 +366,67 @@ async fn chaos_keeps_every_acknowledged_write() {
         .unwrap_or_else(rand::random);
     eprintln!("chaos seed {seed} (replay with CHAOS_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let op = Operator::start(&[]);
+    let mut op = Operator::start(&[]);
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_ready("c", 3).await;
     let writer = Writer::start(&op, "c", "/chaos");
-    for round in 0..6 {
+    let mut operator_kills = 0;
+    for round in 0..8 {
         let s = op.wait_ready("c", 3).await;
-        let victim = s.members.ready[rng.random_range(0..3)].clone();
-        let lose_disk = rng.random_bool(0.5);
-        eprintln!("round {round}: killing {victim} (disk lost: {lose_disk})");
-        op.kill_member("c", &victim, lose_disk);
-        op.wait("c", "the failure to be seen", |s| {
-            s.members.ready.len() < 3 || !s.members.ready.contains(&victim)
-        })
-        .await;
+        let mut members = s.members.ready.clone();
+        let pick = |rng: &mut rand::rngs::StdRng, members: &mut Vec<String>| {
+            members.remove(rng.random_range(0..members.len()))
+        };
+        // Faults that never take more than one disk: losing two of three
+        // disks may lose acknowledged writes by etcd's own rules.
+        let victim = match rng.random_range(0..5) {
+            0 | 1 => {
+                let victim = pick(&mut rng, &mut members);
+                let lose_disk = rng.random_bool(0.5);
+                eprintln!("round {round}: killing {victim} (disk lost: {lose_disk})");
+                op.kill_member("c", &victim, lose_disk);
+                Some(victim)
+            }
+            2 => {
+                // Two at once: quorum lost; one may lose its disk too.
+                let (a, b) = (pick(&mut rng, &mut members), pick(&mut rng, &mut members));
+                let lose_disk = rng.random_bool(0.5);
+                eprintln!("round {round}: killing {a} and {b} (disk of {b} lost: {lose_disk})");
+                op.kill_member("c", &a, false);
+                op.kill_member("c", &b, lose_disk);
+                Some(b)
+            }
+            3 => {
+                eprintln!("round {round}: killing the operator");
+                op.kill();
+                operator_kills += 1;
+                op.restart();
+                None
+            }
+            _ => {
+                // Overlapping: a member dies while the operator is down.
+                let victim = pick(&mut rng, &mut members);
+                let lose_disk = rng.random_bool(0.5);
+                eprintln!(
+                    "round {round}: killing the operator, then {victim} (disk lost: {lose_disk})"
+                );
+                op.kill();
+                operator_kills += 1;
+                op.kill_member("c", &victim, lose_disk);
+                op.restart();
+                Some(victim)
+            }
+        };
+        // The status must have seen a member fault before the next round
+        // trusts it (an operator kill alone leaves the members as they were).
+        if let Some(victim) = victim {
+            op.wait("c", "the failure to be seen", |s| {
+                s.members.ready.len() < 3 || !s.members.ready.contains(&victim)
+            })
+            .await;
+        }
     }
+    eprintln!("{operator_kills} operator kills");
     op.wait_ready("c", 3).await;
     let acked = writer.finish().await;
     assert!(
