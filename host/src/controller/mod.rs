@@ -9,8 +9,12 @@
 //!
 //! This module imports neither kube's client nor wasmtime.
 
+#[cfg(test)]
+mod conversations;
 pub mod decide;
 pub mod events;
+#[cfg(test)]
+mod fakes;
 pub mod reconciler;
 pub mod runtime;
 pub mod status;

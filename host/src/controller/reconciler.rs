@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::{EtcdClusterSpec, EtcdClusterStatus};
-use crate::etcd::{self, EtcdError};
+use crate::etcd::{self, EtcdApi, EtcdError};
 
 use super::decide::{Action, ClusterView, Desired, MemberView, Tuning, decide};
 use super::events::Event;
@@ -61,9 +61,11 @@ pub type RecoverySource = Arc<dyn Fn(ClusterKey) -> RecoveryFuture + Send + Sync
 /// restore.
 pub type ActGuard = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Drives clusters through a [`Runtime`].
-pub struct Reconciler<R> {
+/// Drives clusters through a [`Runtime`], talking to etcd through `E`
+/// (the gRPC client; fakes in tests).
+pub struct Reconciler<R, E = etcd::Grpc> {
     runtime: Arc<R>,
+    etcd: Arc<E>,
     tuning: Tuning,
     memory: Mutex<HashMap<ClusterKey, Memory>>,
     /// One step at a time per cluster: a restore must not interleave with a
@@ -123,8 +125,16 @@ pub enum StepError {
 
 impl<R: Runtime> Reconciler<R> {
     pub fn new(runtime: Arc<R>, tuning: Tuning) -> Self {
+        Reconciler::with_etcd(runtime, Arc::new(etcd::Grpc), tuning)
+    }
+}
+
+impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
+    /// A reconciler that talks to etcd through `etcd`.
+    pub fn with_etcd(runtime: Arc<R>, etcd: Arc<E>, tuning: Tuning) -> Self {
         Reconciler {
             runtime,
+            etcd,
             tuning,
             memory: Mutex::default(),
             locks: Mutex::default(),
@@ -254,7 +264,8 @@ impl<R: Runtime> Reconciler<R> {
         let mut tasks = tokio::task::JoinSet::new();
         for m in runtime.iter().filter(|m| m.running) {
             let (name, url, tls) = (m.name.clone(), m.urls.client.clone(), tls.clone());
-            tasks.spawn(async move { (name, etcd::status_with(&url, tls.as_ref()).await) });
+            let api = self.etcd.clone();
+            tasks.spawn(async move { (name, api.status(&url, tls.as_ref()).await) });
         }
         let mut statuses = HashMap::new();
         let mut failures = HashMap::new();
@@ -282,10 +293,7 @@ impl<R: Runtime> Reconciler<R> {
         let membership = if endpoints.is_empty() {
             None
         } else {
-            match etcd::Cluster::connect_with(&endpoints, tls.as_ref()).await {
-                Ok(mut c) => c.members().await.ok(),
-                Err(_) => None,
-            }
+            self.etcd.members(&endpoints, tls.as_ref()).await.ok()
         };
         let local_membership = match &membership {
             Some(_) => None,
@@ -297,9 +305,7 @@ impl<R: Runtime> Reconciler<R> {
                     .collect();
                 let mut found = None;
                 for url in answering {
-                    if let Ok(mut c) = etcd::Cluster::connect_with(&[url], tls.as_ref()).await
-                        && let Ok(ms) = c.members().await
-                    {
+                    if let Ok(ms) = self.etcd.members(&[url], tls.as_ref()).await {
                         found = Some(ms);
                         break;
                     }
@@ -727,8 +733,11 @@ impl<R: Runtime> Reconciler<R> {
                     .filter(|r| member(&r.name).is_some_and(|m| m.healthy && !m.is_learner))
                     .map(|r| r.urls.client.clone())
                     .collect();
-                let mut cluster = etcd::Cluster::connect_with(&endpoints, obs.tls.as_ref()).await?;
-                match cluster.add_learner(&urls.peer).await {
+                match self
+                    .etcd
+                    .add_learner(&endpoints, obs.tls.as_ref(), &urls.peer)
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if not_yet(&e) => return Ok(None),
                     Err(e) => return Err(e.into()),
@@ -756,8 +765,8 @@ impl<R: Runtime> Reconciler<R> {
                 Event::normal("MemberStarted", format!("started learner {name}"))
             }
             Action::Promote { name, id } => {
-                let mut cluster = self.connect_healthy(obs, view).await?;
-                match cluster.promote(*id).await {
+                let endpoints = healthy_voters(obs, view);
+                match self.etcd.promote(&endpoints, obs.tls.as_ref(), *id).await {
                     Ok(()) => {
                         crate::failpoints::hit("promote-after-promote");
                         Event::normal(
@@ -785,8 +794,8 @@ impl<R: Runtime> Reconciler<R> {
                 )
             }
             Action::Replace { name, id, why } => {
-                let mut cluster = self.connect_healthy(obs, view).await?;
-                if !removed(cluster.remove(*id).await)? {
+                let endpoints = healthy_voters(obs, view);
+                if !removed(self.etcd.remove(&endpoints, obs.tls.as_ref(), *id).await)? {
                     return Ok(None);
                 }
                 crate::failpoints::hit("replace-after-remove");
@@ -799,8 +808,8 @@ impl<R: Runtime> Reconciler<R> {
                 )
             }
             Action::Shrink { name, id } => {
-                let mut cluster = self.connect_healthy(obs, view).await?;
-                if !removed(cluster.remove(*id).await)? {
+                let endpoints = healthy_voters(obs, view);
+                if !removed(self.etcd.remove(&endpoints, obs.tls.as_ref(), *id).await)? {
                     return Ok(None);
                 }
                 crate::failpoints::hit("shrink-after-remove");
@@ -896,24 +905,6 @@ impl<R: Runtime> Reconciler<R> {
         )))
     }
 
-    async fn connect_healthy(
-        &self,
-        obs: &Observation,
-        view: &ClusterView,
-    ) -> Result<etcd::Cluster, EtcdError> {
-        let endpoints: Vec<String> = obs
-            .runtime
-            .iter()
-            .filter(|r| {
-                view.members
-                    .iter()
-                    .any(|m| m.name == r.name && m.healthy && !m.is_learner)
-            })
-            .map(|r| r.urls.client.clone())
-            .collect();
-        etcd::Cluster::connect_with(&endpoints, obs.tls.as_ref()).await
-    }
-
     /// Delete every member of a cluster (the resource was deleted).
     pub async fn delete(&self, key: &ClusterKey) -> Result<(), RuntimeError> {
         for m in self.runtime.list(key).await? {
@@ -942,6 +933,19 @@ fn lost_members(previous: Option<&EtcdClusterStatus>, view: &ClusterView) -> Vec
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Client URLs of the healthy voting members: where membership changes go.
+fn healthy_voters(obs: &Observation, view: &ClusterView) -> Vec<String> {
+    obs.runtime
+        .iter()
+        .filter(|r| {
+            view.members
+                .iter()
+                .any(|m| m.name == r.name && m.healthy && !m.is_learner)
+        })
+        .map(|r| r.urls.client.clone())
+        .collect()
 }
 
 /// `MembersUnreachable` when members the runtime runs stop answering the

@@ -203,6 +203,98 @@ pub async fn status_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<Stat
     .await
 }
 
+/// The etcd calls the reconcile core makes, behind a trait so that its
+/// decisions on partial, stale and contradictory observations are tested
+/// over fakes (`controller::fakes`). [`Grpc`] is the real one.
+pub trait EtcdApi: Send + Sync + 'static {
+    /// What the single member at `endpoint` says about itself.
+    fn status(
+        &self,
+        endpoint: &str,
+        tls: Option<&ClientTls>,
+    ) -> impl Future<Output = Result<Status, EtcdError>> + Send;
+    /// The membership, through any of `endpoints`.
+    fn members(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+    ) -> impl Future<Output = Result<Vec<Member>, EtcdError>> + Send;
+    /// Add a learner with `peer_url`; its id.
+    fn add_learner(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        peer_url: &str,
+    ) -> impl Future<Output = Result<u64, EtcdError>> + Send;
+    fn promote(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        id: u64,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    fn remove(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        id: u64,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+}
+
+/// [`EtcdApi`] over etcd's gRPC client API: a connection per call, each
+/// bounded by [`REQUEST_TIMEOUT`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Grpc;
+
+impl EtcdApi for Grpc {
+    async fn status(&self, endpoint: &str, tls: Option<&ClientTls>) -> Result<Status, EtcdError> {
+        status_with(endpoint, tls).await
+    }
+
+    async fn members(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+    ) -> Result<Vec<Member>, EtcdError> {
+        Cluster::connect_with(endpoints, tls).await?.members().await
+    }
+
+    async fn add_learner(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        peer_url: &str,
+    ) -> Result<u64, EtcdError> {
+        Cluster::connect_with(endpoints, tls)
+            .await?
+            .add_learner(peer_url)
+            .await
+    }
+
+    async fn promote(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        id: u64,
+    ) -> Result<(), EtcdError> {
+        Cluster::connect_with(endpoints, tls)
+            .await?
+            .promote(id)
+            .await
+    }
+
+    async fn remove(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        id: u64,
+    ) -> Result<(), EtcdError> {
+        Cluster::connect_with(endpoints, tls)
+            .await?
+            .remove(id)
+            .await
+    }
+}
+
 /// Membership operations against a cluster, through any of its endpoints.
 pub struct Cluster {
     client: Client,

@@ -1,0 +1,238 @@
+//! The reconciler's conversation with its runtime and with etcd, over the
+//! fakes in `fakes`: on partial, stale and contradictory observations, what
+//! it calls, in order, and what it does not.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fakes::{FakeEtcd, FakeRuntime, Log, gone, running};
+use super::{Action, ClusterKey, Reconciler, Tuning};
+use crate::api::{EtcdClusterSpec, EtcdClusterStatus};
+
+fn key() -> ClusterKey {
+    ClusterKey {
+        namespace: "default".into(),
+        name: "c".into(),
+    }
+}
+
+fn spec(size: i32) -> EtcdClusterSpec {
+    EtcdClusterSpec {
+        size,
+        version: Some("3.5.1".into()),
+        ..Default::default()
+    }
+}
+
+/// A status from a cluster that has served.
+fn served() -> EtcdClusterStatus {
+    EtcdClusterStatus {
+        first_served_time: Some("2026-12-01T00:00:00Z".into()),
+        phase: Some("Running".into()),
+        ..Default::default()
+    }
+}
+
+/// Thresholds at zero: anything the core would ever do, it does at once.
+fn impatient() -> Tuning {
+    Tuning {
+        member_failure_grace: Duration::ZERO,
+        quorum_loss_timeout: Duration::ZERO,
+    }
+}
+
+struct Stage {
+    log: Log,
+    etcd: Arc<FakeEtcd>,
+    reconciler: Reconciler<FakeRuntime, FakeEtcd>,
+}
+
+fn stage(members: Vec<crate::controller::RuntimeMember>) -> Stage {
+    let log = Log::default();
+    let runtime = Arc::new(FakeRuntime::new(log.clone(), members));
+    let etcd = Arc::new(FakeEtcd::new(log.clone()));
+    let reconciler = Reconciler::with_etcd(runtime, etcd.clone(), impatient());
+    Stage {
+        log,
+        etcd,
+        reconciler,
+    }
+}
+
+impl Stage {
+    fn calls(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn an_operator_cut_off_from_running_members_calls_nothing_however_long() {
+    let s = stage(vec![running("a"), running("b"), running("c")]);
+    for m in ["a", "b", "c"] {
+        s.etcd.times_out(m);
+    }
+    let mut status = served();
+    for _ in 0..20 {
+        let out = s
+            .reconciler
+            .reconcile(&key(), &spec(3), Some(&status))
+            .await;
+        status = out.status;
+        assert!(
+            matches!(&out.action, Action::Wait { reason } if reason.contains("a (timed out)")),
+            "{:?}",
+            out.action
+        );
+    }
+    assert_eq!(s.calls(), Vec::<String>::new(), "not a single step taken");
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert!(status.first_served_time.is_some());
+}
+
+#[tokio::test]
+async fn a_member_whose_runtime_object_is_gone_is_removed_from_the_membership_only() {
+    let s = stage(vec![running("a"), running("b")]);
+    s.etcd.set_membership(&[("a", 1), ("b", 2), ("c", 3)]);
+    s.etcd.answers("a", 1, 1, 100);
+    s.etcd.answers("b", 2, 1, 100);
+    let out = s
+        .reconciler
+        .reconcile(&key(), &spec(3), Some(&served()))
+        .await;
+    assert!(
+        matches!(out.action, Action::Replace { id: 3, .. }),
+        "{:?}",
+        out.action
+    );
+    assert_eq!(s.calls(), vec!["etcd remove 3".to_string()]);
+    assert!(out.events.iter().any(|e| e.reason == "MemberReplaced"));
+}
+
+#[tokio::test]
+async fn a_lost_lease_stops_the_step_before_etcd_is_asked() {
+    let log = Log::default();
+    let runtime = Arc::new(FakeRuntime::new(
+        log.clone(),
+        vec![running("a"), running("b")],
+    ));
+    let etcd = Arc::new(FakeEtcd::new(log.clone()));
+    etcd.set_membership(&[("a", 1), ("b", 2), ("c", 3)]);
+    etcd.answers("a", 1, 1, 100);
+    etcd.answers("b", 2, 1, 100);
+    let reconciler =
+        Reconciler::with_etcd(runtime, etcd, impatient()).with_guard(Arc::new(|| false));
+    let out = reconciler
+        .reconcile(&key(), &spec(3), Some(&served()))
+        .await;
+    assert!(matches!(out.action, Action::Replace { .. }));
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+    assert!(
+        out.status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("leader Lease")),
+        "{:?}",
+        out.status.reason
+    );
+}
+
+#[tokio::test]
+async fn recovery_waits_for_the_raft_indexes_then_touches_only_the_survivor() {
+    // Five voters: two run without a leader (one not answering yet), three
+    // are gone with their data, by the runtime's word.
+    let s = stage(vec![
+        running("a"),
+        running("b"),
+        gone("c"),
+        gone("d"),
+        gone("e"),
+    ]);
+    s.etcd.answers("a", 1, 0, 90);
+    s.etcd.times_out("b");
+    let out = s
+        .reconciler
+        .reconcile(&key(), &spec(5), Some(&served()))
+        .await;
+    assert!(
+        matches!(&out.action, Action::Wait { reason } if reason.contains("raft index of running member b")),
+        "{:?}",
+        out.action
+    );
+    assert!(s.calls().is_empty());
+    // b answers, further ahead: it is the survivor, and the only member touched.
+    s.etcd.answers("b", 2, 0, 120);
+    let out = s
+        .reconciler
+        .reconcile(&key(), &spec(5), Some(&out.status))
+        .await;
+    assert_eq!(
+        out.action,
+        Action::Recover {
+            survivor: "b".into()
+        }
+    );
+    assert_eq!(
+        s.calls(),
+        vec![
+            "runtime stop b".to_string(),
+            "runtime start b ForceNewCluster".to_string()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_restore_whose_members_cannot_start_deletes_only_what_it_reserved() {
+    let log = Log::default();
+    let runtime = Arc::new(FakeRuntime::new(
+        log.clone(),
+        vec![running("a"), running("b"), running("c")],
+    ));
+    *runtime.restore_check.lock().unwrap() = Err("no etcdctl beside etcd".into());
+    let etcd = Arc::new(FakeEtcd::new(log.clone()));
+    let reconciler = Reconciler::with_etcd(runtime.clone(), etcd, impatient());
+    let snapshot = tempfile::NamedTempFile::new().unwrap();
+    let err = reconciler
+        .restore(&key(), &spec(3), snapshot.path())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("left untouched"), "{err}");
+    let calls = log.lock().unwrap().clone();
+    assert!(
+        !calls.iter().any(
+            |c| ["runtime delete a", "runtime delete b", "runtime delete c"].contains(&c.as_str())
+        ),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("runtime start")),
+        "{calls:?}"
+    );
+    let names: Vec<String> = runtime
+        .members
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"], "only the running members remain");
+}
+
+#[tokio::test]
+async fn stale_status_naming_members_does_not_resurrect_an_empty_cluster() {
+    // Contradictory: the previous status lists ready members, the runtime
+    // has none, etcd answers nothing. The cluster served: never seeded.
+    let s = stage(Vec::new());
+    let mut previous = served();
+    previous.members.ready = vec!["a".into(), "b".into()];
+    let out = s
+        .reconciler
+        .reconcile(&key(), &spec(3), Some(&previous))
+        .await;
+    assert!(
+        matches!(out.action, Action::Unrecoverable { .. }),
+        "{:?}",
+        out.action
+    );
+    assert!(s.calls().is_empty(), "{:?}", s.calls());
+    assert_eq!(out.status.phase.as_deref(), Some("Failed"));
+}
