@@ -101,14 +101,7 @@ async fn killed_mid_upgrade_the_next_run_finishes_it() {
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_killed_at_failpoint().await;
     op.restart_disarmed();
-    op.wait("c", "every member on 3.5.1", |s| {
-        s.current_version.as_deref() == Some("3.5.1")
-            && s.members.ready.len() == 3
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Progressing" && c.status == "False")
-    })
-    .await;
+    op.wait_upgraded("c", 3, "3.5.1").await;
     let acked = writer.finish().await;
     assert_all_acked_readable(&op, "c", "/upgrade", &acked).await;
 }

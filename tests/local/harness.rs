@@ -287,6 +287,19 @@ impl Operator {
         .await
     }
 
+    /// Wait until every one of `size` members of `name` runs `version` and
+    /// nothing is left to do (an upgrade finished).
+    pub async fn wait_upgraded(&self, name: &str, size: usize, version: &str) -> EtcdClusterStatus {
+        self.wait(name, &format!("all members on {version}"), |s| {
+            s.current_version.as_deref() == Some(version)
+                && s.members.ready.len() == size
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Progressing" && c.status == "False")
+        })
+        .await
+    }
+
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.path().join("operator.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();

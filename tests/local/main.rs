@@ -322,14 +322,7 @@ async fn upgrades_3_4_to_3_5_under_write_load() {
     assert_eq!(s.current_version.as_deref(), Some("3.4.23"));
     let writer = Writer::start(&op, "c", "/upgrade");
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
-    op.wait("c", "all members on 3.5.1", |s| {
-        s.current_version.as_deref() == Some("3.5.1")
-            && s.members.ready.len() == 3
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Progressing" && c.status == "False")
-    })
-    .await;
+    op.wait_upgraded("c", 3, "3.5.1").await;
     let acked = writer.finish().await;
     assert!(
         acked.len() > 50,

@@ -83,8 +83,15 @@ impl Backend {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error("cannot list", dir, e)),
         };
+        // Another writer may delete or rename files here while we list (two
+        // EtcdBackups sharing a directory): an entry that vanished between
+        // the directory read and its stat is simply no longer there.
         for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot list", dir, e))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("cannot list", dir, e)),
+            };
             let name = entry.file_name().to_string_lossy().into_owned();
             if rel.is_empty() && name == PARTS {
                 continue;
@@ -98,9 +105,11 @@ impl Backend {
             if !(key.starts_with(prefix) || prefix.starts_with(&format!("{key}/"))) {
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .map_err(|e| io_error("cannot stat", &entry.path(), e))?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("cannot stat", &entry.path(), e)),
+            };
             if meta.is_dir() {
                 self.walk(&entry.path(), &key, prefix, out)?;
             } else if key.starts_with(prefix) {
