@@ -104,7 +104,10 @@ async fn a_member_whose_runtime_object_is_gone_is_removed_from_the_membership_on
         "{:?}",
         out.action
     );
-    assert_eq!(s.calls(), vec!["etcd remove 3".to_string()]);
+    assert_eq!(
+        s.calls(),
+        vec!["etcd remove 3 via http://a:2379,http://b:2379".to_string()]
+    );
     assert!(out.events.iter().any(|e| e.reason == "MemberReplaced"));
 }
 
@@ -235,4 +238,31 @@ async fn stale_status_naming_members_does_not_resurrect_an_empty_cluster() {
     );
     assert!(s.calls().is_empty(), "{:?}", s.calls());
     assert_eq!(out.status.phase.as_deref(), Some("Failed"));
+}
+
+#[tokio::test]
+async fn a_shrink_removes_through_the_other_members_then_deletes() {
+    // Sent through the member being removed, the removal is answered with
+    // "server stopped" although it happened.
+    let s = stage(vec![running("a"), running("b"), running("c")]);
+    s.etcd.set_membership(&[("a", 1), ("b", 2), ("c", 3)]);
+    for (name, id) in [("a", 1), ("b", 2), ("c", 3)] {
+        s.etcd.answers(name, id, 1, 100);
+    }
+    let out = s
+        .reconciler
+        .reconcile(&key(), &spec(2), Some(&served()))
+        .await;
+    assert!(
+        matches!(&out.action, Action::Shrink { name, id: 3 } if name == "c"),
+        "{:?}",
+        out.action
+    );
+    assert_eq!(
+        s.calls(),
+        vec![
+            "etcd remove 3 via http://a:2379,http://b:2379".to_string(),
+            "runtime delete c".to_string()
+        ]
+    );
 }

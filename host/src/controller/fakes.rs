@@ -263,7 +263,10 @@ impl EtcdApi for FakeEtcd {
         _tls: Option<&ClientTls>,
         id: u64,
     ) -> Result<(), EtcdError> {
-        record(&self.log, format!("etcd remove {id}"));
+        record(
+            &self.log,
+            format!("etcd remove {id} via {}", endpoints.join(",")),
+        );
         self.reachable(endpoints)?;
         self.membership.lock().unwrap().retain(|m| m.id != id);
         Ok(())

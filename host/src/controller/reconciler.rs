@@ -765,7 +765,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 Event::normal("MemberStarted", format!("started learner {name}"))
             }
             Action::Promote { name, id } => {
-                let endpoints = healthy_voters(obs, view);
+                let endpoints = healthy_voters(obs, view, "");
                 match self.etcd.promote(&endpoints, obs.tls.as_ref(), *id).await {
                     Ok(()) => {
                         crate::failpoints::hit("promote-after-promote");
@@ -794,7 +794,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 )
             }
             Action::Replace { name, id, why } => {
-                let endpoints = healthy_voters(obs, view);
+                let endpoints = healthy_voters(obs, view, name);
                 if !removed(self.etcd.remove(&endpoints, obs.tls.as_ref(), *id).await)? {
                     return Ok(None);
                 }
@@ -808,7 +808,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 )
             }
             Action::Shrink { name, id } => {
-                let endpoints = healthy_voters(obs, view);
+                let endpoints = healthy_voters(obs, view, name);
                 if !removed(self.etcd.remove(&endpoints, obs.tls.as_ref(), *id).await)? {
                     return Ok(None);
                 }
@@ -935,10 +935,14 @@ fn lost_members(previous: Option<&EtcdClusterStatus>, view: &ClusterView) -> Vec
     }
 }
 
-/// Client URLs of the healthy voting members: where membership changes go.
-fn healthy_voters(obs: &Observation, view: &ClusterView) -> Vec<String> {
+/// Client URLs of the healthy voting members other than `except`: where
+/// membership changes go. Never through the member being removed: it stops
+/// on its own removal and answers "server stopped" to a change that did
+/// happen.
+fn healthy_voters(obs: &Observation, view: &ClusterView, except: &str) -> Vec<String> {
     obs.runtime
         .iter()
+        .filter(|r| r.name != except)
         .filter(|r| {
             view.members
                 .iter()
