@@ -134,7 +134,12 @@ impl Drop for Process {
 
 /// Start `cmd` (output discarded) and wait until loopback `port` accepts
 /// connections. `what` names the server in failures.
-pub fn serve(mut cmd: std::process::Command, port: u16, what: &str) -> Process {
+pub fn serve(cmd: std::process::Command, port: u16, what: &str) -> Process {
+    serve_on(cmd, "127.0.0.1", port, what)
+}
+
+/// [`serve`] for a server listening on `host` (an address of this machine).
+pub fn serve_on(mut cmd: std::process::Command, host: &str, port: u16, what: &str) -> Process {
     let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -142,7 +147,7 @@ pub fn serve(mut cmd: std::process::Command, port: u16, what: &str) -> Process {
         .unwrap_or_else(|e| panic!("cannot start {what} (run scripts/setup.sh): {e}"));
     let process = Process(child);
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect((host, port)).is_err() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "{what} did not start listening on port {port}"
@@ -292,12 +297,18 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_on("127.0.0.1")
+    }
+
+    /// A moto server listening on `host`, an address of this machine (the
+    /// Kubernetes tests' node address, which Pods reach).
+    pub fn start_on(host: &str) -> Moto {
         let port = free_port();
         let mut cmd = std::process::Command::new(tools().join("venv/bin/moto_server"));
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        cmd.args(["-H", host, "-p", &port.to_string()]);
         Moto {
-            _process: serve(cmd, port, "moto_server"),
-            endpoint: format!("http://127.0.0.1:{port}"),
+            _process: serve_on(cmd, host, port, "moto_server"),
+            endpoint: format!("http://{host}:{port}"),
         }
     }
 

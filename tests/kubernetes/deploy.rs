@@ -12,14 +12,24 @@ use crate::common::{repo, run_ok, tools};
 
 /// Run helm (installed by scripts/setup.sh) with throwaway state directories.
 pub fn helm(args: &[&str]) -> String {
+    try_helm(args).unwrap_or_else(|e| panic!("helm {args:?} failed: {e}"))
+}
+
+/// [`helm`], its output or what it printed on failure.
+pub fn try_helm(args: &[&str]) -> Result<String, String> {
     let state = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new(tools().join("helm/helm"))
-            .args(args)
-            .env("HELM_CACHE_HOME", state.path().join("cache"))
-            .env("HELM_CONFIG_HOME", state.path().join("config"))
-            .env("HELM_DATA_HOME", state.path().join("data")),
-    )
+    let out = Command::new(tools().join("helm/helm"))
+        .args(args)
+        .env("HELM_CACHE_HOME", state.path().join("cache"))
+        .env("HELM_CONFIG_HOME", state.path().join("config"))
+        .env("HELM_DATA_HOME", state.path().join("data"))
+        .output()
+        .map_err(|e| format!("cannot run helm (run scripts/setup.sh): {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 fn chart() -> String {

@@ -1,9 +1,10 @@
-//! The operator binary (`etcd-operator run`) against a real kube-apiserver,
-//! its member Pods run as local etcd processes by the test pod runner.
+//! The operator on the real test node ([`crate::node`]): installed with
+//! `helm install` of its chart, running as a container under the chart's
+//! ServiceAccount, reaching the API server through the `kubernetes` Service,
+//! its member Pods run by the kubelet in containers, resolving each other
+//! through cluster DNS.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_operator::api::{EtcdBackup, EtcdCluster, EtcdRestore};
@@ -12,81 +13,115 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
-use crate::apiserver::ApiServer;
-use crate::common::{Moto, Process, free_port, issue_cert, make_ca, plugin_bytes, tools};
-use crate::install_crds;
-use crate::pod_runner::PodRunner;
+use crate::common::{Moto, issue_cert, make_ca};
+use crate::node::{Node, OPERATOR_IMAGE_TAG};
 
-const NS: &str = "e2e";
+/// The metrics and health port of the chart (`metrics.port`).
+const METRICS_PORT: u16 = 8080;
 
-/// The operator binary, killed on drop; its log is printed if a test fails.
+/// One `helm install` of the chart; its operator Pods' logs are printed if
+/// a test fails.
 struct Operator {
-    _process: Process,
-    log: PathBuf,
-    metrics: String,
+    client: kube::Client,
+    namespace: String,
+    release: String,
 }
 
 impl Operator {
-    /// Start `etcd-operator run`, resolving member DNS names through the
-    /// runner's hosts file, as an in-cluster operator does through cluster DNS.
-    fn start(
-        kubeconfig: &Path,
-        runner: &PodRunner,
-        dir: &Path,
-        name: &str,
-        args: &[&str],
-    ) -> Operator {
-        let port = free_port();
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
-            .arg(runner.hosts_file())
-            .arg(env!("CARGO_BIN_EXE_etcd-operator"))
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--namespace", NS])
-            .arg(format!("--metrics-address=127.0.0.1:{port}"))
-            // Restoring Pods fetch snapshots from here (the runner's
-            // processes share the host's loopback).
-            .arg(format!("--advertise-url=http://127.0.0.1:{port}"))
-            .arg("--work-dir")
-            .arg(dir.join(format!("{name}-work")))
-            .arg("--etcd-dir")
-            .arg(tools().join("etcd"))
-            .args(["--member-failure-grace", "5s"])
-            .args(args)
-            .env("MY_POD_NAME", name)
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Operator {
-            _process: Process(child),
-            log,
-            metrics: format!("127.0.0.1:{port}"),
+    /// `helm install RELEASE` into `namespace` with the image under test and
+    /// `set` values, waiting until its Deployment is available.
+    async fn install(env: &Env, release: &str, set: &[&str]) -> Operator {
+        let node = Node::shared();
+        let kubeconfig = node.admin_kubeconfig();
+        let chart = crate::common::repo().join("deploy/helm/etcd-operator");
+        let tag = format!("image.tag={OPERATOR_IMAGE_TAG}");
+        let mut args = vec![
+            "install",
+            release,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &env.ns,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--skip-crds",
+            "--set",
+            &tag,
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout",
+            "240s",
+        ];
+        for s in set {
+            args.extend(["--set", s]);
         }
+        let op = Operator {
+            client: env.client.clone(),
+            namespace: env.ns.clone(),
+            release: release.to_string(),
+        };
+        let helm = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            move || crate::deploy::try_helm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        if let Err(e) = helm {
+            panic!(
+                "helm install {release} failed: {e}\noperator logs:\n{}",
+                op.logs().await
+            );
+        }
+        op
     }
 
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+    /// The operator's Pods (not being deleted).
+    async fn pods(&self) -> Vec<Pod> {
+        Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/name=etcd-operator,app.kubernetes.io/instance={}",
+                self.release
+            )))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 
-    /// GET a path of the metrics/health server: status and body.
+    /// The tail of every operator Pod's log, through the API server and kubelet.
+    async fn logs(&self) -> String {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut out = String::new();
+        for pod in self.pods().await {
+            let name = pod.metadata.name.unwrap_or_default();
+            let params = kube::api::LogParams {
+                tail_lines: Some(60),
+                ..Default::default()
+            };
+            let text = pods
+                .logs(&name, &params)
+                .await
+                .unwrap_or_else(|e| e.to_string());
+            out.push_str(&format!("--- {name}\n{text}\n"));
+        }
+        out
+    }
+
+    /// GET a path of a ready operator Pod's metrics/health server: status and body.
     async fn get(&self, path: &str) -> Option<(u16, String)> {
         use http_body_util::BodyExt;
-        let stream = tokio::net::TcpStream::connect(&self.metrics).await.ok()?;
+        let pod = self.pods().await.into_iter().find(is_ready)?;
+        let addr = format!("{}:{METRICS_PORT}", pod.status?.pod_ip?);
+        let stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
                 .ok()?;
         tokio::spawn(conn);
         let req = http::Request::get(path)
-            .header("host", &self.metrics)
+            .header("host", &addr)
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .ok()?;
         let resp = sender.send_request(req).await.ok()?;
@@ -99,13 +134,35 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "operator log tail ({}):\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
+            let node = Node::shared();
+            eprintln!("kubelet log tail:\n{}", node.log_tail("kubelet", 20));
+            // The Pods' container logs as the kubelet wrote them.
+            let dir = node.state.join("pod-logs");
+            let prefix = format!("{}_{}-", self.namespace, self.release);
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    continue;
+                }
+                let logs = entry.path().join("etcd-operator");
+                for file in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+                    let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    eprintln!(
+                        "operator log tail ({}):\n{}",
+                        file.path().display(),
+                        lines[lines.len().saturating_sub(60)..].join("\n")
+                    );
+                }
+            }
         }
     }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Poll `check` until it returns Some, or fail after `timeout` saying `what`.
@@ -127,133 +184,160 @@ where
     }
 }
 
-async fn create_namespace(client: &kube::Client, name: &str) {
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+/// A test's namespace on the shared node, and an admin client.
+struct Env {
+    client: kube::Client,
+    ns: String,
 }
 
-fn cluster(name: &str, size: i32, annotations: serde_json::Value) -> EtcdCluster {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
-        "metadata": {"name": name, "namespace": NS, "annotations": annotations},
-        "spec": {"size": size, "version": "3.5.17"},
-    }))
-    .unwrap()
-}
+impl Env {
+    /// The shared node (started on first use), the CRDs installed, and a
+    /// fresh namespace `ns`.
+    async fn new(ns: &str) -> Env {
+        let node = tokio::task::block_in_place(Node::shared);
+        let client = node.client().await;
+        crate::install_crds(&client).await;
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        Env {
+            client,
+            ns: ns.to_string(),
+        }
+    }
 
-async fn member_pods(client: &kube::Client, cluster: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), NS)
-        .list(&ListParams::default().labels(&format!("etcd_cluster={cluster}")))
-        .await
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn cluster(&self, name: &str, size: i32, annotations: serde_json::Value) -> EtcdCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
+            "metadata": {"name": name, "namespace": self.ns, "annotations": annotations},
+            "spec": {"size": size, "version": "3.5.17"},
+        }))
         .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
-}
+    }
 
-/// Wait until the cluster is Running with `size` ready members and exactly
-/// `size` member Pods; returns its status.
-async fn wait_ready(
-    client: &kube::Client,
-    name: &str,
-    size: usize,
-    timeout: Duration,
-) -> etcd_operator::api::EtcdClusterStatus {
-    let api: Api<EtcdCluster> = Api::namespaced(client.clone(), NS);
-    eventually(
-        &format!("EtcdCluster {name} Running with {size} ready members"),
-        timeout,
-        || async {
-            let c = api.get(name).await.ok()?;
-            let s = c.status?;
-            let pods = member_pods(client, name).await.len();
-            (s.phase.as_deref() == Some("Running")
-                && s.members.ready.len() == size
-                && s.members.unready.is_empty()
-                && pods == size)
-                .then_some(s)
-        },
-    )
-    .await
-}
+    async fn member_pods(&self, cluster: &str) -> Vec<Pod> {
+        self.api::<Pod>()
+            .list(&ListParams::default().labels(&format!("etcd_cluster={cluster}")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
 
-async fn events_for(client: &kube::Client, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), NS)
-        .list(&ListParams::default())
+    /// Wait until the cluster is Running with `size` ready members and exactly
+    /// `size` member Pods; returns its status.
+    async fn wait_ready(
+        &self,
+        name: &str,
+        size: usize,
+        timeout: Duration,
+    ) -> etcd_operator::api::EtcdClusterStatus {
+        let api: Api<EtcdCluster> = self.api();
+        eventually(
+            &format!("EtcdCluster {name} Running with {size} ready members"),
+            timeout,
+            || async {
+                let c = api.get(name).await.ok()?;
+                let s = c.status?;
+                let pods = self.member_pods(name).await.len();
+                (s.phase.as_deref() == Some("Running")
+                    && s.members.ready.len() == size
+                    && s.members.unready.is_empty()
+                    && pods == size)
+                    .then_some(s)
+            },
+        )
         .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
-}
+    }
 
-/// A client of a cluster through its members' Pod IPs (the test process,
-/// unlike the operator, does not resolve the members' DNS names).
-/// The reasons of the Events about `name`.
-async fn reasons_for(client: &kube::Client, name: &str) -> Vec<String> {
-    events_for(client, name)
+    async fn events_for(&self, name: &str) -> Vec<Event> {
+        self.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+
+    /// The reasons of the Events about `name`.
+    async fn reasons_for(&self, name: &str) -> Vec<String> {
+        self.events_for(name)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Wait for an Event with `reason` about `name`.
+    async fn wait_event(&self, name: &str, reason: &str, timeout: Duration) {
+        eventually(
+            &format!("a {reason} Event about {name}"),
+            timeout,
+            || async {
+                self.reasons_for(name)
+                    .await
+                    .iter()
+                    .any(|r| r == reason)
+                    .then_some(())
+            },
+        )
         .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect()
-}
+    }
 
-/// Wait for an Event with `reason` about `name`.
-async fn wait_event(client: &kube::Client, name: &str, reason: &str, timeout: Duration) {
-    eventually(
-        &format!("a {reason} Event about {name}"),
-        timeout,
-        || async {
-            reasons_for(client, name)
-                .await
-                .iter()
-                .any(|r| r == reason)
-                .then_some(())
-        },
-    )
-    .await
-}
-
-async fn etcd_of(client: &kube::Client, cluster: &str) -> etcd_client::Client {
-    let urls: Vec<String> = member_pods(client, cluster)
-        .await
-        .into_iter()
-        .filter_map(|p| p.status?.pod_ip)
-        .map(|ip| format!("http://{ip}:2379"))
-        .collect();
-    etcd(&urls).await
+    /// A client of a cluster through its members' Pod IPs (the test process,
+    /// on the node but outside cluster DNS, does not resolve their names).
+    async fn etcd_of(&self, cluster: &str) -> etcd_client::Client {
+        let urls: Vec<String> = self
+            .member_pods(cluster)
+            .await
+            .into_iter()
+            .filter_map(|p| p.status?.pod_ip)
+            .map(|ip| format!("http://{ip}:2379"))
+            .collect();
+        etcd(&urls).await
+    }
 }
 
 async fn etcd(urls: &[String]) -> etcd_client::Client {
     etcd_client::Client::connect(urls, None).await.unwrap()
 }
 
+/// A directory for a test's own files (certificates), removed on drop.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kube-e2e-")
+        .tempdir()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_account() {
-    let server = ApiServer::start().await;
-    let admin = server.client().await;
-    install_crds(&admin).await;
-    create_namespace(&admin, NS).await;
-    // The chart, rendered for this namespace, applies (Deployment included;
-    // nothing runs it here) and its ServiceAccount's rules are all the
-    // operator gets: a token of that ServiceAccount, not admin.
-    crate::deploy::apply_all(&admin, &crate::deploy::render(NS, &[]), NS).await;
-    let kubeconfig = server.service_account_kubeconfig(NS, "etcd-operator").await;
-    let runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
-    let op = Operator::start(&kubeconfig, &runner, server.dir.path(), "operator-ns", &[]);
-    let clusters: Api<EtcdCluster> = Api::namespaced(admin.clone(), NS);
+    let env = Env::new("e2e-scale").await;
+    // The chart, installed into this namespace: the operator runs in a
+    // container with its ServiceAccount's rules and nothing more.
+    let op = Operator::install(&env, "etcd-operator", &["memberFailureGrace=5s"]).await;
+    let clusters: Api<EtcdCluster> = env.api();
 
     // The clusterwide-annotated cluster is not this namespaced operator's.
     clusters
         .create(
             &PostParams::default(),
-            &cluster(
+            &env.cluster(
                 "wide",
                 1,
                 serde_json::json!({"etcd.database.coreos.com/scope": "clusterwide"}),
@@ -264,16 +348,16 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     clusters
         .create(
             &PostParams::default(),
-            &cluster("example", 3, serde_json::json!({})),
+            &env.cluster("example", 3, serde_json::json!({})),
         )
         .await
         .unwrap();
-    let status = wait_ready(&admin, "example", 3, Duration::from_secs(120)).await;
+    let status = env.wait_ready("example", 3, Duration::from_secs(120)).await;
     assert_eq!(status.service_name.as_deref(), Some("example-client"));
     assert_eq!(status.client_port, Some(2379));
 
     // Both Services, the budget and owner references, as CoreOS laid them out.
-    let services: Api<Service> = Api::namespaced(admin.clone(), NS);
+    let services: Api<Service> = env.api();
     let peer = services.get("example").await.unwrap().spec.unwrap();
     assert_eq!(peer.cluster_ip.as_deref(), Some("None"));
     let ports: Vec<i32> = peer.ports.unwrap().iter().map(|p| p.port).collect();
@@ -281,12 +365,12 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let client_svc = services.get("example-client").await.unwrap().spec.unwrap();
     assert_eq!(client_svc.ports.unwrap()[0].port, 2379);
     assert_eq!(client_svc.selector.unwrap()["etcd_cluster"], "example");
-    Api::<PodDisruptionBudget>::namespaced(admin.clone(), NS)
+    env.api::<PodDisruptionBudget>()
         .get("example")
         .await
         .unwrap();
     let uid = clusters.get("example").await.unwrap().metadata.uid.unwrap();
-    for pod in member_pods(&admin, "example").await {
+    for pod in env.member_pods("example").await {
         let owner = &pod.metadata.owner_references.unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str()),
@@ -294,11 +378,11 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         );
         assert_eq!(pod.spec.unwrap().subdomain.as_deref(), Some("example"));
     }
-    let reasons = reasons_for(&admin, "example").await;
+    let reasons = env.reasons_for("example").await;
     assert!(reasons.iter().any(|r| r == "ClusterSeeded"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "MemberAdded"), "{reasons:?}");
 
-    let mut kv = etcd_of(&admin, "example").await;
+    let mut kv = env.etcd_of("example").await;
     kv.put("/e2e/key", "kept", None).await.unwrap();
 
     // Scale 3 → 5 → 3.
@@ -307,16 +391,16 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         .patch("example", &PatchParams::default(), &size(5))
         .await
         .unwrap();
-    wait_ready(&admin, "example", 5, Duration::from_secs(120)).await;
+    env.wait_ready("example", 5, Duration::from_secs(120)).await;
     clusters
         .patch("example", &PatchParams::default(), &size(3))
         .await
         .unwrap();
-    let status = wait_ready(&admin, "example", 3, Duration::from_secs(120)).await;
+    let status = env.wait_ready("example", 3, Duration::from_secs(120)).await;
 
     // Delete a member Pod: it is replaced and the data is still there.
     let victim = status.members.ready[0].clone();
-    Api::<Pod>::namespaced(admin.clone(), NS)
+    env.api::<Pod>()
         .delete(&victim, &DeleteParams::default())
         .await
         .unwrap();
@@ -324,19 +408,20 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         "the deleted member replaced",
         Duration::from_secs(120),
         || async {
-            let s = wait_ready(&admin, "example", 3, Duration::from_secs(120)).await;
+            let s = env.wait_ready("example", 3, Duration::from_secs(120)).await;
             (!s.members.ready.contains(&victim)).then_some(s)
         },
     )
     .await;
-    let mut kv = etcd_of(&admin, "example").await;
+    let mut kv = env.etcd_of("example").await;
     let got = kv.get("/e2e/key", None).await.unwrap();
     assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
-    let reasons = reasons_for(&admin, "example").await;
+    let reasons = env.reasons_for("example").await;
     assert!(reasons.iter().any(|r| r == "MemberReplaced"), "{reasons:?}");
 
     // Metrics and health (a gauge follows the latest reconcile: poll it).
-    let ready_gauge = r#"etcd_operator_cluster_ready_members{namespace="e2e",cluster="example"} 3"#;
+    let ready_gauge =
+        r#"etcd_operator_cluster_ready_members{namespace="e2e-scale",cluster="example"} 3"#;
     let metrics = eventually(
         "the ready-members gauge at 3",
         Duration::from_secs(30),
@@ -356,39 +441,36 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     // After all that, the annotated cluster was never touched...
     let wide = clusters.get("wide").await.unwrap();
     assert!(wide.status.is_none(), "{:?}", wide.status);
-    assert!(member_pods(&admin, "wide").await.is_empty());
+    assert!(env.member_pods("wide").await.is_empty());
     // ...until a --cluster-wide operator runs (as the ServiceAccount of the
     // chart rendered with clusterWide=true): it manages that one only.
-    let wide = crate::deploy::render_release("etcd-operator-wide", NS, &["clusterWide=true"]);
-    crate::deploy::apply_all(&admin, &wide, NS).await;
-    let wide_config = server
-        .service_account_kubeconfig(NS, "etcd-operator-wide")
-        .await;
-    let _wide_op = Operator::start(
-        &wide_config,
-        &runner,
-        server.dir.path(),
-        "operator-wide",
-        &[
-            "--cluster-wide",
-            "--lease-name",
-            "etcd-operator-clusterwide",
-        ],
-    );
-    wait_ready(&admin, "wide", 1, Duration::from_secs(90)).await;
-    let wide_reporters: Vec<String> = events_for(&admin, "example")
+    let _wide_op = Operator::install(
+        &env,
+        "etcd-operator-wide",
+        &["clusterWide=true", "memberFailureGrace=5s"],
+    )
+    .await;
+    env.wait_ready("wide", 1, Duration::from_secs(90)).await;
+    let wide_reporters: Vec<String> = env
+        .events_for("example")
         .await
         .into_iter()
         .filter_map(|e| e.reporting_instance)
         .collect();
+    let namespaced: Vec<String> = op
+        .pods()
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     assert!(
-        wide_reporters.iter().all(|r| r == "operator-ns"),
-        "{wide_reporters:?}"
+        wide_reporters.iter().all(|r| namespaced.contains(r)),
+        "{wide_reporters:?} (the namespaced operator is {namespaced:?})"
     );
 
     // PVC-backed members: a deleted Pod comes back under the same name and
     // rejoins with its data instead of being replaced.
-    let mut durable = cluster("durable", 3, serde_json::json!({}));
+    let mut durable = env.cluster("durable", 3, serde_json::json!({}));
     durable.spec.pod = Some(
         serde_json::from_value(serde_json::json!({
             "persistentVolumeClaimSpec": {
@@ -402,9 +484,8 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         .create(&PostParams::default(), &durable)
         .await
         .unwrap();
-    let status = wait_ready(&admin, "durable", 3, Duration::from_secs(120)).await;
-    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-        Api::namespaced(admin.clone(), NS);
+    let status = env.wait_ready("durable", 3, Duration::from_secs(120)).await;
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = env.api();
     let claim_names: Vec<String> = claims
         .list(&ListParams::default().labels("etcd_cluster=durable"))
         .await
@@ -418,26 +499,21 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     let mut sorted_claims = claim_names.clone();
     sorted_claims.sort();
     assert_eq!(sorted_claims, members, "one PVC per member, named after it");
-    let mut kv = etcd_of(&admin, "durable").await;
+    let mut kv = env.etcd_of("durable").await;
     kv.put("/durable", "kept", None).await.unwrap();
     let restarted = members[0].clone();
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    let pods: Api<Pod> = env.api();
     let old_uid = pods.get(&restarted).await.unwrap().metadata.uid;
     pods.delete(&restarted, &DeleteParams::default())
         .await
         .unwrap();
-    wait_event(
-        &admin,
-        "durable",
-        "MemberRestarted",
-        Duration::from_secs(90),
-    )
-    .await;
-    let status = wait_ready(&admin, "durable", 3, Duration::from_secs(120)).await;
+    env.wait_event("durable", "MemberRestarted", Duration::from_secs(90))
+        .await;
+    let status = env.wait_ready("durable", 3, Duration::from_secs(120)).await;
     let mut after = status.members.ready.clone();
     after.sort();
     assert_eq!(after, members, "the same members, none replaced");
-    let reasons = reasons_for(&admin, "durable").await;
+    let reasons = env.reasons_for("durable").await;
     assert!(
         !reasons.iter().any(|r| r == "MemberReplaced"),
         "{reasons:?}"
@@ -477,14 +553,13 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         .delete("durable", &DeleteParams::default())
         .await
         .unwrap();
-    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-        Api::namespaced(admin.clone(), NS);
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), NS);
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = env.api();
+    let budgets: Api<PodDisruptionBudget> = env.api();
     eventually(
         "everything of durable collected",
         Duration::from_secs(60),
         || async {
-            let pods = member_pods(&admin, "durable").await.len();
+            let pods = env.member_pods("durable").await.len();
             let pvcs = claims
                 .list(&ListParams::default().labels("etcd_cluster=durable"))
                 .await
@@ -508,10 +583,11 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn plugin_config_map(name: &str, key: &str, bytes: Vec<u8>) -> ConfigMap {
+/// A plugin ConfigMap of `kind` (`storage` or `policy`).
+fn plugin_config_map(ns: &str, kind: &str, name: &str, key: &str, bytes: Vec<u8>) -> ConfigMap {
     serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": NS,
-                     "labels": {"etcd.database.coreos.com/plugin": "storage"}},
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"etcd.database.coreos.com/plugin": kind}},
         "binaryData": {key: k8s_openapi::ByteString(bytes)},
     }))
     .unwrap()
@@ -519,47 +595,44 @@ fn plugin_config_map(name: &str, key: &str, bytes: Vec<u8>) -> ConfigMap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restore() {
-    let moto = Moto::start();
+    let env = Env::new("e2e-backup").await;
+    let node = Node::shared();
+    // The S3 test server on the node's address, where Pods reach the host.
+    let moto = Moto::start_on(&node.ip);
     moto.create_bucket("etcd-backups");
-    let server = ApiServer::start().await;
-    let admin = server.client().await;
-    install_crds(&admin).await;
-    create_namespace(&admin, NS).await;
-    let runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
+    let allow = format!("plugins.allowNetworks={{{}/32}}", node.ip);
+    let op = Operator::install(&env, "etcd-operator", &[&allow, "memberFailureGrace=5s"]).await;
 
-    // A broken component first: it is rejected with an Event.
-    let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), NS);
+    // A broken component first: it is rejected with an Event, and what
+    // names it is blocked, saying which plugin.
+    let maps: Api<ConfigMap> = env.api();
+    let go_policy = |bytes: Vec<u8>| {
+        plugin_config_map(
+            &env.ns,
+            "policy",
+            "go-policy",
+            "count-age.wasm.gz",
+            gzip(&bytes),
+        )
+    };
     maps.create(
         &PostParams::default(),
-        &plugin_config_map("storage-plugins", "s3.wasm.gz", gzip(b"not a component")),
+        &go_policy(b"not a component".to_vec()),
     )
     .await
     .unwrap();
-    // No bundled plugins: only what the ConfigMaps carry.
-    let op = Operator::start(
-        &server.admin_kubeconfig(),
-        &runner,
-        server.dir.path(),
-        "operator",
-        &["--allow-network", "127.0.0.1/32", "--leader-elect=false"],
-    );
-    wait_event(
-        &admin,
-        "storage-plugins",
-        "PluginRejected",
-        Duration::from_secs(60),
-    )
-    .await;
+    env.wait_event("go-policy", "PluginRejected", Duration::from_secs(60))
+        .await;
 
-    Api::<EtcdCluster>::namespaced(admin.clone(), NS)
+    env.api::<EtcdCluster>()
         .create(
             &PostParams::default(),
-            &cluster("example", 1, serde_json::json!({})),
+            &env.cluster("example", 1, serde_json::json!({})),
         )
         .await
         .unwrap();
-    wait_ready(&admin, "example", 1, Duration::from_secs(90)).await;
-    let mut kv = etcd_of(&admin, "example").await;
+    env.wait_ready("example", 1, Duration::from_secs(120)).await;
+    let mut kv = env.etcd_of("example").await;
     for i in 0..100 {
         kv.put(format!("/k8s/{i:03}"), format!("value-{i}"), None)
             .await
@@ -567,51 +640,32 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     }
 
     let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "aws", "namespace": NS},
+        "metadata": {"name": "aws", "namespace": env.ns},
         "stringData": {
             "credentials": Moto::credentials(),
             "config": "[default]\nregion = us-east-1\n",
         },
     }))
     .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), NS)
+    env.api::<Secret>()
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    // CoreOS YAML: a one-shot backup of the cluster to S3.
+    // CoreOS YAML: a one-shot backup of the cluster to S3, through the
+    // image's bundled s3 plugin.
     let backup: EtcdBackup = serde_json::from_value(serde_json::json!({
         "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdBackup",
-        "metadata": {"name": "to-s3", "namespace": NS},
+        "metadata": {"name": "to-s3", "namespace": env.ns},
         "spec": {"etcdCluster": {"name": "example"}, "storageType": "S3",
                  "s3": {"path": "etcd-backups/k8s/example.db", "awsSecret": "aws",
                         "endpoint": moto.endpoint, "forcePathStyle": true}},
     }))
     .unwrap();
-    let backups: Api<EtcdBackup> = Api::namespaced(admin.clone(), NS);
+    let backups: Api<EtcdBackup> = env.api();
     backups
         .create(&PostParams::default(), &backup)
         .await
         .unwrap();
-    // The broken plugin cannot run it; the status says which plugin.
-    let reason = eventually(
-        "the backup blocked on the s3 plugin",
-        Duration::from_secs(60),
-        || async {
-            let s = backups.get("to-s3").await.ok()?.status?;
-            s.reason.filter(|r| r.contains("s3") && !s.succeeded)
-        },
-    )
-    .await;
-    assert!(reason.contains("plugin"), "{reason}");
-
-    // Replace the ConfigMap with the real plugin: no operator restart.
-    maps.replace(
-        "storage-plugins",
-        &PostParams::default(),
-        &plugin_config_map("storage-plugins", "s3.wasm.gz", gzip(&plugin_bytes("s3"))),
-    )
-    .await
-    .unwrap();
     let done = eventually(
         "the backup to succeed",
         Duration::from_secs(120),
@@ -627,44 +681,24 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         moto.keys("etcd-backups")
             .contains(&"k8s/example.db".to_string())
     );
-    let reasons = reasons_for(&admin, "storage-plugins").await;
-    assert!(reasons.iter().any(|r| r == "PluginLoaded"), "{reasons:?}");
-    let (_, metrics) = op.get("/metrics").await.unwrap();
-    assert!(
-        metrics.contains(
-            r#"etcd_operator_backups_total{namespace="e2e",backup="to-s3",result="succeeded"} 1"#
-        ),
-        "{metrics}"
-    );
+    let metrics = eventually("the backup counted", Duration::from_secs(30), || async {
+        let (_, metrics) = op.get("/metrics").await?;
+        metrics
+            .contains(r#"etcd_operator_backups_total{namespace="e2e-backup",backup="to-s3",result="succeeded"} 1"#)
+            .then_some(metrics)
+    })
+    .await;
     assert!(
         metrics.contains(r#"etcd_operator_plugin_call_duration_seconds_count{plugin="s3",function="complete",result="ok"}"#),
         "{metrics}"
     );
 
-    // A backup policy written in Go, shipped gzipped in its own ConfigMap (it
-    // fits: ≈0.8 MiB), names the backups of a periodic EtcdBackup.
-    let go_policy = crate::common::example_path("count-age");
-    let mut map = plugin_config_map(
-        "go-policy",
-        "count-age.wasm.gz",
-        gzip(&std::fs::read(go_policy).unwrap()),
-    );
-    map.metadata
-        .labels
-        .as_mut()
-        .unwrap()
-        .insert("etcd.database.coreos.com/plugin".into(), "policy".into());
-    maps.create(&PostParams::default(), &map).await.unwrap();
-    wait_event(
-        &admin,
-        "go-policy",
-        "PluginLoaded",
-        Duration::from_secs(120),
-    )
-    .await;
+    // A periodic EtcdBackup whose names come from the backup policy written
+    // in Go, shipped gzipped in its ConfigMap (it fits: ≈0.8 MiB). While the
+    // ConfigMap holds the broken component, the backup waits on it.
     let dated: EtcdBackup = serde_json::from_value(serde_json::json!({
         "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdBackup",
-        "metadata": {"name": "dated", "namespace": NS},
+        "metadata": {"name": "dated", "namespace": env.ns},
         "spec": {"etcdCluster": {"name": "example"}, "storageType": "S3",
                  "backupPolicy": {"backupIntervalInSecond": 3600,
                                   "plugin": {"name": "count-age",
@@ -677,6 +711,23 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .create(&PostParams::default(), &dated)
         .await
         .unwrap();
+    let reason = eventually(
+        "the periodic backup blocked on the count-age plugin",
+        Duration::from_secs(60),
+        || async {
+            let s = backups.get("dated").await.ok()?.status?;
+            s.reason.filter(|r| r.contains("count-age") && !s.succeeded)
+        },
+    )
+    .await;
+    assert!(reason.contains("plugin"), "{reason}");
+    // The real component replaces it: hot-reloaded, no operator restart.
+    let real = std::fs::read(crate::common::example_path("count-age")).unwrap();
+    maps.replace("go-policy", &PostParams::default(), &go_policy(real))
+        .await
+        .unwrap();
+    env.wait_event("go-policy", "PluginLoaded", Duration::from_secs(120))
+        .await;
     let named = eventually(
         "the Go-named periodic backup",
         Duration::from_secs(120),
@@ -699,7 +750,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     let restore = |name: &str, cluster: &str, new_cluster: serde_json::Value| -> EtcdRestore {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdRestore",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": env.ns},
             "spec": {"etcdCluster": {"name": cluster}, "backupStorageType": "S3",
                      "newCluster": new_cluster,
                      "s3": {"path": "etcd-backups/k8s/example.db", "awsSecret": "aws",
@@ -707,7 +758,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         }))
         .unwrap()
     };
-    let restores: Api<EtcdRestore> = Api::namespaced(admin.clone(), NS);
+    let restores: Api<EtcdRestore> = env.api();
     let completed = |name: &'static str| {
         let restores = restores.clone();
         async move {
@@ -724,7 +775,8 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         }
     };
     // In place: every member replaced from the verified backup.
-    let old_pods: Vec<String> = member_pods(&admin, "example")
+    let old_pods: Vec<String> = env
+        .member_pods("example")
         .await
         .into_iter()
         .filter_map(|p| p.metadata.name)
@@ -738,9 +790,9 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .unwrap();
     let done = completed("example").await;
     assert!(done.succeeded);
-    let status = wait_ready(&admin, "example", 1, Duration::from_secs(90)).await;
+    let status = env.wait_ready("example", 1, Duration::from_secs(90)).await;
     assert!(!status.members.ready.iter().any(|m| old_pods.contains(m)));
-    let mut kv = etcd_of(&admin, "example").await;
+    let mut kv = env.etcd_of("example").await;
     assert_eq!(
         kv.get("/k8s/042", None).await.unwrap().kvs()[0]
             .value_str()
@@ -754,7 +806,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
             .kvs()
             .is_empty()
     );
-    let pod = &member_pods(&admin, "example").await[0];
+    let pod = &env.member_pods("example").await[0];
     let init: Vec<String> = pod
         .spec
         .as_ref()
@@ -766,7 +818,12 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .collect();
     assert_eq!(
         init,
-        ["fetch-snapshot", "restore-datadir", "remove-snapshot"]
+        [
+            "check-dns",
+            "fetch-snapshot",
+            "restore-datadir",
+            "remove-snapshot"
+        ]
     );
 
     // Into a new cluster of three, created by the restore.
@@ -782,18 +839,14 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .await
         .unwrap();
     completed("copy").await;
-    wait_ready(&admin, "copy", 3, Duration::from_secs(120)).await;
-    let spec = Api::<EtcdCluster>::namespaced(admin.clone(), NS)
-        .get("copy")
-        .await
-        .unwrap()
-        .spec;
+    env.wait_ready("copy", 3, Duration::from_secs(120)).await;
+    let spec = env.api::<EtcdCluster>().get("copy").await.unwrap().spec;
     assert_ne!(
         spec.paused,
         Some(true),
         "the restored cluster must be handed back unpaused"
     );
-    let mut kv = etcd_of(&admin, "copy").await;
+    let mut kv = env.etcd_of("copy").await;
     let all = kv
         .get(
             "/k8s/",
@@ -841,7 +894,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         reason.contains("does not exist") && reason.contains("untouched"),
         "{reason}"
     );
-    let mut kv = etcd_of(&admin, "example").await;
+    let mut kv = env.etcd_of("example").await;
     assert_eq!(
         kv.get("/k8s/042", None).await.unwrap().kvs()[0]
             .value_str()
@@ -850,11 +903,11 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     );
 
     // Every member Pod deleted at once (emptyDir: the data went with them).
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    let pods: Api<Pod> = env.api();
     let delete_all = |cluster: &'static str| {
-        let (pods, admin) = (pods.clone(), admin.clone());
+        let (pods, env) = (pods.clone(), &env);
         async move {
-            for p in member_pods(&admin, cluster).await {
+            for p in env.member_pods(cluster).await {
                 pods.delete(&p.metadata.name.unwrap(), &DeleteParams::default())
                     .await
                     .unwrap();
@@ -863,15 +916,14 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     };
     // "example" has a backup: it comes back from it instead of empty.
     delete_all("example").await;
-    wait_event(
-        &admin,
+    env.wait_event(
         "example",
         "QuorumRecoveredFromBackup",
         Duration::from_secs(120),
     )
     .await;
-    wait_ready(&admin, "example", 1, Duration::from_secs(120)).await;
-    let mut kv = etcd_of(&admin, "example").await;
+    env.wait_ready("example", 1, Duration::from_secs(120)).await;
+    let mut kv = env.etcd_of("example").await;
     assert_eq!(
         kv.get("/k8s/042", None).await.unwrap().kvs()[0]
             .value_str()
@@ -881,11 +933,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     // "copy" has none: the operator stops and says so rather than seeding an empty cluster.
     delete_all("copy").await;
     let reason = eventually("copy reported lost", Duration::from_secs(60), || async {
-        let s = Api::<EtcdCluster>::namespaced(admin.clone(), NS)
-            .get("copy")
-            .await
-            .ok()?
-            .status?;
+        let s = env.api::<EtcdCluster>().get("copy").await.ok()?.status?;
         (s.phase.as_deref() == Some("Failed")).then_some(s.reason?)
     })
     .await;
@@ -893,37 +941,37 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         reason.contains("will not start an empty cluster"),
         "{reason}"
     );
-    assert!(member_pods(&admin, "copy").await.is_empty());
+    assert!(env.member_pods("copy").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate() {
-    let server = ApiServer::start().await;
-    let admin = server.client().await;
-    install_crds(&admin).await;
-    create_namespace(&admin, NS).await;
-    let runner = PodRunner::start(admin.clone(), NS, &server.dir.path().join("pods"));
+    let env = Env::new("e2e-tls").await;
 
     // Certificates as the CoreOS TLS guide lays them out: members named by
     // a wildcard of the peer Service, plus the client Service.
-    let pki = server.dir.path().join("etcd-pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    make_ca(&pki, "etcd-test-ca");
+    let scratch = scratch();
+    let pki = scratch.path();
+    make_ca(pki, "etcd-test-ca");
     issue_cert(
-        &pki,
+        pki,
         "member",
         "/CN=etcd-member",
-        "subjectAltName=DNS:*.secure.e2e.svc,DNS:secure-client.e2e.svc,DNS:localhost\n\
+        // etcd checks a peer's client certificate against the reverse DNS
+        // name of its address, which cluster DNS answers in full
+        // (`<member>.<cluster>.<namespace>.svc.cluster.local`).
+        "subjectAltName=DNS:*.secure.e2e-tls.svc,DNS:*.secure.e2e-tls.svc.cluster.local,\
+         DNS:secure-client.e2e-tls.svc,DNS:localhost\n\
          extendedKeyUsage=serverAuth,clientAuth",
     );
     issue_cert(
-        &pki,
+        pki,
         "operator",
         "/CN=etcd-operator",
         "extendedKeyUsage=clientAuth",
     );
     let read = |f: &str| k8s_openapi::ByteString(std::fs::read(pki.join(f)).unwrap());
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let secrets: Api<Secret> = env.api();
     for (name, prefix, cert, key) in [
         ("etcd-peer-tls", "peer", "member.pem", "member-key.pem"),
         ("etcd-server-tls", "server", "member.pem", "member-key.pem"),
@@ -935,7 +983,7 @@ async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate(
         ),
     ] {
         let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": env.ns},
             "data": {
                 format!("{prefix}.crt"): read(cert),
                 format!("{prefix}.key"): read(key),
@@ -948,14 +996,8 @@ async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate(
             .await
             .unwrap();
     }
-    let _op = Operator::start(
-        &server.admin_kubeconfig(),
-        &runner,
-        server.dir.path(),
-        "operator",
-        &["--leader-elect=false"],
-    );
-    let mut secure = cluster("secure", 3, serde_json::json!({}));
+    let _op = Operator::install(&env, "etcd-operator", &[]).await;
+    let mut secure = env.cluster("secure", 3, serde_json::json!({}));
     secure.spec.tls = Some(
         serde_json::from_value(serde_json::json!({"static": {
             "member": {"peerSecret": "etcd-peer-tls", "serverSecret": "etcd-server-tls"},
@@ -963,20 +1005,20 @@ async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate(
         }}))
         .unwrap(),
     );
-    Api::<EtcdCluster>::namespaced(admin.clone(), NS)
+    env.api::<EtcdCluster>()
         .create(&PostParams::default(), &secure)
         .await
         .unwrap();
-    let status = wait_ready(&admin, "secure", 3, Duration::from_secs(120)).await;
+    let status = env.wait_ready("secure", 3, Duration::from_secs(120)).await;
     assert!(
         status
             .client_urls
             .iter()
-            .all(|u| u.starts_with("https://") && u.ends_with(".secure.e2e.svc:2379")),
+            .all(|u| u.starts_with("https://") && u.ends_with(".secure.e2e-tls.svc:2379")),
         "{:?}",
         status.client_urls
     );
-    let pod = &member_pods(&admin, "secure").await[0];
+    let pod = &env.member_pods("secure").await[0];
     let cmd = pod.spec.as_ref().unwrap().containers[0]
         .command
         .clone()
@@ -995,7 +1037,7 @@ async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate(
     let endpoint = [format!("https://{ip}:2379")];
     let tls = |with_identity: bool| {
         let mut t = etcd_client::TlsOptions::new()
-            .domain_name("secure-client.e2e.svc")
+            .domain_name("secure-client.e2e-tls.svc")
             .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem").0));
         if with_identity {
             t = t.identity(etcd_client::Identity::from_pem(

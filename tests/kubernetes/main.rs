@@ -1,25 +1,31 @@
-//! Against a real kube-apiserver (built from the k8s.io/kubernetes Go module):
+//! On a real single-node Kubernetes ([`node`]: control plane, kubelet,
+//! containerd, kube-proxy and cluster DNS, built and started by the harness):
 //! the generated CRDs install, their schemas and CEL rules are accepted, CoreOS
 //! objects apply unchanged, and invalid objects are rejected with the
-//! messages the rules carry; and the operator itself ([`e2e`]) runs clusters,
-//! backups and plugin ConfigMaps on it, with Pods run by [`pod_runner`].
+//! messages the rules carry; and the operator itself ([`e2e`]), installed
+//! with its chart, runs clusters, backups, restores and plugin ConfigMaps.
 
 #[path = "../common/mod.rs"]
 mod common;
 
-mod apiserver;
 mod deploy;
 mod e2e;
-mod pod_runner;
+mod node;
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde::Deserialize;
 
-use apiserver::ApiServer;
 use common::repo;
+use node::Node;
+
+/// The namespace the CoreOS fixtures are created in (deleted afterwards, so
+/// no operator of another test ever manages them).
+const FIXTURES: &str = "fixtures";
 
 fn documents(path: &std::path::Path) -> Vec<serde_json::Value> {
     documents_of(&std::fs::read_to_string(path).unwrap())
@@ -46,21 +52,27 @@ async fn create(
     doc: &serde_json::Value,
 ) -> Result<DynamicObject, kube::Error> {
     let kind = doc["kind"].as_str().unwrap();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource(kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), FIXTURES, &resource(kind));
     let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
     api.create(&PostParams::default(), &obj).await
 }
 
-/// Install the generated CRDs and wait until they are established.
+/// Install (server-side apply: every test of the shared node does it) the
+/// generated CRDs and wait until they are established.
 pub async fn install_crds(client: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let installed = documents(&repo().join("crds/etcd-operator.crds.yaml"));
     assert_eq!(installed.len(), 3);
     for doc in &installed {
         let crd: CustomResourceDefinition = serde_json::from_value(doc.clone()).unwrap();
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .unwrap_or_else(|e| panic!("the API server refused a CRD: {e}"));
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("etcd-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the API server refused a CRD: {e}"));
     }
     let start = Instant::now();
     for doc in &installed {
@@ -85,10 +97,17 @@ pub async fn install_crds(client: &kube::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crds_install_on_a_real_api_server_and_their_rules_reject_invalid_objects() {
-    let server = ApiServer::start().await;
-    let client = server.client().await;
+    let node = tokio::task::block_in_place(Node::shared);
+    let client = node.client().await;
 
     install_crds(&client).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let fixtures: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": FIXTURES}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &fixtures)
+        .await
+        .unwrap();
 
     // The plain manifests (both modes) are accepted as they are.
     for file in ["etcd-operator.yaml", "etcd-operator-clusterwide.yaml"] {
@@ -109,7 +128,7 @@ async fn crds_install_on_a_real_api_server_and_their_rules_reject_invalid_object
                     doc["spec"]["etcdCluster"]["name"] = name.clone().into();
                 }
                 doc["metadata"]["name"] = name.clone().into();
-                doc["metadata"]["namespace"] = "default".into();
+                doc["metadata"]["namespace"] = FIXTURES.into();
                 create(&client, &doc)
                     .await
                     .unwrap_or_else(|e| panic!("{} ({kind}) was refused: {e}", path.display()));
@@ -168,4 +187,10 @@ async fn crds_install_on_a_real_api_server_and_their_rules_reject_invalid_object
         "spec.size",
     )
     .await;
+
+    // Nothing of this test is left for another test's operator to manage
+    // (the plain manifests' Deployments name an image the node does not have).
+    for ns in [FIXTURES, "etcd-operator"] {
+        namespaces.delete(ns, &Default::default()).await.unwrap();
+    }
 }

@@ -239,6 +239,66 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// The init container image: the policy's `busyboxImage`, or ours.
+fn busybox(cluster: &EtcdCluster) -> String {
+    cluster
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.busybox_image.clone())
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| DEFAULT_BUSYBOX.to_string())
+}
+
+/// The init container every member starts with: wait until the member's
+/// own DNS name resolves. etcd dials and advertises that name at once, and
+/// a peer with client-certificate authentication checks a joining member's
+/// certificate against the reverse DNS name of its address; both exist only
+/// once cluster DNS has seen the Pod in the headless Service, a moment after
+/// the Pod has its address. Started earlier, etcd exits ("could not retrieve
+/// cluster information", "does not match any of DNSNames") and the member
+/// is lost. busybox's `nslookup` does not apply the search list to a name
+/// with dots, so the script tries the name under each search domain itself
+/// (the Pod's resolver does, and so finds `.svc.<cluster domain>` whatever
+/// that domain is). `spec.pod.DNSTimeoutInSecond` bounds the wait (0 or unset: no
+/// bound), as in the CoreOS operator; on timeout the Pod fails and the
+/// operator sees a failed member.
+pub fn dns_wait_container(cluster: &EtcdCluster, member: &str) -> Container {
+    let timeout = cluster
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.dns_timeout_in_second)
+        .unwrap_or(0)
+        .max(0);
+    let host = member_host(cluster, member);
+    Container {
+        name: "check-dns".into(),
+        image: Some(busybox(cluster)),
+        command: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                r#"timeout={timeout}; waited=0
+resolves() {{
+  for domain in "" $(sed -n 's/^search //p' /etc/resolv.conf); do
+    nslookup "$MEMBER_HOST${{domain:+.$domain}}" >/dev/null 2>&1 && return 0
+  done
+  return 1
+}}
+until resolves; do
+  if [ "$timeout" -gt 0 ] && [ "$waited" -ge "$timeout" ]; then
+    echo "$MEMBER_HOST did not resolve within ${{timeout}}s (spec.pod.DNSTimeoutInSecond)"; exit 1
+  fi
+  sleep 1; waited=$((waited + 1))
+done"#
+            ),
+        ]),
+        env: Some(vec![env("MEMBER_HOST", &host)]),
+        ..Default::default()
+    }
+}
+
 /// The init containers of a member restored from a snapshot: fetch it from
 /// the operator (busybox `wget` with the offer's bearer token), restore it
 /// into the data directory with this member's identity (`etcdutl`, or
@@ -248,13 +308,7 @@ pub fn restore_init_containers(
     plan: &MemberPlan,
     offer: &super::snapshots::Offer,
 ) -> Vec<Container> {
-    let busybox = cluster
-        .spec
-        .pod
-        .as_ref()
-        .and_then(|p| p.busybox_image.clone())
-        .filter(|i| !i.is_empty())
-        .unwrap_or_else(|| DEFAULT_BUSYBOX.to_string());
+    let busybox = busybox(cluster);
     let urls = member_urls(cluster, &plan.name);
     let initial: Vec<String> = plan
         .initial_cluster
@@ -442,6 +496,7 @@ pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
             // its DNS name `<member>.<cluster>.<namespace>.svc`.
             hostname: Some(plan.name.clone()),
             subdomain: Some(cluster_name),
+            init_containers: Some(vec![dns_wait_container(cluster, &plan.name)]),
             containers: vec![etcd],
             volumes: Some(volumes),
             restart_policy: Some("Never".into()),
@@ -711,6 +766,45 @@ mod tests {
             .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
             .collect();
         assert_eq!(secrets, ["etcd-peer-tls", "etcd-server-tls"]);
+    }
+
+    #[test]
+    fn every_member_waits_for_its_dns_name_as_long_as_the_policy_says() {
+        // Unset: the member waits however long cluster DNS takes.
+        let c = cluster(EtcdClusterSpec::default());
+        let pod = member_pod(&c, &plan(StartMode::Join));
+        let init = pod.spec.unwrap().init_containers.unwrap();
+        assert_eq!(init.len(), 1);
+        assert_eq!(init[0].name, "check-dns");
+        assert_eq!(init[0].image.as_deref(), Some(DEFAULT_BUSYBOX));
+        let script = init[0].command.clone().unwrap()[2].clone();
+        assert!(script.starts_with("timeout=0;"), "{script}");
+        assert!(
+            script.contains(r#"nslookup "$MEMBER_HOST${domain:+.$domain}""#),
+            "{script}"
+        );
+        assert_eq!(
+            init[0].env.clone().unwrap()[0].value,
+            Some(member_host(&c, "example-abc"))
+        );
+
+        // CoreOS fields: the timeout, the domain in the name, the image.
+        let c = cluster(EtcdClusterSpec {
+            pod: Some(PodPolicy {
+                dns_timeout_in_second: Some(45),
+                cluster_domain: Some("cluster.local".into()),
+                busybox_image: Some("registry.example/busybox:1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let wait = dns_wait_container(&c, "example-abc");
+        assert!(wait.command.clone().unwrap()[2].starts_with("timeout=45;"));
+        assert_eq!(
+            wait.env.unwrap()[0].value.as_deref(),
+            Some("example-abc.example.prod.svc.cluster.local")
+        );
+        assert_eq!(wait.image.as_deref(), Some("registry.example/busybox:1"));
     }
 
     #[test]

@@ -170,7 +170,10 @@ impl KubeRuntime {
         if plan.mode == StartMode::Restore {
             let offer = self.offer(plan)?;
             if let Some(spec) = pod.spec.as_mut() {
-                spec.init_containers = Some(restore_init_containers(cluster, plan, &offer));
+                // After the DNS wait: fetch, restore, remove the snapshot.
+                spec.init_containers
+                    .get_or_insert_with(Vec::new)
+                    .extend(restore_init_containers(cluster, plan, &offer));
             }
         }
         match self.pods(key).create(&PostParams::default(), &pod).await {
