@@ -10,44 +10,73 @@ use crate::controller::version::Version;
 #[derive(Debug, Clone, Default)]
 pub struct EtcdBinaries {
     by_version: BTreeMap<Version, PathBuf>,
+    /// `etcdutl` binaries found without an `etcd` beside them, by version:
+    /// all the operator image ships (it verifies snapshots; members run
+    /// etcd in their own images).
+    etcdutl_only: BTreeMap<Version, PathBuf>,
+}
+
+/// The version a binary reports: `<binary> <arg>` prints a line `<prefix> X.Y.Z`.
+fn reported_version(binary: &Path, arg: &str, prefix: &str) -> Option<Version> {
+    let out = std::process::Command::new(binary).arg(arg).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with(prefix))?;
+    Version::parse(line.trim_start_matches(prefix).trim()).ok()
 }
 
 fn version_of(binary: &Path) -> Option<Version> {
-    let out = std::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("etcd Version:"))?;
-    Version::parse(line.trim_start_matches("etcd Version:").trim()).ok()
+    reported_version(binary, "--version", "etcd Version:")
+}
+
+/// `dir/<name>` and `dir/*/<name>` for each directory, then `<name>` on `path`.
+fn candidates(dirs: &[PathBuf], path: Option<&std::ffi::OsStr>, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        found.push(dir.join(name));
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut subdirs: Vec<PathBuf> =
+                entries.flatten().map(|e| e.path().join(name)).collect();
+            subdirs.sort();
+            found.extend(subdirs);
+        }
+    }
+    if let Some(path) = path {
+        found.extend(std::env::split_paths(path).map(|d| d.join(name)));
+    }
+    found
 }
 
 impl EtcdBinaries {
     /// Look in each directory (for `etcd` and `*/etcd`), then on `PATH`.
     /// The first binary found for a version wins.
+    /// A lone `etcdutl` (no `etcd` beside it) is kept as a snapshot tool.
     pub fn discover(dirs: &[PathBuf]) -> Self {
-        let mut candidates = Vec::new();
-        for dir in dirs {
-            candidates.push(dir.join("etcd"));
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                let mut subdirs: Vec<PathBuf> =
-                    entries.flatten().map(|e| e.path().join("etcd")).collect();
-                subdirs.sort();
-                candidates.extend(subdirs);
-            }
-        }
-        if let Some(path) = std::env::var_os("PATH") {
-            candidates.extend(std::env::split_paths(&path).map(|d| d.join("etcd")));
-        }
+        Self::discover_on(dirs, std::env::var_os("PATH").as_deref())
+    }
+
+    /// [`EtcdBinaries::discover`] with `path` for PATH.
+    fn discover_on(dirs: &[PathBuf], path: Option<&std::ffi::OsStr>) -> Self {
         let mut by_version = BTreeMap::new();
-        for c in candidates {
+        for c in candidates(dirs, path, "etcd") {
             if c.is_file()
                 && let Some(v) = version_of(&c)
             {
                 by_version.entry(v).or_insert(c);
             }
         }
-        EtcdBinaries { by_version }
+        let mut etcdutl_only = BTreeMap::new();
+        for c in candidates(dirs, path, "etcdutl") {
+            if c.is_file()
+                && !c.with_file_name("etcd").is_file()
+                && let Some(v) = reported_version(&c, "version", "etcdutl version:")
+            {
+                etcdutl_only.entry(v).or_insert(c);
+            }
+        }
+        EtcdBinaries {
+            by_version,
+            etcdutl_only,
+        }
     }
 
     pub fn versions(&self) -> Vec<Version> {
@@ -119,7 +148,26 @@ impl EtcdBinaries {
     /// The snapshot tool shipped with the etcd that runs `version` (for a
     /// restore, so the data is written in that release's format); `None`
     /// picks the newest release found, which reads older snapshots too.
+    /// Without a release's `etcd`, a lone `etcdutl` of the same minor line
+    /// (or, for `None`, the newest) serves.
     pub fn snapshot_tool(&self, version: Option<&str>) -> Result<SnapshotTool, RuntimeError> {
+        let lone = self
+            .etcdutl_only
+            .iter()
+            .rfind(|(v, _)| {
+                version
+                    .and_then(|r| Version::parse(r).ok())
+                    .is_none_or(|want| v.minor_line() == want.minor_line())
+            })
+            .map(|(_, path)| SnapshotTool {
+                path: path.clone(),
+                is_etcdctl: false,
+            });
+        self.snapshot_tool_of_etcd(version)
+            .or_else(|e| lone.ok_or(e))
+    }
+
+    fn snapshot_tool_of_etcd(&self, version: Option<&str>) -> Result<SnapshotTool, RuntimeError> {
         let (v, etcd) = match version {
             Some(requested) => self.resolve(requested)?,
             None => self
@@ -159,5 +207,36 @@ impl EtcdBinaries {
                     etcd.display()
                 ),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An executable shell script `dir/name` printing `text`.
+    fn fake(dir: &Path, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\nprintf '{text}\\n'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_lone_etcdutl_verifies_snapshots_of_its_minor_line() {
+        // The operator image: /usr/local/bin/etcdutl and no etcd.
+        let dir = tempfile::tempdir().unwrap();
+        let tool = fake(dir.path(), "etcdutl", "etcdutl version: 3.5.9");
+        let found = EtcdBinaries::discover_on(&[dir.path().to_path_buf()], None);
+        assert!(found.versions().is_empty());
+        let newest = found.snapshot_tool(None).unwrap();
+        assert_eq!(
+            (newest.path.as_path(), newest.is_etcdctl),
+            (tool.as_path(), false)
+        );
+        assert_eq!(found.snapshot_tool(Some("3.5.17")).unwrap().path, tool);
+        // Another minor line still needs that release's own tools.
+        assert!(found.snapshot_tool(Some("3.4.23")).is_err());
     }
 }

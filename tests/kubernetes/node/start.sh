@@ -120,7 +120,7 @@ EOF
 }
 kubeconfig "$state/admin.kubeconfig" "$pki/admin.pem" "$pki/admin-key.pem"
 kubeconfig "$state/node.kubeconfig" "$pki/node.pem" "$pki/node-key.pem"
-admin_curl() { curl -sf --cacert "$pki/ca.pem" --cert "$pki/admin.pem" --key "$pki/admin-key.pem" "$url$1"; }
+admin_curl() { curl -sf --cacert "$pki/ca.pem" --cert "$pki/admin.pem" --key "$pki/admin-key.pem" "$url$1" "${@:2}"; }
 api_ready() { [ "$(admin_curl /readyz)" = ok ]; }
 wait_for kube-apiserver 120 kube-apiserver api_ready
 
@@ -130,6 +130,12 @@ run kube-controller-manager "$kube/kube-controller-manager" \
   --root-ca-file "$pki/ca.pem" --service-account-private-key-file "$pki/sa.key" \
   --cluster-signing-cert-file "$pki/ca.pem" --cluster-signing-key-file "$pki/ca-key.pem" \
   --enable-hostpath-provisioner --service-cluster-ip-range "$SERVICE_CIDR"
+# The default StorageClass: the controller-manager's host-path provisioner
+# (directories under /tmp/hostpath_pv, removed again when their claim is).
+admin_curl /apis/storage.k8s.io/v1/storageclasses -X POST -H 'Content-Type: application/json' -d '{
+  "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+  "metadata": {"name": "hostpath", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+  "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}' >/dev/null
 run kube-scheduler "$kube/kube-scheduler" \
   --kubeconfig "$state/admin.kubeconfig" --leader-elect=false \
   --bind-address 127.0.0.1 --secure-port "$(port)"
@@ -192,7 +198,7 @@ mkdir -p "$state/images/pause" "$state/images/busybox/bin" "$state/images/etcd35
 gcc -static -O2 -o "$state/images/pause/pause" "$here/pause.c"
 import registry.k8s.io/pause:3.10 "$state/images/pause" /pause
 cp /usr/bin/busybox "$state/images/busybox/bin/busybox"
-for applet in $(busybox --list); do ln -sf busybox "$state/images/busybox/bin/$applet"; done
+for applet in $(busybox --list | grep -vx busybox); do ln -s busybox "$state/images/busybox/bin/$applet"; done
 import docker.io/library/busybox:1.36 "$state/images/busybox"
 for tool in etcd etcdctl etcdutl; do cp "$(readlink -f "$(dirname "$etcd")/$tool")" "$state/images/etcd35/usr/local/bin/$tool"; done
 import quay.io/coreos/etcd:v3.5.17 "$state/images/etcd35" /usr/local/bin/etcd

@@ -48,4 +48,6 @@ for c in /sys/fs/cgroup/*/; do
   [ -d "$c$CGROUP_ROOT" ] && find "$c$CGROUP_ROOT" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
 rm -rf "$state"
+# The host-path provisioner's volumes (a fixed path in kube-controller-manager).
+rm -rf /tmp/hostpath_pv
 exit 0
