@@ -4,13 +4,14 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
-# kube-apiserver and kube-controller-manager for the Kubernetes tests, built from the Go module in
-# tests/kube and cached by version (only a new pin rebuilds it). On a cold
+# The Kubernetes test node's binaries (control plane, kubelet, kube-proxy from
+# the Go module in tests/kube; CoreDNS from tests/coredns), cached by version
+# (only a new pin rebuilds them). On a cold
 # machine it downloads modules and compiles while the set-up installs (mostly
 # downloads) and the plugins and the operator build; it is waited for before
 # the tests.
 kube_log="$(mktemp)"
-"$ROOT/scripts/build-kube.sh" all >/dev/null 2>"$kube_log" &
+"$ROOT/scripts/build-kube.sh" >/dev/null 2>"$kube_log" &
 kube_pid=$!
 "$ROOT/scripts/setup.sh"
 "$ROOT/plugins/build.sh"
@@ -45,7 +46,7 @@ done
 
 if ! wait "$kube_pid"; then
   cat "$kube_log" >&2
-  echo "error: building the Kubernetes binaries failed (scripts/build-kube.sh all)" >&2
+  echo "error: building the Kubernetes binaries failed (scripts/build-kube.sh)" >&2
   exit 1
 fi
 rm -f "$kube_log"

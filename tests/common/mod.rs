@@ -8,6 +8,7 @@ use etcd_operator::plugins::{Limits, LoadedPlugin, PluginEngine, registry};
 
 pub mod oss_server;
 pub mod webdav;
+pub mod writer;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -21,7 +21,7 @@ const METRICS_PORT: u16 = 8080;
 
 /// One `helm install` of the chart; its operator Pods' logs are printed if
 /// a test fails.
-struct Operator {
+pub(crate) struct Operator {
     client: kube::Client,
     namespace: String,
     release: String,
@@ -30,7 +30,7 @@ struct Operator {
 impl Operator {
     /// `helm install RELEASE` into `namespace` with the image under test and
     /// `set` values, waiting until its Deployment is available.
-    async fn install(env: &Env, release: &str, set: &[&str]) -> Operator {
+    pub(crate) async fn install(env: &Env, release: &str, set: &[&str]) -> Operator {
         let node = Node::shared();
         let kubeconfig = node.admin_kubeconfig();
         let chart = crate::common::repo().join("deploy/helm/etcd-operator");
@@ -75,8 +75,37 @@ impl Operator {
         op
     }
 
+    /// `helm upgrade --reuse-values` of this release with `set` values,
+    /// waiting for its rollout (run beside the test: it takes a while).
+    pub(crate) fn upgrade(&self, set: &[&str]) -> tokio::task::JoinHandle<Result<String, String>> {
+        let kubeconfig = Node::shared().admin_kubeconfig();
+        let chart = crate::common::repo().join("deploy/helm/etcd-operator");
+        let mut args: Vec<String> = [
+            "upgrade",
+            &self.release,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &self.namespace,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--reuse-values",
+            "--wait",
+            "--timeout",
+            "240s",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        for v in set {
+            args.extend(["--set".to_string(), v.to_string()]);
+        }
+        tokio::task::spawn_blocking(move || {
+            crate::deploy::try_helm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    }
+
     /// The operator's Pods (not being deleted).
-    async fn pods(&self) -> Vec<Pod> {
+    pub(crate) async fn pods(&self) -> Vec<Pod> {
         Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
             .list(&ListParams::default().labels(&format!(
                 "app.kubernetes.io/name=etcd-operator,app.kubernetes.io/instance={}",
@@ -158,7 +187,7 @@ impl Drop for Operator {
     }
 }
 
-fn is_ready(pod: &Pod) -> bool {
+pub(crate) fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -166,7 +195,7 @@ fn is_ready(pod: &Pod) -> bool {
 }
 
 /// Poll `check` until it returns Some, or fail after `timeout` saying `what`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -185,15 +214,15 @@ where
 }
 
 /// A test's namespace on the shared node, and an admin client.
-struct Env {
-    client: kube::Client,
-    ns: String,
+pub(crate) struct Env {
+    pub(crate) client: kube::Client,
+    pub(crate) ns: String,
 }
 
 impl Env {
     /// The shared node (started on first use), the CRDs installed, and a
     /// fresh namespace `ns`.
-    async fn new(ns: &str) -> Env {
+    pub(crate) async fn new(ns: &str) -> Env {
         let node = tokio::task::block_in_place(Node::shared);
         let client = node.client().await;
         crate::install_crds(&client).await;
@@ -209,7 +238,7 @@ impl Env {
         }
     }
 
-    fn api<K>(&self) -> Api<K>
+    pub(crate) fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,
@@ -217,7 +246,12 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    fn cluster(&self, name: &str, size: i32, annotations: serde_json::Value) -> EtcdCluster {
+    pub(crate) fn cluster(
+        &self,
+        name: &str,
+        size: i32,
+        annotations: serde_json::Value,
+    ) -> EtcdCluster {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdCluster",
             "metadata": {"name": name, "namespace": self.ns, "annotations": annotations},
@@ -226,7 +260,7 @@ impl Env {
         .unwrap()
     }
 
-    async fn member_pods(&self, cluster: &str) -> Vec<Pod> {
+    pub(crate) async fn member_pods(&self, cluster: &str) -> Vec<Pod> {
         self.api::<Pod>()
             .list(&ListParams::default().labels(&format!("etcd_cluster={cluster}")))
             .await
@@ -239,7 +273,7 @@ impl Env {
 
     /// Wait until the cluster is Running with `size` ready members and exactly
     /// `size` member Pods; returns its status.
-    async fn wait_ready(
+    pub(crate) async fn wait_ready(
         &self,
         name: &str,
         size: usize,
@@ -263,7 +297,7 @@ impl Env {
         .await
     }
 
-    async fn events_for(&self, name: &str) -> Vec<Event> {
+    pub(crate) async fn events_for(&self, name: &str) -> Vec<Event> {
         self.api::<Event>()
             .list(&ListParams::default())
             .await
@@ -275,7 +309,7 @@ impl Env {
     }
 
     /// The reasons of the Events about `name`.
-    async fn reasons_for(&self, name: &str) -> Vec<String> {
+    pub(crate) async fn reasons_for(&self, name: &str) -> Vec<String> {
         self.events_for(name)
             .await
             .into_iter()
@@ -284,7 +318,7 @@ impl Env {
     }
 
     /// Wait for an Event with `reason` about `name`.
-    async fn wait_event(&self, name: &str, reason: &str, timeout: Duration) {
+    pub(crate) async fn wait_event(&self, name: &str, reason: &str, timeout: Duration) {
         eventually(
             &format!("a {reason} Event about {name}"),
             timeout,
@@ -301,15 +335,84 @@ impl Env {
 
     /// A client of a cluster through its members' Pod IPs (the test process,
     /// on the node but outside cluster DNS, does not resolve their names).
-    async fn etcd_of(&self, cluster: &str) -> etcd_client::Client {
-        let urls: Vec<String> = self
-            .member_pods(cluster)
+    pub(crate) async fn etcd_of(&self, cluster: &str) -> etcd_client::Client {
+        etcd(&self.member_urls(cluster).await).await
+    }
+}
+
+impl Env {
+    /// The client URLs of a cluster's member Pods (by Pod IP).
+    pub(crate) async fn member_urls(&self, cluster: &str) -> Vec<String> {
+        self.member_pods(cluster)
             .await
             .into_iter()
             .filter_map(|p| p.status?.pod_ip)
             .map(|ip| format!("http://{ip}:2379"))
+            .collect()
+    }
+
+    /// A writer to the cluster's member Pods, found again each round.
+    pub(crate) fn writer(&self, cluster: &str, prefix: &str) -> crate::common::writer::Writer {
+        let env = Env {
+            client: self.client.clone(),
+            ns: self.ns.clone(),
+        };
+        let env = std::sync::Arc::new(env);
+        let cluster = cluster.to_string();
+        crate::common::writer::Writer::spawn(
+            prefix,
+            Box::new(move || {
+                let (env, cluster) = (env.clone(), cluster.clone());
+                Box::pin(async move { env.member_urls(&cluster).await })
+            }),
+        )
+    }
+
+    /// Every acknowledged write reads back from the cluster.
+    pub(crate) async fn assert_all_acked_readable(
+        &self,
+        cluster: &str,
+        prefix: &str,
+        acked: &[(String, String)],
+    ) {
+        let mut kv = self.etcd_of(cluster).await;
+        let all = kv
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        let stored: std::collections::BTreeMap<String, String> = all
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key_str().unwrap().to_string(),
+                    kv.value_str().unwrap().to_string(),
+                )
+            })
             .collect();
-        etcd(&urls).await
+        let missing = crate::common::writer::missing(acked, &stored);
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged writes lost, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+
+    /// The member IDs etcd reports, sorted.
+    pub(crate) async fn member_ids(&self, cluster: &str) -> Vec<u64> {
+        let mut kv = self.etcd_of(cluster).await;
+        let mut ids: Vec<u64> = kv
+            .member_list()
+            .await
+            .unwrap()
+            .members()
+            .iter()
+            .map(|m| m.id())
+            .collect();
+        ids.sort();
+        ids
     }
 }
 

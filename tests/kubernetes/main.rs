@@ -10,6 +10,7 @@ mod common;
 
 mod deploy;
 mod e2e;
+mod faults;
 mod node;
 
 use std::time::{Duration, Instant};

@@ -155,6 +155,37 @@ impl Node {
         );
     }
 
+    /// The host PID of a running container (`containerd://<id>`, as a Pod's
+    /// status names it).
+    pub fn container_pid(&self, container_id: &str) -> u32 {
+        let id = container_id.trim_start_matches("containerd://");
+        let tasks = run_ok(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&self.containerd)
+                .args(["-n", "k8s.io", "tasks", "ls"]),
+        );
+        tasks
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?, f.next()?))
+            })
+            .find(|(task, _)| *task == id)
+            .and_then(|(_, pid)| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no running task {id}:\n{tasks}"))
+    }
+
+    /// Run `args` in the network namespace of process `pid` (a Pod's: the
+    /// harness made it, through containerd).
+    pub fn in_netns(&self, pid: u32, args: &[&str]) {
+        run_ok(
+            Command::new("nsenter")
+                .args(["-t", &pid.to_string(), "-n"])
+                .args(args),
+        );
+    }
+
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.state.join("admin.kubeconfig")
     }

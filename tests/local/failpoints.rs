@@ -3,9 +3,7 @@
 //! without it: the cluster converges to the spec with no acknowledged write
 //! lost. The restore's points are in `backup_restore.rs`.
 
-use crate::harness::{
-    Operator, Writer, assert_all_acked_readable, cluster_yaml, read_prefix, write_keys,
-};
+use crate::harness::{Operator, assert_all_acked_readable, cluster_yaml, read_prefix, write_keys};
 
 /// Members of `cluster` by name, from their directories.
 fn member_count(op: &Operator, cluster: &str) -> usize {
@@ -27,7 +25,7 @@ async fn killed_after_adding_a_learner_the_next_run_starts_it() {
     let mut op = Operator::start_armed("grow-after-add-learner", &[]);
     op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
     op.wait_ready("c", 1).await;
-    let writer = Writer::start(&op, "c", "/grow");
+    let writer = crate::harness::writer(&op, "c", "/grow");
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_killed_at_failpoint().await;
     op.restart_disarmed();
@@ -42,7 +40,7 @@ async fn killed_after_promoting_the_next_run_goes_on() {
     let mut op = Operator::start_armed("promote-after-promote", &[]);
     op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
     op.wait_ready("c", 1).await;
-    let writer = Writer::start(&op, "c", "/promote");
+    let writer = crate::harness::writer(&op, "c", "/promote");
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_killed_at_failpoint().await;
     op.restart_disarmed();
@@ -56,7 +54,7 @@ async fn killed_after_removing_a_member_to_shrink_the_next_run_deletes_it() {
     let mut op = Operator::start_armed("shrink-after-remove", &[]);
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_ready("c", 3).await;
-    let writer = Writer::start(&op, "c", "/shrink");
+    let writer = crate::harness::writer(&op, "c", "/shrink");
     op.apply("c.yaml", &cluster_yaml("c", 2, "3.5.1", ""));
     op.wait_killed_at_failpoint().await;
     assert_eq!(
@@ -76,7 +74,7 @@ async fn killed_while_replacing_a_member_the_next_run_finishes() {
     let mut op = Operator::start_armed("replace-after-remove", &[]);
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     let s = op.wait_ready("c", 3).await;
-    let writer = Writer::start(&op, "c", "/replace");
+    let writer = crate::harness::writer(&op, "c", "/replace");
     let victim = s.members.ready[0].clone();
     op.kill_member("c", &victim, true);
     op.wait_killed_at_failpoint().await;
@@ -97,7 +95,7 @@ async fn killed_mid_upgrade_the_next_run_finishes_it() {
     let mut op = Operator::start_armed("upgrade-after-stop", &[]);
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.4.23", ""));
     op.wait_ready("c", 3).await;
-    let writer = Writer::start(&op, "c", "/upgrade");
+    let writer = crate::harness::writer(&op, "c", "/upgrade");
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_killed_at_failpoint().await;
     op.restart_disarmed();

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_operator::api::EtcdClusterStatus;
+
+use crate::common::writer::Writer;
 
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -477,88 +478,38 @@ pub async fn wait_ready_all(op: &Operator, clusters: &[(&str, usize)]) {
     }
 }
 
-/// Records every write etcd acknowledged, while members are disturbed.
-pub struct Writer {
-    acked: Arc<Mutex<Vec<(String, String)>>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<()>,
+/// A [`Writer`] to the client URLs in a local cluster's status, read again
+/// each round.
+pub fn writer(op: &Operator, cluster: &'static str, prefix: &'static str) -> Writer {
+    let status_file = op
+        .path()
+        .join(".status/etcdcluster")
+        .join(format!("{cluster}.yaml"));
+    Writer::spawn(
+        prefix,
+        Box::new(move || {
+            let urls = std::fs::read_to_string(&status_file)
+                .ok()
+                .and_then(|t| {
+                    serde_yaml::from_str::<etcd_operator::api::EtcdClusterStatus>(&t).ok()
+                })
+                .map(|s| s.client_urls)
+                .unwrap_or_default();
+            Box::pin(async move { urls })
+        }),
+    )
 }
 
-impl Writer {
-    /// Writes to the client URLs in the cluster's status, read again each round.
-    pub fn start(op: &Operator, cluster: &'static str, prefix: &'static str) -> Writer {
-        Writer::spawn(op, cluster, prefix, None)
-    }
-
-    /// Writes to `urls` whatever the status says (a status that no longer
-    /// lists members must not stop the writes).
-    pub fn start_with_urls(op: &Operator, prefix: &'static str, urls: Vec<String>) -> Writer {
-        Writer::spawn(op, "", prefix, Some(urls))
-    }
-
-    fn spawn(
-        op: &Operator,
-        cluster: &'static str,
-        prefix: &'static str,
-        fixed: Option<Vec<String>>,
-    ) -> Writer {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let dir = op.path().to_path_buf();
-        let record = acked.clone();
-        let handle = tokio::spawn(async move {
-            let mut i = 0u64;
-            while !*stopped.borrow_and_update() {
-                let status_file = dir
-                    .join(".status/etcdcluster")
-                    .join(format!("{cluster}.yaml"));
-                let urls = fixed.clone().unwrap_or_else(|| {
-                    std::fs::read_to_string(&status_file)
-                        .ok()
-                        .and_then(|t| {
-                            serde_yaml::from_str::<etcd_operator::api::EtcdClusterStatus>(&t).ok()
-                        })
-                        .map(|s| s.client_urls)
-                        .unwrap_or_default()
-                });
-                let opts = etcd_client::ConnectOptions::new()
-                    .with_connect_timeout(Duration::from_millis(500))
-                    .with_timeout(Duration::from_secs(2));
-                if let Ok(Ok(mut c)) = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    etcd_client::Client::connect(&urls, Some(opts)),
-                )
-                .await
-                {
-                    for _ in 0..20 {
-                        let (k, v) = (format!("{prefix}/{i:08}"), format!("v{i}"));
-                        i += 1;
-                        match c.put(k.as_str(), v.as_str(), None).await {
-                            Ok(_) => record.lock().unwrap().push((k, v)),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    _ = stopped.changed() => {}
-                }
-            }
-        });
-        Writer {
-            acked,
-            stop,
-            handle,
-        }
-    }
-
-    pub async fn finish(self) -> Vec<(String, String)> {
-        self.stop.send(true).unwrap();
-        self.handle.await.unwrap();
-        let mut acked = self.acked.lock().unwrap().clone();
-        acked.sort();
-        acked
-    }
+/// A [`Writer`] to fixed `urls`, whatever the status says (a status that no
+/// longer lists members must not stop the writes).
+pub fn writer_to(prefix: &'static str, urls: Vec<String>) -> Writer {
+    Writer::spawn(
+        prefix,
+        Box::new(move || {
+            let urls = urls.clone();
+            Box::pin(async move { urls })
+        }),
+    )
 }
 
 /// Every acknowledged write must be readable (extra keys from writes whose
@@ -572,10 +523,7 @@ pub async fn assert_all_acked_readable(
     let s = op.status(cluster).unwrap();
     let stored: std::collections::BTreeMap<String, String> =
         read_prefix(&s, prefix).await.into_iter().collect();
-    let missing: Vec<&(String, String)> = acked
-        .iter()
-        .filter(|(k, v)| stored.get(k) != Some(v))
-        .collect();
+    let missing = crate::common::writer::missing(acked, &stored);
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged writes lost, e.g. {:?}",

@@ -14,7 +14,7 @@ mod safety;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Operator, Writer, alive, assert_all_acked_readable, cluster_yaml, read_prefix, wait_ready_all,
+    Operator, alive, assert_all_acked_readable, cluster_yaml, read_prefix, wait_ready_all,
     write_keys,
 };
 
@@ -320,7 +320,7 @@ async fn upgrades_3_4_to_3_5_under_write_load() {
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.4.23", ""));
     let s = op.wait_ready("c", 3).await;
     assert_eq!(s.current_version.as_deref(), Some("3.4.23"));
-    let writer = Writer::start(&op, "c", "/upgrade");
+    let writer = crate::harness::writer(&op, "c", "/upgrade");
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_upgraded("c", 3, "3.5.1").await;
     let acked = writer.finish().await;
@@ -362,7 +362,7 @@ async fn chaos_keeps_every_acknowledged_write() {
     let mut op = Operator::start(&[]);
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_ready("c", 3).await;
-    let writer = Writer::start(&op, "c", "/chaos");
+    let writer = crate::harness::writer(&op, "c", "/chaos");
     let mut operator_kills = 0;
     for round in 0..8 {
         let s = op.wait_ready("c", 3).await;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Operator, Writer, assert_all_acked_readable, cluster_yaml};
+use crate::harness::{Operator, assert_all_acked_readable, cluster_yaml};
 
 /// Cuts only the operator's own TCP traffic on loopback: its process moves
 /// into a cgroup of its own (the members, spawned before, stay where they
@@ -116,7 +116,7 @@ async fn an_operator_cut_off_from_a_healthy_cluster_destroys_nothing() {
     let urls = s.client_urls.clone();
     let ids = member_ids(&urls).await;
     let pids = op.pids("c");
-    let writer = Writer::start_with_urls(&op, "/cut", urls.clone());
+    let writer = crate::harness::writer_to("/cut", urls.clone());
     let events_before = op.events().len();
 
     let cut = OperatorCut::new(op.pid().unwrap());
