@@ -650,6 +650,49 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
         "kept"
     );
 
+    // A majority of the PVC members' Pods deleted at once (quorum lost for
+    // a while): they come back on their volumes, the same members, the data
+    // kept, nothing recovered or replaced.
+    let ids = env.member_ids("durable").await;
+    let mut old_uids = Vec::new();
+    for member in &members[1..] {
+        old_uids.push(pods.get(member).await.unwrap().metadata.uid);
+        pods.delete(member, &DeleteParams::default()).await.unwrap();
+    }
+    let status = eventually(
+        "the deleted majority back",
+        Duration::from_secs(240),
+        || async {
+            let s = env.wait_ready("durable", 3, Duration::from_secs(240)).await;
+            let new = env
+                .member_pods("durable")
+                .await
+                .iter()
+                .filter(|p| !old_uids.contains(&p.metadata.uid))
+                .count();
+            (new == 3).then_some(s)
+        },
+    )
+    .await;
+    let mut after = status.members.ready.clone();
+    after.sort();
+    assert_eq!(after, members, "the same members, none replaced");
+    assert_eq!(env.member_ids("durable").await, ids);
+    let reasons = env.reasons_for("durable").await;
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == "MemberReplaced" || r.starts_with("QuorumRecovered")),
+        "{reasons:?}"
+    );
+    let mut kv = env.etcd_of("durable").await;
+    assert_eq!(
+        kv.get("/durable", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "kept"
+    );
+
     // Deleting the EtcdCluster takes its Pods, PVCs, Services and budget
     // with it: owner references, collected by the garbage collector.
     clusters
