@@ -140,6 +140,15 @@ fn the_chart_lints_strictly_and_renders_each_mode() {
         "leader election also with one replica: {args:?}"
     );
     assert!(!args.contains(&"--cluster-wide"), "{args:?}");
+    assert!(args.contains(&"--lease-name=etcd-operator"), "{args:?}");
+    // Two releases in one namespace elect their leaders apart.
+    let other = render_release("etcd-operator-wide", "etcd", &["clusterWide=true"]);
+    let other = other.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let other_args = other["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        other_args.contains("--lease-name=etcd-operator-wide"),
+        "{other_args}"
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");

@@ -547,8 +547,11 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     assert!(env.member_pods("wide").await.is_empty());
     // ...until a --cluster-wide operator runs (as the ServiceAccount of the
     // chart rendered with clusterWide=true): it manages that one only.
+    // It is installed in a namespace of its own, as cluster-wide operators
+    // usually are: its ClusterRole reaches this namespace.
+    let wide_env = Env::new("e2e-wide").await;
     let _wide_op = Operator::install(
-        &env,
+        &wide_env,
         "etcd-operator-wide",
         &["clusterWide=true", "memberFailureGrace=5s"],
     )
