@@ -76,15 +76,55 @@ impl Writer {
     }
 }
 
-/// The acknowledged writes that `stored` (key → value) does not hold
-/// (extra keys, from writes whose acknowledgement was lost in a failure,
-/// are allowed).
-pub fn missing<'a>(
-    acked: &'a [(String, String)],
+/// Every key under `prefix` of the cluster at `client`, with its value.
+pub async fn read_prefix(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, String> {
+    client
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap()
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_string(),
+                kv.value_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The member IDs the cluster at `client` reports, sorted.
+pub async fn member_ids(client: &mut etcd_client::Client) -> Vec<u64> {
+    let mut ids: Vec<u64> = client
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every acknowledged write must be in `stored` (key → value); extra keys,
+/// from writes whose acknowledgement was lost in a failure, are allowed.
+pub fn assert_all_stored(
+    acked: &[(String, String)],
     stored: &std::collections::BTreeMap<String, String>,
-) -> Vec<&'a (String, String)> {
-    acked
+) {
+    let missing: Vec<&(String, String)> = acked
         .iter()
         .filter(|(k, v)| stored.get(k) != Some(v))
-        .collect()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
 }

@@ -376,43 +376,13 @@ impl Env {
         acked: &[(String, String)],
     ) {
         let mut kv = self.etcd_of(cluster).await;
-        let all = kv
-            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-            .await
-            .unwrap();
-        let stored: std::collections::BTreeMap<String, String> = all
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key_str().unwrap().to_string(),
-                    kv.value_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        let missing = crate::common::writer::missing(acked, &stored);
-        assert!(
-            missing.is_empty(),
-            "{} of {} acknowledged writes lost, e.g. {:?}",
-            missing.len(),
-            acked.len(),
-            &missing[..missing.len().min(5)]
-        );
+        let stored = crate::common::writer::read_prefix(&mut kv, prefix).await;
+        crate::common::writer::assert_all_stored(acked, &stored);
     }
 
     /// The member IDs etcd reports, sorted.
     pub(crate) async fn member_ids(&self, cluster: &str) -> Vec<u64> {
-        let mut kv = self.etcd_of(cluster).await;
-        let mut ids: Vec<u64> = kv
-            .member_list()
-            .await
-            .unwrap()
-            .members()
-            .iter()
-            .map(|m| m.id())
-            .collect();
-        ids.sort();
-        ids
+        crate::common::writer::member_ids(&mut self.etcd_of(cluster).await).await
     }
 }
 

@@ -452,23 +452,8 @@ pub async fn write_keys(
 
 /// Every key under `prefix`, sorted.
 pub async fn read_prefix(status: &EtcdClusterStatus, prefix: &str) -> Vec<(String, String)> {
-    let mut c = client(status).await;
-    let r = c
-        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    let mut out: Vec<(String, String)> = r
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key_str().unwrap().to_string(),
-                kv.value_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    let stored = crate::common::writer::read_prefix(&mut client(status).await, prefix).await;
+    stored.into_iter().collect()
 }
 
 /// Wait for several clusters.
@@ -521,14 +506,6 @@ pub async fn assert_all_acked_readable(
     acked: &[(String, String)],
 ) {
     let s = op.status(cluster).unwrap();
-    let stored: std::collections::BTreeMap<String, String> =
-        read_prefix(&s, prefix).await.into_iter().collect();
-    let missing = crate::common::writer::missing(acked, &stored);
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged writes lost, e.g. {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
+    let stored = crate::common::writer::read_prefix(&mut client(&s).await, prefix).await;
+    crate::common::writer::assert_all_stored(acked, &stored);
 }

@@ -76,16 +76,7 @@ impl Drop for OperatorCut {
 /// Member ids, from the membership.
 async fn member_ids(urls: &[String]) -> Vec<u64> {
     let mut c = etcd_client::Client::connect(urls, None).await.unwrap();
-    let mut ids: Vec<u64> = c
-        .member_list()
-        .await
-        .unwrap()
-        .members()
-        .iter()
-        .map(|m| m.id())
-        .collect();
-    ids.sort();
-    ids
+    crate::common::writer::member_ids(&mut c).await
 }
 
 const DESTRUCTIVE: &[&str] = &[
