@@ -268,9 +268,11 @@ async fn a_rolling_upgrade_from_3_4_to_3_5_under_writes_keeps_every_write() {
     let ids = env.member_ids("up").await;
     let writer = env.writer("up", "/up");
     // Writes flowing before the first member is touched...
-    eventually("writes before the upgrade", Duration::from_secs(60), || async {
-        (writer.acked() >= 20).then_some(())
-    })
+    eventually(
+        "writes before the upgrade",
+        Duration::from_secs(60),
+        || async { (writer.acked() >= 20).then_some(()) },
+    )
     .await;
     let before = writer.acked();
 
@@ -305,9 +307,11 @@ async fn a_rolling_upgrade_from_3_4_to_3_5_under_writes_keeps_every_write() {
     // ...and after the last one is on 3.5 (how many land while members
     // restart depends on the machine, so it is not counted).
     let after = writer.acked();
-    eventually("writes after the upgrade", Duration::from_secs(60), || async {
-        (writer.acked() >= after + 20).then_some(())
-    })
+    eventually(
+        "writes after the upgrade",
+        Duration::from_secs(60),
+        || async { (writer.acked() >= after + 20).then_some(()) },
+    )
     .await;
     let acked = writer.finish().await;
     assert!(acked.len() >= before + 20);
