@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 mkdir -p dist
-for crate in local retention faults s3 abs oss gcs; do
+for crate in local retention faults faults-policy s3 abs oss gcs; do
   cargo build --quiet --release --target wasm32-wasip2 -p "etcd-plugin-$crate"
-  cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/etcd_plugin_$crate.wasm" "dist/$crate.wasm"
+  cp "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/etcd_plugin_${crate//-/_}.wasm" "dist/$crate.wasm"
 done
 ./check-size.sh

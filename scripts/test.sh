@@ -31,7 +31,7 @@ echo "== lints"
 export RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 cargo test --workspace --all-targets --no-run --quiet
-for p in local retention faults s3 abs oss gcs; do
+for p in local retention faults faults-policy s3 abs oss gcs; do
   (cd plugins && env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS cargo clippy --quiet --target wasm32-wasip2 -p "etcd-plugin-$p" -- -D warnings)
 done
 

@@ -43,6 +43,11 @@ struct PluginCall {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
 struct Metrics {
     registry: Registry,
     reconciles: Family<KindResult, Counter>,
@@ -53,6 +58,7 @@ struct Metrics {
     backups: Family<BackupLabel, Counter>,
     backup_seconds: Family<BackupLabel, Histogram>,
     plugin_seconds: Family<PluginCall, Histogram>,
+    plugin_log_suppressed: Family<PluginLabel, Counter>,
 }
 
 /// Reconciles: 1 ms to ~33 s.
@@ -122,6 +128,12 @@ fn metrics() -> &'static Metrics {
             "Time one call into a WebAssembly plugin took, by plugin, function and result",
             plugin_seconds.clone(),
         );
+        let plugin_log_suppressed = Family::<PluginLabel, Counter>::default();
+        registry.register(
+            "plugin_log_suppressed",
+            "Log messages of a plugin dropped because it was over its log budget",
+            plugin_log_suppressed.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -132,6 +144,7 @@ fn metrics() -> &'static Metrics {
             backups,
             backup_seconds,
             plugin_seconds,
+            plugin_log_suppressed,
         }
     })
 }
@@ -198,6 +211,16 @@ pub fn plugin_call(plugin: &str, function: &str, took: Duration, ok: bool) {
             result: if ok { "ok" } else { "error" }.into(),
         })
         .observe(took.as_secs_f64());
+}
+
+/// Log messages of a plugin dropped over its log budget.
+pub fn plugin_log_suppressed(plugin: &str, n: u64) {
+    metrics()
+        .plugin_log_suppressed
+        .get_or_create(&PluginLabel {
+            plugin: plugin.into(),
+        })
+        .inc_by(n);
 }
 
 /// The text exposition format, for `/metrics`.

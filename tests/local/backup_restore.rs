@@ -784,6 +784,21 @@ async fn retention_only_touches_what_its_own_etcdbackup_wrote() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Stop both, and count once each has finished its last run (a run's
+    // retention comes after its upload; a worker ends after its run).
+    op.remove("prod.yaml");
+    op.remove("prodeu.yaml");
+    let start = Instant::now();
+    while ["prod-b", "prodeu-b"].iter().any(|n| {
+        op.object_status::<EtcdBackupStatus>("EtcdBackup", n)
+            .is_some()
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "backups still running"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let dir = op.backups().join("shared");
     let eu = backup_files(&dir, "prod-eu_v");
     let prod: BTreeSet<String> = backup_files(&dir, "prod_v");

@@ -257,3 +257,31 @@ async fn concurrent_sessions_are_isolated() {
     let err = spinning.await.unwrap().expect("the spinning session fails");
     assert!(matches!(err, PluginError::Timeout { .. }), "{err:?}");
 }
+
+/// What a plugin hands back is bounded: a `read` longer than asked is refused,
+/// and no call may move more than `host_copy_bytes` into the host.
+#[tokio::test]
+async fn oversized_answers_are_refused() {
+    let engine = common::engine_with(Limits {
+        host_copy_bytes: 8 << 20,
+        ..Limits::default()
+    });
+    let plugin = faults(&engine);
+    for (factor, expect) in [
+        ("2", "returned 2097152 bytes for a read of at most 1048576"),
+        ("12", "tried to pass the host more than 8 MiB in one call"),
+    ] {
+        let mut s = plugin
+            .open(
+                &config(&[("fault", "long-read"), ("read-factor", factor)]),
+                &Grants::default(),
+            )
+            .await
+            .unwrap();
+        let d = s.open_download("k").await.unwrap();
+        let e = s.read(&d, 1 << 20).await.unwrap_err();
+        assert!(matches!(e, PluginError::Contract { .. }), "{e:?}");
+        assert!(e.to_string().contains(expect), "{e}");
+    }
+    still_serves(&plugin).await;
+}

@@ -19,7 +19,7 @@ pub use cluster::{
     EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, MembersStatus, PodPolicy, TlsPolicy,
 };
 pub use condition::Condition;
-pub use restore::{EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus};
+pub use restore::{EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus, RestoreProgress};
 pub use source::{BackupSource, StorageKind};
 
 /// The API group of all three resources.

@@ -53,6 +53,17 @@ pub struct EtcdRestoreSpec {
     /// of that name is never touched: the restore fails instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_cluster: Option<EtcdClusterSpec>,
+    /// Restore a backup whose metadata says it was written for another
+    /// EtcdCluster (extension). Without it such a restore fails before the
+    /// cluster is touched, naming the cluster the backup came from: a backup
+    /// of the wrong cluster is refused, not reported verified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_other_cluster_backup: bool,
+    /// Time the download and verification may take in all, retries included
+    /// (extension; default: the operator's `--restore-timeout`, 1 hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_in_second: Option<i64>,
 }
 
 impl EtcdRestoreSpec {
@@ -81,4 +92,19 @@ pub struct EtcdRestoreStatus {
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// How far the download of the backup has come (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RestoreProgress>,
+}
+
+/// The download of a backup, as last reported.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreProgress {
+    pub bytes_read: i64,
+    /// The backup's size, when its metadata or the storage plugin gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<i64>,
+    /// Average rate since the download began.
+    pub bytes_per_second: i64,
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::bounds::{Bounds, some_keys};
 use super::location::{self, HostGrants, LocationError, SecretStore, Target};
 use super::schedule::{self, Due};
 use super::snapshot::{self, BackupError, BackupMeta, BackupOwner, meta_key};
@@ -27,6 +28,8 @@ pub struct Storage<S> {
     pub registry: Arc<PluginRegistry>,
     pub secrets: Arc<S>,
     pub host: HostGrants,
+    /// What the operator accepts from plugins in one operation.
+    pub bounds: Bounds,
 }
 
 impl<S: SecretStore> Storage<S> {
@@ -373,7 +376,11 @@ async fn reconcile_step<S: SecretStore>(
             if !pruned.is_empty() {
                 events.push(Event::normal(
                     "BackupsPruned",
-                    format!("retention deleted {}: {}", pruned.len(), pruned.join(", ")),
+                    format!(
+                        "retention deleted {}: {}",
+                        pruned.len(),
+                        some_keys(&pruned, 5)
+                    ),
                 ));
             }
             if let Some(e) = retention_error {
@@ -565,6 +572,16 @@ async fn run<S: SecretStore>(
         if !interval.is_zero()
             && let Some(custom) = p.backup_name(config, &ctx).await?
         {
+            super::keys::check_policy_name(&target.path, &custom).map_err(|why| {
+                Failure::permanent(
+                    "BackupNameRefused",
+                    format!(
+                        "backup-policy plugin `{}` (spec.backupPolicy.plugin.name) named the next backup \
+                         wrongly: {why}; nothing was written",
+                        p.name()
+                    ),
+                )
+            })?;
             key = custom;
         }
     }
@@ -575,6 +592,7 @@ async fn run<S: SecretStore>(
         backup: name.to_string(),
         cluster: spec.etcd_cluster.as_ref().map(|c| c.name.clone()),
     };
+    ensure_not_anothers(&mut session, &key, &owner).await?;
     let source = snapshot::Source {
         endpoint: &endpoint,
         status: etcd_status,
@@ -597,7 +615,15 @@ async fn run<S: SecretStore>(
             owner: &owner,
             newest: &meta.key,
         };
-        match retention(&mut session, &scope, max as usize, policy.as_ref(), now_ms).await {
+        let pass = Pass {
+            max: max as usize,
+            policy: policy.as_ref(),
+            now_ms,
+            bounds: &storage.bounds,
+            deadline,
+            limit,
+        };
+        match retention(&mut session, &scope, &pass).await {
             Ok(deleted) => pruned = deleted,
             Err((deleted, e)) => {
                 pruned = deleted;
@@ -640,6 +666,37 @@ async fn client_tls<S: SecretStore>(
     })
 }
 
+/// Refuse to write over a backup another EtcdBackup wrote: whatever name a
+/// policy chose (or two EtcdBackups given one path), one EtcdBackup's
+/// snapshot never replaces another's. A key with no metadata (a backup of
+/// another tool, or none yet) is free.
+async fn ensure_not_anothers(
+    session: &mut StorageSession,
+    key: &str,
+    owner: &BackupOwner,
+) -> Result<(), Failure> {
+    let refuse = |whose: String| {
+        Failure::permanent(
+            "KeyOwnedElsewhere",
+            format!(
+                "the backup key `{key}` already holds {whose}: refused to write over it; nothing was \
+                 written. Give each EtcdBackup a path of its own"
+            ),
+        )
+    };
+    match super::restore::read_meta(session, key).await {
+        Ok(Some(BackupMeta {
+            owner: Some(theirs),
+            ..
+        })) if &theirs != owner => Err(refuse(format!("a backup written by {theirs}"))),
+        Ok(_) => Ok(()),
+        Err(super::restore::RestoreError::Plugin(e)) => Err(e.into()),
+        Err(e) => Err(refuse(format!(
+            "an object whose metadata cannot be read ({e})"
+        ))),
+    }
+}
+
 /// What one EtcdBackup's retention may touch.
 struct Scope<'a> {
     /// The EtcdBackup's storage path: objects are listed under it.
@@ -658,9 +715,31 @@ enum RetentionError {
         "the backup-policy plugin asked to delete {} object(s) it was not shown, e.g. {}; they were \
          kept: retention only deletes this EtcdBackup's own backups",
         .0.len(),
-        .0.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        some_keys(.0.as_slice(), 3)
     )]
     NotShown(Vec<String>),
+    #[error(
+        "the storage plugin listed {listed} objects under the path, more than the {max} retention \
+         looks at (--max-listed); nothing was deleted"
+    )]
+    TooMany { listed: usize, max: usize },
+    #[error(
+        "retention stopped at the backup's time limit of {limit:?} (spec.backupPolicy.timeoutInSecond) \
+         after deleting {deleted}; the rest waits for the next backup"
+    )]
+    TimedOut { limit: Duration, deleted: usize },
+}
+
+/// How one retention pass runs.
+struct Pass<'a> {
+    /// `maxBackups` (0: no count limit).
+    max: usize,
+    policy: Option<&'a (PolicyPlugin, Vec<(String, String)>)>,
+    now_ms: u64,
+    bounds: &'a Bounds,
+    /// The backup's own deadline: retention runs within the same time limit.
+    deadline: tokio::time::Instant,
+    limit: Duration,
 }
 
 /// Is `key` a backup this EtcdBackup wrote? Its metadata must name the
@@ -684,50 +763,88 @@ async fn owned(session: &mut StorageSession, scope: &Scope<'_>, key: &str) -> bo
 
 /// Delete old backups (and their metadata) beyond the limit or as the
 /// policy says, never the newest, and only backups this EtcdBackup wrote
-/// ([`owned`]); the policy is shown only those. Returns what was deleted.
+/// ([`owned`]); the policy is shown only those. At most
+/// `retention_max_deletes` per pass, within the backup's deadline. Returns
+/// what was deleted.
 async fn retention(
     session: &mut StorageSession,
     scope: &Scope<'_>,
-    max: usize,
-    policy: Option<&(PolicyPlugin, Vec<(String, String)>)>,
-    now_ms: u64,
+    pass: &Pass<'_>,
 ) -> Result<Vec<String>, (Vec<String>, RetentionError)> {
-    let listed = session
-        .list(scope.prefix)
-        .await
-        .map_err(|e| (Vec::new(), e.into()))?;
+    let mut deleted = Vec::new();
+    match tokio::time::timeout_at(
+        pass.deadline,
+        retention_pass(session, scope, pass, &mut deleted),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(deleted),
+        Ok(Err(e)) => Err((deleted, e)),
+        Err(_) => {
+            let n = deleted.len();
+            Err((
+                deleted,
+                RetentionError::TimedOut {
+                    limit: pass.limit,
+                    deleted: n,
+                },
+            ))
+        }
+    }
+}
+
+async fn retention_pass(
+    session: &mut StorageSession,
+    scope: &Scope<'_>,
+    pass: &Pass<'_>,
+    deleted: &mut Vec<String>,
+) -> Result<(), RetentionError> {
+    let listed = session.list(scope.prefix).await?;
+    if listed.len() > pass.bounds.max_listed {
+        return Err(RetentionError::TooMany {
+            listed: listed.len(),
+            max: pass.bounds.max_listed,
+        });
+    }
     let mut backups: Vec<ObjectInfo> = Vec::new();
     for o in listed {
         if !o.key.ends_with(".meta.json") && owned(session, scope, &o.key).await {
             backups.push(o);
         }
     }
-    let doomed: Vec<String> = match policy {
-        Some((p, config)) => p
-            .retention(config, &backups, now_ms)
-            .await
-            .map_err(|e| (Vec::new(), e.into()))?,
-        None => schedule::over_limit(&backups, max, scope.newest),
+    let doomed: Vec<String> = match pass.policy {
+        Some((p, config)) => p.retention(config, &backups, pass.now_ms).await?,
+        None => schedule::over_limit(&backups, pass.max, scope.newest),
     };
+    let shown: std::collections::HashSet<&str> = backups.iter().map(|o| o.key.as_str()).collect();
     let (doomed, not_shown): (Vec<String>, Vec<String>) = doomed
         .into_iter()
         .filter(|k| k != scope.newest)
-        .partition(|k| backups.iter().any(|o| &o.key == k));
-    let mut deleted = Vec::new();
-    for key in doomed {
-        session
-            .delete(&key)
-            .await
-            .map_err(|e| (deleted.clone(), e.into()))?;
+        .partition(|k| shown.contains(k.as_str()));
+    let mut seen = std::collections::HashSet::new();
+    let doomed: Vec<String> = doomed
+        .into_iter()
+        .filter(|k| seen.insert(k.clone()))
+        .collect();
+    if doomed.len() > pass.bounds.retention_max_deletes {
+        tracing::info!(
+            prefix = scope.prefix,
+            doomed = doomed.len(),
+            max = pass.bounds.retention_max_deletes,
+            "retention deletes the first backups of this pass only (--retention-max-deletes); the rest wait"
+        );
+    }
+    for key in doomed.into_iter().take(pass.bounds.retention_max_deletes) {
+        session.delete(&key).await?;
         match session.delete(&meta_key(&key)).await {
             Ok(()) => {}
             Err(e) if e.guest_kind() == Some(GuestErrorKind::NotFound) => {}
-            Err(e) => return Err((deleted, e.into())),
+            Err(e) => return Err(e.into()),
         }
         deleted.push(key);
     }
     if !not_shown.is_empty() {
-        return Err((deleted, RetentionError::NotShown(not_shown)));
+        return Err(RetentionError::NotShown(not_shown));
     }
-    Ok(deleted)
+    Ok(())
 }

@@ -3,13 +3,14 @@
 //! recovery. Nothing here touches a running cluster.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
 use super::controller::Storage;
 use super::location::{SecretStore, Target};
 use super::schedule;
-use super::snapshot::{BackupMeta, meta_key};
+use super::snapshot::{BackupMeta, BackupOwner, meta_key};
 use super::verify::{Digests, SnapshotDigest, SnapshotStatus, snapshot_status};
 use crate::plugins::storage::{CHUNK_SIZE, StorageSession};
 use crate::plugins::{GuestErrorKind, PluginError};
@@ -30,6 +31,26 @@ pub enum RestoreError {
     Plugin(#[from] PluginError),
     #[error("staging the backup at {path}: {message}")]
     Staging { path: String, message: String },
+    #[error(
+        "backup `{key}` was written by {owner}, not for EtcdCluster {namespace}/{cluster}; nothing was \
+         restored. If restoring that cluster's data here is what you want, set \
+         spec.allowOtherClusterBackup: true on the EtcdRestore"
+    )]
+    OtherCluster {
+        key: String,
+        owner: BackupOwner,
+        namespace: String,
+        cluster: String,
+    },
+    #[error("backup `{key}` is refused: {why}")]
+    TooLarge { key: String, why: String },
+    #[error(
+        "the download and verification did not finish within {limit:?} ({progress}); nothing was \
+         restored. Raise spec.timeoutInSecond (or --restore-timeout) if the backup is just large"
+    )]
+    TimedOut { limit: Duration, progress: String },
+    #[error("stopped: the EtcdRestore was deleted or changed while its backup was being verified")]
+    Cancelled,
     #[error("{0}")]
     Other(String),
 }
@@ -68,12 +89,84 @@ impl Verified {
             self.status.total_key,
             self.digests.size,
             &self.digests.sha256[..12],
-            if self.meta.is_some() {
-                ", matches its metadata"
-            } else {
-                ", no metadata: checked against etcd's own trailer"
+            match &self.meta {
+                Some(BackupMeta {
+                    owner: Some(owner), ..
+                }) => format!(", matches its metadata, written by {owner}"),
+                Some(_) => ", matches its metadata".to_string(),
+                None => ", no metadata: checked against etcd's own trailer".to_string(),
             }
         )
+    }
+}
+
+/// How far a download has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transferred {
+    pub bytes: u64,
+    /// From the metadata, else from the plugin.
+    pub total: Option<u64>,
+    pub bytes_per_second: u64,
+}
+
+impl std::fmt::Display for Transferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MIB: f64 = (1 << 20) as f64;
+        write!(f, "{:.1} MiB", self.bytes as f64 / MIB)?;
+        if let Some(t) = self.total {
+            write!(f, " of {:.1} MiB", t as f64 / MIB)?;
+        }
+        write!(
+            f,
+            " downloaded at {:.1} MiB/s",
+            self.bytes_per_second as f64 / MIB
+        )
+    }
+}
+
+/// A download's progress as EtcdRestore status shows it.
+pub fn progress_status(t: &Transferred) -> crate::api::RestoreProgress {
+    let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    crate::api::RestoreProgress {
+        bytes_read: i(t.bytes),
+        total_bytes: t.total.map(i),
+        bytes_per_second: i(t.bytes_per_second),
+    }
+}
+
+/// What a caller learns while a verification runs.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// An attempt failed and is retried.
+    Retrying(String),
+    Progress(Transferred),
+}
+
+/// Hears reports; shared with the task that writes status.
+pub type Reporter<'a> = &'a (dyn Fn(Report) + Send + Sync);
+
+/// What a backup must be to be restored from, besides sound.
+pub struct Expect<'a> {
+    /// The cluster it is restored into, `(namespace, name)`: metadata that
+    /// names another cluster is refused unless `other_cluster_ok`.
+    pub cluster: (&'a str, &'a str),
+    pub other_cluster_ok: bool,
+    /// Most bytes downloaded (metadata's size is a tighter bound).
+    pub max_bytes: u64,
+}
+
+/// A staged download, removed when dropped unless kept: a failed,
+/// timed-out or cancelled verification leaves nothing on the staging disk.
+struct Staged {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -112,40 +205,85 @@ pub(crate) async fn read_meta(
 }
 
 /// Download backup `key` into a new file in `staging` and verify it:
-/// metadata sha256 and size, etcd's integrity trailer, `snapshot status`.
-/// On failure the file is removed.
+/// whose it is (before downloading), metadata sha256 and size, etcd's
+/// integrity trailer, `snapshot status`. The download stops at the size the
+/// metadata gives (else at `expect.max_bytes`). On failure, or if the
+/// future is dropped, the file is removed.
 pub async fn fetch_verified(
     session: &mut StorageSession,
     target: &Target,
     key: &str,
     staging: &Path,
     tool: &SnapshotTool,
+    expect: &Expect<'_>,
+    report: Reporter<'_>,
 ) -> Result<Verified, RestoreError> {
     let meta = read_meta(session, key).await?;
+    let (namespace, cluster) = expect.cluster;
+    if let Some(owner) = meta.as_ref().and_then(|m| m.owner.as_ref())
+        && owner.names_other_cluster(namespace, cluster)
+        && !expect.other_cluster_ok
+    {
+        return Err(RestoreError::OtherCluster {
+            key: key.into(),
+            owner: owner.clone(),
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+        });
+    }
     std::fs::create_dir_all(staging).map_err(|e| RestoreError::Staging {
         path: staging.display().to_string(),
         message: e.to_string(),
     })?;
-    let path = staging.join(format!(
-        "restore-{}-{}.db",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let result = download_and_check(session, target, key, &path, meta, tool).await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&path);
-    }
-    result
+    let mut staged = Staged {
+        path: staging.join(format!(
+            "restore-{}-{}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        )),
+        keep: false,
+    };
+    let fetch = Fetch {
+        target,
+        key,
+        path: &staged.path,
+        meta,
+        tool,
+        max_bytes: expect.max_bytes,
+        report,
+    };
+    let verified = download_and_check(session, fetch).await?;
+    staged.keep = true;
+    Ok(verified)
 }
+
+/// One download into one staged file.
+struct Fetch<'a> {
+    target: &'a Target,
+    key: &'a str,
+    path: &'a Path,
+    meta: Option<BackupMeta>,
+    tool: &'a SnapshotTool,
+    max_bytes: u64,
+    report: Reporter<'a>,
+}
+
+/// How often a download reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 async fn download_and_check(
     session: &mut StorageSession,
-    target: &Target,
-    key: &str,
-    path: &Path,
-    meta: Option<BackupMeta>,
-    tool: &SnapshotTool,
+    fetch: Fetch<'_>,
 ) -> Result<Verified, RestoreError> {
+    let Fetch {
+        target,
+        key,
+        path,
+        meta,
+        tool,
+        max_bytes,
+        report,
+    } = fetch;
     let staging_err = |e: std::io::Error| RestoreError::Staging {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -160,16 +298,58 @@ async fn download_and_check(
         }
         Err(e) => return Err(e.into()),
     };
+    let too_large = |why: String| RestoreError::TooLarge {
+        key: key.into(),
+        why,
+    };
+    if let Some(m) = &meta
+        && m.size > max_bytes
+    {
+        return Err(too_large(format!(
+            "its metadata gives {} bytes, more than the {max_bytes} a restore downloads \
+             (--max-backup-size)",
+            m.size
+        )));
+    }
+    let reported = session.size(&download).await?;
+    let total = meta.as_ref().map(|m| m.size).or(reported);
+    let bound = total.unwrap_or(max_bytes).min(max_bytes);
     let mut file = tokio::fs::File::create(path).await.map_err(staging_err)?;
     let mut digest = SnapshotDigest::default();
+    let (started, mut reported_at) = (Instant::now(), Instant::now());
+    let mut bytes = 0u64;
     loop {
         let chunk = session.read(&download, CHUNK_SIZE as u32).await?;
         if chunk.is_empty() {
             break;
         }
+        bytes += chunk.len() as u64;
+        if bytes > bound {
+            return Err(match (&meta, reported) {
+                (Some(m), _) => RestoreError::Corrupt {
+                    key: key.into(),
+                    why: format!(
+                        "it is longer than the {} bytes its metadata says; the download was stopped there",
+                        m.size
+                    ),
+                },
+                (None, Some(r)) if r < max_bytes => too_large(format!(
+                    "the storage plugin gives its size as {r} bytes but sends more; the download was stopped there"
+                )),
+                _ => too_large(format!(
+                    "it is larger than the {max_bytes} bytes a restore downloads (--max-backup-size); \
+                     the download was stopped there"
+                )),
+            });
+        }
         digest.update(&chunk);
         file.write_all(&chunk).await.map_err(staging_err)?;
+        if reported_at.elapsed() >= PROGRESS_EVERY {
+            reported_at = Instant::now();
+            report(Report::Progress(transferred(bytes, total, started)));
+        }
     }
+    report(Report::Progress(transferred(bytes, total, started)));
     file.sync_all().await.map_err(staging_err)?;
     drop(file);
     session.close_download(download).await;
@@ -208,6 +388,15 @@ async fn download_and_check(
     })
 }
 
+fn transferred(bytes: u64, total: Option<u64>, started: Instant) -> Transferred {
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    Transferred {
+        bytes,
+        total,
+        bytes_per_second: (bytes as f64 / secs) as u64,
+    }
+}
+
 /// The newest backup among `targets` that verifies, downloaded into
 /// `staging`. Candidates are the exact `path` of each target and the
 /// periodic backups under it, newest first; a candidate that fails
@@ -218,13 +407,23 @@ async fn download_and_check(
 /// and modification time), so a caller asking again — quorum-loss recovery
 /// retries every few seconds — does not download the same damaged objects
 /// each time; a backup written anew under the same key is tried again.
+///
+/// Backups whose metadata names another cluster than `cluster` are not
+/// candidates (recovery never seeds a cluster with another one's data).
 pub async fn newest_verified<S: SecretStore>(
     storage: &Storage<S>,
     targets: &[Target],
+    cluster: (&str, &str),
     staging: &Path,
     tool: &SnapshotTool,
     rejected: &std::sync::Mutex<std::collections::HashSet<String>>,
 ) -> Result<Option<Verified>, String> {
+    let expect = Expect {
+        cluster,
+        other_cluster_ok: false,
+        max_bytes: storage.bounds.max_backup_bytes,
+    };
+    let quiet = |_: Report| {};
     let id = |t: &Target, key: &str, modified: u64| format!("{}|{key}|{modified}", t.display);
     let mut candidates = Vec::new();
     let mut errors = Vec::new();
@@ -237,6 +436,12 @@ pub async fn newest_verified<S: SecretStore>(
             }
         };
         match session.list(&t.path).await {
+            Ok(objects) if objects.len() > storage.bounds.max_listed => errors.push(format!(
+                "the storage plugin listed {} objects under `{}`, more than the {} recovery looks at",
+                objects.len(),
+                t.path,
+                storage.bounds.max_listed
+            )),
             Ok(objects) => candidates.extend(
                 objects
                     .into_iter()
@@ -257,7 +462,9 @@ pub async fn newest_verified<S: SecretStore>(
     for (modified, key, i) in candidates.into_iter().take(5) {
         let t = &targets[i];
         let fetched = match storage.open(t).await {
-            Ok(mut session) => fetch_verified(&mut session, t, &key, staging, tool).await,
+            Ok(mut session) => {
+                fetch_verified(&mut session, t, &key, staging, tool, &expect, &quiet).await
+            }
             Err(e) => Err(e.into()),
         };
         match fetched {
@@ -282,16 +489,56 @@ pub async fn newest_verified<S: SecretStore>(
 }
 
 /// Resolve an EtcdRestore's location, download and verify the backup,
-/// retrying transient failures (5 s doubling, six attempts); `on_retry` hears
-/// each retry's message. Shared by every runtime's restore controller.
-pub async fn verify_with_retries<S: SecretStore>(
+/// retrying transient failures (5 s doubling, six attempts), all within the
+/// restore's time limit (`spec.timeoutInSecond`, else `--restore-timeout`);
+/// `report` hears each retry and the download's progress.
+async fn verify_with_retries<S: SecretStore>(
     storage: &Storage<S>,
     spec: &crate::api::EtcdRestoreSpec,
     namespace: &str,
     staging: &Path,
     tool: &SnapshotTool,
-    mut on_retry: impl FnMut(String),
+    report: Reporter<'_>,
 ) -> Result<Verified, RestoreError> {
+    let limit = restore_timeout(spec, &storage.bounds);
+    let last = std::sync::Mutex::new(String::from("nothing downloaded yet"));
+    let tracking = |r: Report| {
+        if let Report::Progress(t) = &r {
+            *last.lock().expect("progress") = t.to_string();
+        }
+        report(r)
+    };
+    let attempts = attempts(storage, spec, namespace, staging, tool, &tracking);
+    match tokio::time::timeout(limit, attempts).await {
+        Ok(result) => result,
+        Err(_) => Err(RestoreError::TimedOut {
+            limit,
+            progress: last.lock().expect("progress").clone(),
+        }),
+    }
+}
+
+/// The time limit of one restore's download and verification.
+pub fn restore_timeout(spec: &crate::api::EtcdRestoreSpec, bounds: &super::Bounds) -> Duration {
+    match spec.timeout_in_second {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => bounds.restore_timeout,
+    }
+}
+
+async fn attempts<S: SecretStore>(
+    storage: &Storage<S>,
+    spec: &crate::api::EtcdRestoreSpec,
+    namespace: &str,
+    staging: &Path,
+    tool: &SnapshotTool,
+    report: Reporter<'_>,
+) -> Result<Verified, RestoreError> {
+    let expect = Expect {
+        cluster: (namespace, &spec.etcd_cluster.name),
+        other_cluster_ok: spec.allow_other_cluster_backup,
+        max_bytes: storage.bounds.max_backup_bytes,
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -308,19 +555,70 @@ pub async fn verify_with_retries<S: SecretStore>(
             .map_err(|e| RestoreError::Other(e.to_string()))?;
             let mut session = storage.open(&target).await?;
             let key = target.path.clone();
-            fetch_verified(&mut session, &target, &key, staging, tool).await
+            fetch_verified(&mut session, &target, &key, staging, tool, &expect, report).await
         }
         .await;
         match result {
             Err(e) if e.is_retryable() && attempt < 6 => {
                 let delay = schedule::retry_delay(attempt, std::time::Duration::ZERO);
-                on_retry(format!(
+                report(Report::Retrying(format!(
                     "attempt {attempt} failed: {e}; retrying in {}s",
                     delay.as_secs()
-                ));
+                )));
                 tokio::time::sleep(delay).await;
             }
             other => return other,
+        }
+    }
+}
+
+/// How often a running verification asks whether its EtcdRestore is still
+/// there, unchanged.
+const STILL_WANTED_EVERY: Duration = Duration::from_secs(2);
+
+/// Verify an EtcdRestore's backup the way every runtime's restore
+/// controller does: [`verify_with_retries`] under the restore's time limit,
+/// each report handed to `on_report` (which writes status), and stopped
+/// with [`RestoreError::Cancelled`] once `still_wanted` says the EtcdRestore
+/// was deleted or changed. Dropping the download removes its staged file.
+pub async fn verify_supervised<S, R, RF, W, WF>(
+    storage: &Storage<S>,
+    spec: &crate::api::EtcdRestoreSpec,
+    namespace: &str,
+    staging: &Path,
+    tool: &SnapshotTool,
+    mut on_report: R,
+    mut still_wanted: W,
+) -> Result<Verified, RestoreError>
+where
+    S: SecretStore,
+    R: FnMut(Report) -> RF,
+    RF: std::future::Future<Output = ()>,
+    W: FnMut() -> WF,
+    WF: std::future::Future<Output = bool>,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let send = move |r: Report| {
+        let _ = tx.send(r);
+    };
+    let verify = verify_with_retries(storage, spec, namespace, staging, tool, &send);
+    tokio::pin!(verify);
+    let mut tick = tokio::time::interval(STILL_WANTED_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = &mut verify => {
+                while let Ok(r) = rx.try_recv() {
+                    on_report(r).await;
+                }
+                return result;
+            }
+            Some(r) = rx.recv() => on_report(r).await,
+            _ = tick.tick() => {
+                if !still_wanted().await {
+                    return Err(RestoreError::Cancelled);
+                }
+            }
         }
     }
 }
@@ -330,6 +628,10 @@ pub fn failure_reason(e: &RestoreError) -> &'static str {
     match e {
         RestoreError::NotFound { .. } => "BackupNotFound",
         RestoreError::Corrupt { .. } => "BackupCorrupt",
+        RestoreError::OtherCluster { .. } => "BackupOfAnotherCluster",
+        RestoreError::TooLarge { .. } => "BackupTooLarge",
+        RestoreError::TimedOut { .. } => "TimedOut",
+        RestoreError::Cancelled => "Cancelled",
         _ => "VerificationFailed",
     }
 }
@@ -394,10 +696,16 @@ pub async fn recovery_snapshot<S: SecretStore>(
         return Ok(None);
     }
     let tool = binaries.snapshot_tool(None).map_err(|e| e.to_string())?;
-    Ok(newest_verified(storage, &targets, staging, &tool, rejected)
-        .await?
-        .map(|v| crate::controller::RecoverySnapshot {
-            description: v.describe(),
-            path: v.path,
-        }))
+    let limit = storage.bounds.restore_timeout;
+    let cluster = (key.namespace.as_str(), key.name.as_str());
+    let search = newest_verified(storage, &targets, cluster, staging, &tool, rejected);
+    let found = tokio::time::timeout(limit, search).await.map_err(|_| {
+        format!(
+            "no backup was downloaded and verified within {limit:?} (--restore-timeout); trying again later"
+        )
+    })??;
+    Ok(found.map(|v| crate::controller::RecoverySnapshot {
+        description: v.describe(),
+        path: v.path,
+    }))
 }

@@ -42,6 +42,25 @@ pub struct BackupOwner {
     pub cluster: Option<String>,
 }
 
+impl BackupOwner {
+    /// Whether this owner names a cluster other than `namespace`/`cluster`.
+    pub fn names_other_cluster(&self, namespace: &str, cluster: &str) -> bool {
+        self.cluster
+            .as_deref()
+            .is_some_and(|c| self.namespace != namespace || c != cluster)
+    }
+}
+
+impl std::fmt::Display for BackupOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EtcdBackup {}/{}", self.namespace, self.backup)?;
+        if let Some(c) = &self.cluster {
+            write!(f, " of EtcdCluster {}/{c}", self.namespace)?;
+        }
+        Ok(())
+    }
+}
+
 /// The key of the metadata object of backup `key`.
 pub fn meta_key(key: &str) -> String {
     format!("{key}.meta.json")
@@ -58,6 +77,11 @@ pub enum BackupError {
         "the backup did not finish within {limit:?} (spec.backupPolicy.timeoutInSecond); the partial upload was aborted"
     )]
     TimedOut { limit: Duration },
+    #[error(
+        "the storage plugin reports {stored} bytes stored for `{key}` but {sent} were sent; the object \
+         was deleted and the backup failed (a plugin that keeps less than it was given cannot be restored from)"
+    )]
+    Incomplete { key: String, sent: u64, stored: u64 },
     #[error(transparent)]
     Plugin(#[from] PluginError),
 }
@@ -202,7 +226,26 @@ pub async fn backup_from(
         session.abort(upload).await?;
         return Err(snap_err("the snapshot stream was empty".into()));
     }
-    session.complete(upload).await?;
+    let stored = session.complete(upload).await?;
+    if stored != size {
+        // What the plugin made visible is not the snapshot: remove it (and
+        // any metadata of an earlier backup under the same key, which no
+        // longer describes it) so nothing restores from it.
+        for k in [key.to_string(), meta_key(key)] {
+            match session.delete(&k).await {
+                Ok(()) => {}
+                Err(e) if e.guest_kind() == Some(crate::plugins::GuestErrorKind::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(key = %k, error = %e, "deleting an incomplete backup failed")
+                }
+            }
+        }
+        return Err(BackupError::Incomplete {
+            key: key.to_string(),
+            sent: size,
+            stored,
+        });
+    }
     let meta = BackupMeta {
         key: key.to_string(),
         size,

@@ -102,6 +102,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         backup_dir: args.backup_dir,
         allow_networks: args.plugin_limits.allow_networks.clone(),
         plugin_limits: args.plugin_limits.limits(),
+        storage_bounds: args.plugin_limits.bounds(),
         metrics_addr: args.metrics_address,
         advertise_url: args.advertise_url.or_else(|| {
             std::env::var("MY_POD_IP")

@@ -62,6 +62,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         backup_dir: args.backup_dir,
         allow_networks: args.plugin_limits.allow_networks.clone(),
         plugin_limits: args.plugin_limits.limits(),
+        storage_bounds: args.plugin_limits.bounds(),
     };
     opts.plugin_limits.validate()?;
     let shutdown = async {

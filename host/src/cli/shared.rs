@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use etcd_operator::backup::Bounds;
 use etcd_operator::controller::Tuning;
 use etcd_operator::plugins::Limits;
 
@@ -41,6 +42,20 @@ pub struct PluginLimitArgs {
     /// Time limit of one plugin call (e.g. one chunk upload).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub plugin_call_timeout: Duration,
+    /// Largest backup a restore or a recovery downloads (e.g. 64GiB, 512MiB):
+    /// a backup whose metadata gives a larger size is refused before the
+    /// download, and a stream past it (or past the size its metadata gives)
+    /// is stopped.
+    #[arg(long, default_value = "64GiB", value_parser = parse_size)]
+    pub max_backup_size: u64,
+    /// Most old backups one retention pass deletes; the rest wait for the next backup.
+    #[arg(long, default_value_t = 100)]
+    pub retention_max_deletes: usize,
+    /// Time an EtcdRestore's download and verification may take, retries
+    /// included, unless it sets spec.timeoutInSecond; also bounds a
+    /// quorum-loss recovery's search for a usable backup.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub restore_timeout: Duration,
 }
 
 impl PluginLimitArgs {
@@ -50,5 +65,58 @@ impl PluginLimitArgs {
             call_timeout: self.plugin_call_timeout,
             ..Limits::default()
         }
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            max_backup_bytes: self.max_backup_size,
+            retention_max_deletes: self.retention_max_deletes,
+            restore_timeout: self.restore_timeout,
+            ..Bounds::default()
+        }
+    }
+}
+
+/// A size in bytes, with an optional binary unit: `1048576`, `512KiB`,
+/// `64MiB`, `8GiB`, `1TiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| {
+        format!("`{text}` is not a size: write e.g. 64GiB, 512MiB or a number of bytes")
+    })?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("64GiB"), Ok(64 << 30));
+        assert!(parse_size("8MB").unwrap_err().contains("unknown unit `MB`"));
+        assert!(parse_size("GiB").is_err());
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -78,6 +78,8 @@ pub struct Options {
     pub backup_dir: Option<PathBuf>,
     pub allow_networks: Vec<String>,
     pub plugin_limits: Limits,
+    /// What the operator accepts from storage and policy plugins.
+    pub storage_bounds: crate::backup::Bounds,
     pub metrics_addr: SocketAddr,
     /// How member Pods reach this operator's HTTP server (for restores),
     /// e.g. `http://10.0.3.7:8080`. Absent: restores are refused.
@@ -207,6 +209,7 @@ pub async fn run(
                 .collect::<BTreeMap<_, _>>(),
             private_networks: opts.allow_networks.clone(),
         },
+        bounds: opts.storage_bounds.clone(),
     });
     let binaries = Arc::new(EtcdBinaries::discover(&opts.etcd_dirs));
     let staging = opts.work_dir.join("staging");

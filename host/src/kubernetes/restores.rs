@@ -26,7 +26,9 @@ use super::{KubeError, events};
 use crate::api::condition::set_condition;
 use crate::api::{Condition, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus};
 use crate::backup::Storage;
-use crate::backup::restore::{failure_reason, verify_with_retries, wait_serving};
+use crate::backup::restore::{
+    Report, failure_reason, progress_status, verify_supervised, wait_serving,
+};
 use crate::controller::{ClusterKey, Event, Reconciler};
 use crate::runtime::binaries::EtcdBinaries;
 
@@ -59,34 +61,54 @@ struct Progress {
     status: EtcdRestoreStatus,
 }
 
+/// Set the phase and one condition of `status`.
+fn update(
+    status: &mut EtcdRestoreStatus,
+    phase: &str,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+) {
+    status.phase = Some(phase.into());
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: Some(reason.into()),
+            message: Some(message),
+            ..Default::default()
+        },
+        &now(),
+    );
+}
+
+/// Write `status` to the EtcdRestore (a failure is only logged: the next
+/// write carries everything again).
+async fn write_status(client: kube::Client, restore: Arc<EtcdRestore>, status: EtcdRestoreStatus) {
+    let api: Api<EtcdRestore> = Api::namespaced(client, &restore.namespace().unwrap_or_default());
+    if let Err(e) = api
+        .patch_status(
+            &restore.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+    {
+        tracing::warn!(restore = %restore.name_any(), error = %e, "cannot write EtcdRestore status");
+    }
+}
+
 impl Progress {
     async fn set(&mut self, phase: &str, type_: &str, ok: bool, reason: &str, message: String) {
-        self.status.phase = Some(phase.into());
-        set_condition(
-            &mut self.status.conditions,
-            Condition {
-                type_: type_.into(),
-                status: if ok { "True" } else { "False" }.into(),
-                reason: Some(reason.into()),
-                message: Some(message),
-                ..Default::default()
-            },
-            &now(),
-        );
-        let api: Api<EtcdRestore> = Api::namespaced(
+        update(&mut self.status, phase, type_, ok, reason, message);
+        write_status(
             self.ctx.client.clone(),
-            &self.restore.namespace().unwrap_or_default(),
-        );
-        if let Err(e) = api
-            .patch_status(
-                &self.restore.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"status": self.status})),
-            )
-            .await
-        {
-            tracing::warn!(restore = %self.restore.name_any(), error = %e, "cannot write EtcdRestore status");
-        }
+            self.restore.clone(),
+            self.status.clone(),
+        )
+        .await;
     }
 
     async fn event(&self, e: Event) {
@@ -188,14 +210,48 @@ async fn run(p: &mut Progress) {
                 .await;
         }
     };
-    let mut retries = Vec::new();
-    let verified = verify_with_retries(&ctx.storage, spec, &namespace, &ctx.staging, &tool, |m| {
-        retries.push(m)
-    })
+    // Status as the verification reports it; stopped if the EtcdRestore
+    // is deleted, re-created or its spec edited meanwhile.
+    let status = Mutex::new(p.status.clone());
+    let on_report = |report: Report| {
+        let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+        match report {
+            Report::Retrying(m) => {
+                tracing::warn!(restore = %restore.name_any(), "{m}");
+                update(&mut s, "Verifying", "Verified", false, "Retrying", m);
+            }
+            Report::Progress(t) => {
+                s.progress = Some(progress_status(&t));
+                let message = format!("{t}; the cluster is untouched");
+                update(&mut s, "Verifying", "Verified", false, "Verifying", message);
+            }
+        }
+        write_status(ctx.client.clone(), restore.clone(), s.clone())
+    };
+    let restores: Api<EtcdRestore> = Api::namespaced(ctx.client.clone(), &namespace);
+    let wanted = || async {
+        match restores.get_opt(&restore.name_any()).await {
+            Ok(Some(now)) => {
+                now.metadata.uid == restore.metadata.uid
+                    && now.metadata.deletion_timestamp.is_none()
+                    && now.spec == restore.spec
+            }
+            Ok(None) => false,
+            // The API server not answering is not a reason to stop.
+            Err(_) => true,
+        }
+    };
+    let verified = verify_supervised(
+        &ctx.storage,
+        spec,
+        &namespace,
+        &ctx.staging,
+        &tool,
+        on_report,
+        wanted,
+    )
     .await;
-    for m in retries {
-        tracing::warn!(restore = %restore.name_any(), "{m}");
-    }
+    p.status = status.into_inner().unwrap_or_else(|e| e.into_inner());
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {

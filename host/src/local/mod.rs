@@ -48,6 +48,8 @@ pub struct Options {
     /// test server, 10.0.0.0/8 for an in-cluster MinIO).
     pub allow_networks: Vec<String>,
     pub plugin_limits: Limits,
+    /// What the operator accepts from storage and policy plugins.
+    pub storage_bounds: crate::backup::Bounds,
 }
 
 /// Errors that stop `local` from running at all.
@@ -156,6 +158,16 @@ pub(crate) struct Context {
 impl Context {
     fn has_cluster(&self, name: &str) -> bool {
         self.cluster_spec(name).is_some()
+    }
+
+    /// The spec of EtcdRestore `name` as its manifest now says, if it exists.
+    fn restore_spec(&self, name: &str) -> Option<crate::api::EtcdRestoreSpec> {
+        self.manifests
+            .read()
+            .expect("manifests lock")
+            .restores()
+            .get(name)
+            .map(|r| r.spec.clone())
     }
 
     fn cluster_spec(&self, name: &str) -> Option<EtcdClusterSpec> {
@@ -352,6 +364,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             dirs: BTreeMap::from([("local".to_string(), backup_dir)]),
             private_networks: opts.allow_networks.clone(),
         },
+        bounds: opts.storage_bounds.clone(),
     });
     let staging = dir.join(".data").join(".staging");
     let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning).with_recovery(

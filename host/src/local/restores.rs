@@ -14,7 +14,9 @@ use crate::api::condition::set_condition;
 use crate::api::{
     API_VERSION, Condition, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus,
 };
-use crate::backup::restore::{Verified, failure_reason, verify_with_retries, wait_serving};
+use crate::backup::restore::{
+    Report, Verified, failure_reason, progress_status, verify_supervised, wait_serving,
+};
 use crate::controller::{ClusterKey, Event, Runtime};
 
 /// How long restored members get to serve before the restore is reported failed.
@@ -255,13 +257,39 @@ async fn verify(p: &mut Progress, restore: &EtcdRestore, namespace: &str) -> Opt
             return None;
         }
     };
-    let result = verify_with_retries(
+    // Stopped if the manifest is removed or its spec edited meanwhile.
+    let name = p.name.clone();
+    let wanted = || {
+        let still = ctx.restore_spec(&name).as_ref() == Some(&restore.spec);
+        std::future::ready(still)
+    };
+    let result = verify_supervised(
         &ctx.storage,
         &restore.spec,
         namespace,
         &ctx.staging,
         &tool,
-        |message| p.set("Verifying", ("Verified", false, "Retrying", message)),
+        |report| {
+            match report {
+                Report::Retrying(message) => {
+                    p.set("Verifying", ("Verified", false, "Retrying", message))
+                }
+                Report::Progress(t) => {
+                    p.status.progress = Some(progress_status(&t));
+                    p.set(
+                        "Verifying",
+                        (
+                            "Verified",
+                            false,
+                            "Verifying",
+                            format!("{t}; the cluster is untouched"),
+                        ),
+                    )
+                }
+            }
+            std::future::ready(())
+        },
+        wanted,
     )
     .await;
     match result {

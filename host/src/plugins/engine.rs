@@ -152,6 +152,7 @@ impl PluginEngine {
         let state = HostState::new(plugin, &self.inner.limits, egress, preopen, denials.clone())?;
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(self.inner.limits.host_copy_bytes);
         // At every tick a running guest yields to the async executor, so a
         // busy plugin never starves the operator's other tasks; past its
         // call deadline it is interrupted (a trap the sandbox reports as a

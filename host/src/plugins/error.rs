@@ -77,6 +77,16 @@ pub enum PluginError {
         reason: String,
     },
 
+    /// The plugin returned something the contract forbids (a read longer
+    /// than asked for, a size that is not what was sent): its answer is
+    /// refused like bad user input, and the call fails.
+    #[error("plugin `{plugin}` {operation}: broke the plugin contract: {message}")]
+    Contract {
+        plugin: String,
+        operation: &'static str,
+        message: String,
+    },
+
     /// The session was discarded after an earlier fault; open a new one.
     #[error("plugin `{plugin}`: this session was discarded after an earlier failure")]
     Discarded { plugin: String },

@@ -5,6 +5,7 @@ use std::time::Duration;
 use wasmtime::ResourceLimiter;
 
 use super::PluginError;
+use super::log_budget::LogLimits;
 
 /// Limits applied to every plugin store. Defaults suit a storage plugin that
 /// streams multi-GiB snapshots in a few MiB of memory.
@@ -21,6 +22,13 @@ pub struct Limits {
     pub memories: usize,
     /// Maximum elements of any table.
     pub table_elements: usize,
+    /// How much one call and one operation may write to the operator's log.
+    pub log: LogLimits,
+    /// Most bytes one call may move from the guest into the host (a string,
+    /// a list, a `read`'s chunk, a listing): wasmtime's "hostcall fuel",
+    /// set here rather than left to its default (128 MiB). A listing of
+    /// 100,000 objects is about 8 MiB; a chunk is 1 MiB.
+    pub host_copy_bytes: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +40,8 @@ impl Default for Limits {
             tables: 64,
             memories: 8,
             table_elements: 100_000,
+            log: LogLimits::default(),
+            host_copy_bytes: 32 << 20,
         }
     }
 }

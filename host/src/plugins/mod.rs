@@ -9,6 +9,7 @@
 //! - [`limits`]: memory, CPU-time and instance limits per call;
 //! - [`egress`]: the outbound-HTTP allow-list;
 //! - [`stdio`]: guest stdout/stderr and `log` into `tracing`;
+//! - [`log_budget`]: how many of those lines one call and one operation may write;
 //! - [`inspect`]: what a `.wasm` file is, without running it;
 //! - [`storage`] and [`policy`]: typed handles to call each world;
 //! - [`registry`]: the set of installed plugins, reloaded when it changes;
@@ -25,6 +26,7 @@ pub mod engine;
 mod error;
 pub mod inspect;
 pub mod limits;
+pub mod log_budget;
 pub mod policy;
 pub mod registry;
 mod sandbox;

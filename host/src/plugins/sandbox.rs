@@ -65,6 +65,7 @@ impl Sandbox {
             });
         }
         self.denials.lock().expect("denials lock").clear();
+        self.store.data().log_budget.start_call();
         self.store.data_mut().call_deadline =
             Some(Instant::now() + self.engine.limits().call_timeout);
         self.store.set_epoch_deadline(1);
@@ -97,6 +98,19 @@ impl Sandbox {
                 reason: denial.reason,
             };
         }
+        // wasmtime's hostcall fuel: the guest tried to hand the host more
+        // than one call may carry (the error type is private; its words are
+        // the only handle).
+        if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") {
+            return PluginError::Contract {
+                plugin,
+                operation,
+                message: format!(
+                    "tried to pass the host more than {} MiB in one call",
+                    self.engine.limits().host_copy_bytes >> 20
+                ),
+            };
+        }
         PluginError::Trap {
             plugin,
             operation,
@@ -110,6 +124,7 @@ impl Sandbox {
         operation: &'static str,
         outcome: RawOutcome<R>,
     ) -> Result<R, PluginError> {
+        self.store.data().log_budget.end_call(operation);
         match outcome {
             Err(_elapsed) => {
                 self.discarded = true;

@@ -12,6 +12,7 @@ use super::PluginError;
 use super::bindings::storage::etcd_operator::plugin::log;
 use super::egress::{Denial, EgressHooks, EgressPolicy};
 use super::limits::{Limiter, Limits};
+use super::log_budget::LogBudget;
 use super::stdio::{LogStream, Stream};
 
 /// Where the one granted directory appears inside the sandbox.
@@ -26,6 +27,8 @@ pub struct HostState {
     table: ResourceTable,
     hooks: EgressHooks,
     pub(crate) limiter: Limiter,
+    /// What this session may still write to the log.
+    pub(crate) log_budget: LogBudget,
     /// When the current call must stop; None outside a call (instantiation
     /// included, which is armed like a call).
     pub(crate) call_deadline: Option<Instant>,
@@ -41,13 +44,22 @@ impl HostState {
         preopen: Option<&Path>,
         denials: Arc<Mutex<Vec<Denial>>>,
     ) -> Result<Self, PluginError> {
+        let log_budget = LogBudget::new(plugin.clone(), limits.log);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(LogStream::new(plugin.clone(), Stream::Stdout))
-            .stderr(LogStream::new(plugin.clone(), Stream::Stderr))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+        wasi.stdout(LogStream::new(
+            plugin.clone(),
+            Stream::Stdout,
+            log_budget.clone(),
+        ))
+        .stderr(LogStream::new(
+            plugin.clone(),
+            Stream::Stderr,
+            log_budget.clone(),
+        ))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
         if let Some(dir) = preopen {
             wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite).map_err(|e| {
                 PluginError::Config(format!(
@@ -67,6 +79,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.clone()),
+            log_budget,
             call_deadline: None,
         })
     }
@@ -104,6 +117,9 @@ impl log::Host for HostState {
             }
             message.truncate(cut);
             message.push('…');
+        }
+        if !self.log_budget.admit(message.len()) {
+            return;
         }
         let plugin = &*self.plugin;
         match level {

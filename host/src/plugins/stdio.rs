@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use super::log_budget::LogBudget;
+
 /// Longest line kept; longer output is split so a runaway guest cannot grow
 /// host memory through its stdout.
 const MAX_LINE: usize = 4096;
@@ -23,11 +25,16 @@ pub enum Stream {
 pub struct LogStream {
     plugin: Arc<str>,
     stream: Stream,
+    budget: LogBudget,
 }
 
 impl LogStream {
-    pub fn new(plugin: Arc<str>, stream: Stream) -> Self {
-        LogStream { plugin, stream }
+    pub fn new(plugin: Arc<str>, stream: Stream, budget: LogBudget) -> Self {
+        LogStream {
+            plugin,
+            stream,
+            budget,
+        }
     }
 }
 
@@ -42,6 +49,7 @@ impl StdoutStream for LogStream {
         Box::new(LineWriter {
             plugin: self.plugin.clone(),
             stream: self.stream,
+            budget: self.budget.clone(),
             buf: Vec::new(),
         })
     }
@@ -50,11 +58,15 @@ impl StdoutStream for LogStream {
 struct LineWriter {
     plugin: Arc<str>,
     stream: Stream,
+    budget: LogBudget,
     buf: Vec<u8>,
 }
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
+        if !self.budget.admit(line.len()) {
+            return;
+        }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         match self.stream {

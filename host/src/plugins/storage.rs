@@ -190,13 +190,23 @@ impl StorageSession {
         })
     }
 
-    /// Read up to `max` bytes; empty means the end of the object.
+    /// Read up to `max` bytes; empty means the end of the object. A plugin
+    /// returning more than `max` breaks the contract (the host sized its
+    /// buffers and its bounds by `max`): the read fails.
     pub async fn read(&mut self, download: &Download, max: u32) -> Result<Vec<u8>, PluginError> {
         let b = &self.bindings;
-        guest_call!(&mut self.sandbox, "read", |store| b
+        let chunk = guest_call!(&mut self.sandbox, "read", |store| b
             .etcd_operator_plugin_storage()
             .download()
-            .call_read(store, download.0, max))
+            .call_read(store, download.0, max))?;
+        if chunk.len() > max as usize {
+            return Err(PluginError::Contract {
+                plugin: self.plugin().to_string(),
+                operation: "read",
+                message: format!("returned {} bytes for a read of at most {max}", chunk.len()),
+            });
+        }
+        Ok(chunk)
     }
 
     pub async fn close_download(&mut self, download: Download) {
@@ -272,13 +282,10 @@ impl StorageSession {
         }
         let stored = self.complete(upload).await?;
         if stored != size {
-            return Err(UploadError::Plugin(PluginError::Guest {
+            return Err(UploadError::Plugin(PluginError::Contract {
                 plugin: self.plugin().to_string(),
                 operation: "complete",
-                kind: super::GuestErrorKind::Other,
-                message: format!(
-                    "the plugin reports {stored} bytes stored but {size} were written"
-                ),
+                message: format!("reports {stored} bytes stored but {size} were written"),
             }));
         }
         Ok(Transfer {

@@ -13,6 +13,16 @@
 //!   error kind (the host must classify permanent and retryable errors);
 //! - `write-fails`: open, then fail every upload `write` with a transient
 //!   error (the host must abort the upload);
+//! - `wrong-size`: accept uploads but report 0 bytes stored at `complete`;
+//! - `log-flood`: log `lines` messages (default 1,000,000) from `open`, half
+//!   through the `log` import and half on stderr, then behave;
+//! - `long-read`: every download `read` returns `read-factor` (default 16)
+//!   times the bytes asked for;
+//! - `endless`: every download is an endless stream of zeros of unknown size;
+//! - `slow-read`: every download is endless, one KiB per `read` after
+//!   `read-ms` (default 500) milliseconds;
+//! - `many-objects`: `list-objects` returns `count` (default 200,000)
+//!   periodic-backup keys under the prefix, and `delete` succeeds;
 //! - anything else or no `fault`: behave (every operation succeeds trivially),
 //!   so the host can be shown to serve calls after a fault.
 
@@ -29,11 +39,38 @@ impl Guest for Faults {
     type Download = Nothing;
 }
 
-struct Backend {
-    fail_writes: bool,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Behave,
+    WriteFails,
+    WrongSize,
+    LongRead { factor: u64 },
+    Endless,
+    SlowRead { ms: u64 },
+    ManyObjects { count: u64 },
 }
+
+struct Backend {
+    mode: Mode,
+}
+
+/// An upload (counting what it was sent) or a download.
 struct Nothing {
-    fail_writes: bool,
+    mode: Mode,
+    written: std::cell::Cell<u64>,
+}
+
+impl Nothing {
+    fn new(mode: Mode) -> Self {
+        Nothing {
+            mode,
+            written: std::cell::Cell::new(0),
+        }
+    }
+}
+
+fn backend(mode: Mode) -> Result<etcd_plugin_sdk::storage::Backend, PluginError> {
+    Ok(etcd_plugin_sdk::storage::Backend::new(Backend { mode }))
 }
 
 fn spin() -> ! {
@@ -116,49 +153,90 @@ impl GuestBackend for Backend {
             "transient" => Err(PluginError::Transient(
                 "the faults plugin's backend is temporarily unavailable".into(),
             )),
-            "write-fails" => Ok(etcd_plugin_sdk::storage::Backend::new(Backend {
-                fail_writes: true,
-            })),
-            _ => Ok(etcd_plugin_sdk::storage::Backend::new(Backend {
-                fail_writes: false,
-            })),
+            "write-fails" => backend(Mode::WriteFails),
+            "wrong-size" => backend(Mode::WrongSize),
+            "log-flood" => {
+                let lines = config.u64_or("lines", 1_000_000)?;
+                for i in 0..lines {
+                    if i % 2 == 0 {
+                        etcd_plugin_sdk::info(&format!("faults plugin log line {i}"));
+                    } else {
+                        eprintln!("faults plugin stderr line {i}");
+                    }
+                }
+                backend(Mode::Behave)
+            }
+            "long-read" => backend(Mode::LongRead {
+                factor: config.u64_or("read-factor", 16)?,
+            }),
+            "endless" => backend(Mode::Endless),
+            "slow-read" => backend(Mode::SlowRead {
+                ms: config.u64_or("read-ms", 500)?,
+            }),
+            "many-objects" => backend(Mode::ManyObjects {
+                count: config.u64_or("count", 200_000)?,
+            }),
+            _ => backend(Mode::Behave),
         }
     }
 
     fn start_upload(&self, _key: String) -> Result<Upload, PluginError> {
-        Ok(Upload::new(Nothing {
-            fail_writes: self.fail_writes,
-        }))
+        Ok(Upload::new(Nothing::new(self.mode)))
     }
 
     fn open_download(&self, key: String) -> Result<Download, PluginError> {
-        Err(PluginError::NotFound(format!(
-            "{key} does not exist in the faults plugin"
-        )))
+        match self.mode {
+            // Metadata objects do not exist: the backups are "of another tool".
+            _ if key.ends_with(".meta.json") => Err(PluginError::NotFound(format!(
+                "{key} does not exist in the faults plugin"
+            ))),
+            Mode::LongRead { .. } | Mode::Endless | Mode::SlowRead { .. } => {
+                Ok(Download::new(Nothing::new(self.mode)))
+            }
+            _ => Err(PluginError::NotFound(format!(
+                "{key} does not exist in the faults plugin"
+            ))),
+        }
     }
 
-    fn list_objects(&self, _prefix: String) -> Result<Vec<ObjectInfo>, PluginError> {
-        Ok(Vec::new())
+    fn list_objects(&self, prefix: String) -> Result<Vec<ObjectInfo>, PluginError> {
+        let Mode::ManyObjects { count } = self.mode else {
+            return Ok(Vec::new());
+        };
+        Ok((0..count)
+            .map(|i| ObjectInfo {
+                key: format!("{prefix}_v{i}_2026-01-01-00:00:00"),
+                size: 1,
+                last_modified_ms: i,
+            })
+            .collect())
     }
 
     fn delete(&self, key: String) -> Result<(), PluginError> {
-        Err(PluginError::NotFound(format!(
-            "{key} does not exist in the faults plugin"
-        )))
+        match self.mode {
+            Mode::ManyObjects { .. } | Mode::WrongSize => Ok(()),
+            _ => Err(PluginError::NotFound(format!(
+                "{key} does not exist in the faults plugin"
+            ))),
+        }
     }
 }
 
 impl GuestUpload for Nothing {
-    fn write(&self, _chunk: Vec<u8>) -> Result<(), PluginError> {
-        if self.fail_writes {
+    fn write(&self, chunk: Vec<u8>) -> Result<(), PluginError> {
+        if self.mode == Mode::WriteFails {
             return Err(PluginError::Transient(
                 "the faults plugin drops this write".into(),
             ));
         }
+        self.written.set(self.written.get() + chunk.len() as u64);
         Ok(())
     }
     fn complete(&self) -> Result<u64, PluginError> {
-        Ok(0)
+        Ok(match self.mode {
+            Mode::WrongSize => 0,
+            _ => self.written.get(),
+        })
     }
     fn abort(&self) -> Result<(), PluginError> {
         Ok(())
@@ -167,10 +245,21 @@ impl GuestUpload for Nothing {
 
 impl GuestDownload for Nothing {
     fn size(&self) -> Option<u64> {
-        Some(0)
+        match self.mode {
+            Mode::LongRead { .. } | Mode::Endless | Mode::SlowRead { .. } => None,
+            _ => Some(0),
+        }
     }
-    fn read(&self, _max: u32) -> Result<Vec<u8>, PluginError> {
-        Ok(Vec::new())
+    fn read(&self, max: u32) -> Result<Vec<u8>, PluginError> {
+        Ok(match self.mode {
+            Mode::LongRead { factor } => vec![0u8; max as usize * factor as usize],
+            Mode::Endless => vec![0u8; max as usize],
+            Mode::SlowRead { ms } => {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                vec![0u8; 1024.min(max as usize)]
+            }
+            _ => Vec::new(),
+        })
     }
 }
 

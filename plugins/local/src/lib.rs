@@ -143,6 +143,7 @@ impl GuestBackend for Backend {
                 root.display()
             ))
         })?;
+        sweep_stale_parts(&root.join(PARTS));
         Ok(etcd_plugin_sdk::storage::Backend::new(Backend { root }))
     }
 
@@ -188,6 +189,30 @@ impl GuestBackend for Backend {
     }
 }
 
+/// A part file untouched this long belongs to an upload whose sandbox was
+/// discarded (a timeout or a trap runs no destructor): every live upload
+/// writes at least once per plugin call timeout.
+const STALE_PART: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove part files of uploads that died without `abort`.
+fn sweep_stale_parts(parts: &Path) {
+    let Ok(entries) = fs::read_dir(parts) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > STALE_PART);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// An upload in progress: the open part file and the bytes written so far.
 /// `None` once completed or aborted.
 struct PartFile {
@@ -212,17 +237,24 @@ impl GuestUpload for PartFile {
         Ok(())
     }
 
+    /// On failure the part file is removed: a failed `complete` leaves
+    /// nothing behind, as an abort would.
     fn complete(&self) -> Result<u64, PluginError> {
         let (file, written) = self.state.borrow_mut().take().ok_or_else(Self::finished)?;
-        file.sync_all()
-            .map_err(|e| io_error("cannot sync", &self.part, e))?;
-        drop(file);
-        if let Some(parent) = self.target.parent() {
-            fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
+        let placed = (|| {
+            file.sync_all()
+                .map_err(|e| io_error("cannot sync", &self.part, e))?;
+            drop(file);
+            if let Some(parent) = self.target.parent() {
+                fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
+            }
+            fs::rename(&self.part, &self.target)
+                .map_err(|e| io_error("cannot move into place", &self.target, e))
+        })();
+        if placed.is_err() {
+            let _ = fs::remove_file(&self.part);
         }
-        fs::rename(&self.part, &self.target)
-            .map_err(|e| io_error("cannot move into place", &self.target, e))?;
-        Ok(written)
+        placed.map(|()| written)
     }
 
     fn abort(&self) -> Result<(), PluginError> {
