@@ -113,3 +113,36 @@ async fn a_failed_upload_leaves_the_previous_object_intact() {
         .collect();
     assert!(parts.is_empty(), "aborted part files are removed");
 }
+
+/// A `complete` that cannot move the object into place leaves no part file;
+/// part files of uploads that died without `abort` (a discarded sandbox runs
+/// no destructor) are swept when they are an hour old.
+#[tokio::test]
+async fn failed_completes_and_dead_uploads_leave_no_part_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = dir.path().join(".parts");
+    let count = || std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0);
+    let mut s = local().open(&[], &grant(dir.path())).await.unwrap();
+    s.upload_from("a/b", &b"inner"[..]).await.unwrap();
+    // `a` is now a non-empty directory: moving a file onto it fails.
+    let up = s.start_upload("a").await.unwrap();
+    s.write(&up, b"outer").await.unwrap();
+    assert!(s.complete(up).await.is_err());
+    assert_eq!(count(), 0, "the failed complete removed its part file");
+
+    std::fs::create_dir_all(&parts).unwrap();
+    let old = parts.join("1-dead");
+    let young = parts.join("2-live");
+    std::fs::write(&old, b"left by a trapped session").unwrap();
+    std::fs::write(&young, b"an upload in progress").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    drop(local().open(&[], &grant(dir.path())).await.unwrap());
+    assert!(!old.exists(), "the dead upload's part was swept");
+    assert!(young.exists(), "a recent part is left alone");
+}

@@ -56,7 +56,9 @@ pub struct EtcdRestoreSpec {
     /// Restore a backup whose metadata says it was written for another
     /// EtcdCluster (extension). Without it such a restore fails before the
     /// cluster is touched, naming the cluster the backup came from: a backup
-    /// of the wrong cluster is refused, not reported verified.
+    /// of the wrong cluster is refused, not reported verified. Not needed
+    /// with `newCluster` (a new cluster is seeded from another's backup by
+    /// definition; the status names the backup's cluster).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_other_cluster_backup: bool,
     /// Time the download and verification may take in all, retries included

@@ -536,7 +536,9 @@ async fn attempts<S: SecretStore>(
 ) -> Result<Verified, RestoreError> {
     let expect = Expect {
         cluster: (namespace, &spec.etcd_cluster.name),
-        other_cluster_ok: spec.allow_other_cluster_backup,
+        // A restore into a new cluster seeds it from another cluster's
+        // backup by definition; its status names where the data came from.
+        other_cluster_ok: spec.allow_other_cluster_backup || spec.new_cluster.is_some(),
         max_bytes: storage.bounds.max_backup_bytes,
     };
     let mut attempt = 0;
