@@ -9,6 +9,9 @@ pub const MAX_SUFFIX: usize = 200;
 /// Longest key the operator writes (S3's and GCS's own limit is 1024 bytes).
 pub const MAX_KEY: usize = 1024;
 
+/// What may follow the path in a policy's name.
+const SEPARATORS: [char; 3] = ['_', '/', '.'];
+
 /// How much of a refused name is quoted back (a hostile name can be huge).
 const QUOTED: usize = 120;
 
@@ -23,8 +26,9 @@ pub fn quote(name: &str) -> String {
 }
 
 /// Check a backup name a policy plugin returned for an EtcdBackup whose
-/// storage path is `path`. Accepted: `<path>_<suffix>` or `<path>/<suffix>`
-/// (or `<path><suffix>` when `path` already ends in `_` or `/`), where the
+/// storage path is `path`. Accepted: `<path>_<suffix>`, `<path>/<suffix>` or
+/// `<path>.<suffix>` (or `<path><suffix>` when `path` already ends in one of
+/// those), where the
 /// suffix is 1 to [`MAX_SUFFIX`] ASCII letters, digits and `-._:+/`, with no
 /// empty, `.` or `..` segment, not naming a metadata object, and the whole
 /// key at most [`MAX_KEY`] bytes. The error says what is wrong, without the
@@ -32,8 +36,8 @@ pub fn quote(name: &str) -> String {
 pub fn check_policy_name(path: &str, name: &str) -> Result<(), String> {
     let refuse = |why: &str| {
         Err(format!(
-            "the name {} {why}; a policy's backup-name must be `{path}_…` or `{path}/…` followed by \
-             up to {MAX_SUFFIX} letters, digits and `-._:+/`",
+            "the name {} {why}; a policy's backup-name must be `{path}_…`, `{path}/…` or `{path}.…` \
+             followed by up to {MAX_SUFFIX} letters, digits and `-._:+/`",
             quote(name)
         ))
     };
@@ -43,12 +47,12 @@ pub fn check_policy_name(path: &str, name: &str) -> Result<(), String> {
     let Some(rest) = name.strip_prefix(path) else {
         return refuse("is not under the EtcdBackup's path");
     };
-    let suffix = if path.ends_with('/') || path.ends_with('_') {
+    let suffix = if path.ends_with(SEPARATORS) {
         rest
-    } else if let Some(s) = rest.strip_prefix('_').or_else(|| rest.strip_prefix('/')) {
+    } else if let Some(s) = rest.strip_prefix(SEPARATORS) {
         s
     } else {
-        return refuse("does not continue the path with `_` or `/`");
+        return refuse("does not continue the path with `_`, `/` or `.`");
     };
     if suffix.is_empty() {
         return refuse("adds nothing to the path");
@@ -85,6 +89,7 @@ mod tests {
             "b/prod/2026/01/01",
             "b/prod_daily.db",
             "b/prod_a+b-c.d",
+            "b/prod.20260101T000000Z.r5.db",
         ] {
             assert_eq!(check_policy_name("b/prod", name), Ok(()), "{name}");
         }
