@@ -1021,6 +1021,83 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         "value-42"
     );
 
+    // A storage plugin that trickles its download (the test-only `faults`
+    // plugin, from a ConfigMap): the progress shows in status, and deleting
+    // the EtcdRestore stops the download.
+    let faults = gzip(&std::fs::read(crate::common::plugin_path("faults")).unwrap());
+    maps.create(
+        &PostParams::default(),
+        &plugin_config_map(
+            &env.ns,
+            "storage",
+            "faults-plugin",
+            "faults.wasm.gz",
+            faults,
+        ),
+    )
+    .await
+    .unwrap();
+    env.wait_event("faults-plugin", "PluginLoaded", Duration::from_secs(120))
+        .await;
+    // (An in-place EtcdRestore is named after its cluster: the refused one
+    // above goes first.)
+    restores
+        .delete("example", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the refused EtcdRestore gone",
+        Duration::from_secs(30),
+        || async {
+            restores
+                .get_opt("example")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let stalled: EtcdRestore = serde_json::from_value(serde_json::json!({
+        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdRestore",
+        "metadata": {"name": "example", "namespace": env.ns},
+        "spec": {"etcdCluster": {"name": "example"}, "backupStorageType": "faults",
+                 "plugin": {"path": "x/any",
+                            "config": {"fault": "slow-read", "read-ms": "100"}}},
+    }))
+    .unwrap();
+    restores
+        .create(&PostParams::default(), &stalled)
+        .await
+        .unwrap();
+    eventually(
+        "the stalled restore's progress in status",
+        Duration::from_secs(60),
+        || async {
+            let s = restores.get("example").await.ok()?.status?;
+            let read = s.progress.as_ref()?.bytes_read;
+            (s.phase.as_deref() == Some("Verifying") && read > 0).then_some(())
+        },
+    )
+    .await;
+    restores
+        .delete("example", &DeleteParams::default())
+        .await
+        .unwrap();
+    let note = eventually(
+        "the stalled restore stopped",
+        Duration::from_secs(60),
+        || async {
+            env.events_for("example")
+                .await
+                .into_iter()
+                .filter_map(|e| e.note)
+                .find(|n| n.contains("deleted or changed"))
+        },
+    )
+    .await;
+    assert!(note.contains("nothing was restored"), "{note}");
+
     // Every member Pod deleted at once (emptyDir: the data went with them).
     let pods: Api<Pod> = env.api();
     let delete_all = |cluster: &'static str| {

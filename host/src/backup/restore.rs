@@ -470,14 +470,22 @@ pub async fn newest_verified<S: SecretStore>(
         match fetched {
             Ok(v) => return Ok(Some(v)),
             Err(e) => {
-                tracing::warn!(key, error = %e, "backup not usable for recovery; trying an older one");
+                // The EtcdRestore field that lets a restore take another
+                // cluster's backup does not apply here: say so plainly.
+                let why = match &e {
+                    RestoreError::OtherCluster { key, owner, .. } => format!(
+                        "backup `{key}` was written by {owner}; recovery uses only this cluster's own backups"
+                    ),
+                    other => other.to_string(),
+                };
+                tracing::warn!(key, error = %why, "backup not usable for recovery; trying an older one");
                 if !e.is_retryable() {
                     rejected
                         .lock()
                         .expect("rejected backups")
                         .insert(id(t, &key, modified));
                 }
-                errors.push(e.to_string());
+                errors.push(why);
             }
         }
     }
