@@ -856,6 +856,8 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         },
     )
     .await;
+    // The failure's reason went with it (status is applied whole).
+    assert_eq!(named.reason, None, "{named:?}");
     let key = named.last_backup_key.clone().unwrap();
     assert!(
         key.starts_with("k8s/dated.") && key.ends_with(&format!(".r{}.db", named.etcd_revision)),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
@@ -78,13 +78,9 @@ async fn reconcile_backup(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<
         .insert(id.clone(), memory);
     if outcome.status != previous {
         let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": outcome.status})),
-        )
-        .await
-        .map_err(KubeError::Api)?;
+        super::status::apply_status(&api, &name, &outcome.status)
+            .await
+            .map_err(KubeError::Api)?;
     }
     let reference = backup.object_ref(&());
     for e in &outcome.events {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
@@ -68,8 +68,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
     status.client_port = Some(CLIENT_PORT);
     if cluster.status.as_ref() != Some(&status) {
         let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &key.namespace);
-        let patch = serde_json::json!({"status": status});
-        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        super::status::apply_status(&api, &key.name, &status)
             .await
             .map_err(KubeError::Api)?;
     }

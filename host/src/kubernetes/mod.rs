@@ -7,6 +7,7 @@
 //! - [`runtime`]: the member runtime on the Kubernetes API;
 //! - [`clusters`], [`backups`], [`restores`]: the controllers;
 //! - [`snapshots`]: verified snapshots served to restoring Pods;
+//! - [`status`]: status written with server-side apply (a cleared field goes);
 //! - [`scope`]: namespaced vs `--cluster-wide`, as CoreOS;
 //! - [`plugins`]: plugin ConfigMaps, hot-reloaded;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
@@ -24,6 +25,7 @@ pub mod runtime;
 pub mod scope;
 pub mod secrets;
 pub mod snapshots;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -88,14 +88,7 @@ fn update(
 /// write carries everything again).
 async fn write_status(client: kube::Client, restore: Arc<EtcdRestore>, status: EtcdRestoreStatus) {
     let api: Api<EtcdRestore> = Api::namespaced(client, &restore.namespace().unwrap_or_default());
-    if let Err(e) = api
-        .patch_status(
-            &restore.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": status })),
-        )
-        .await
-    {
+    if let Err(e) = super::status::apply_status(&api, &restore.name_any(), &status).await {
         tracing::warn!(restore = %restore.name_any(), error = %e, "cannot write EtcdRestore status");
     }
 }
