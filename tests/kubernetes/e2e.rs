@@ -702,6 +702,29 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// Delete EtcdRestore `name` and wait until the API server no longer has it
+/// (an in-place EtcdRestore is named after its cluster, so the next one
+/// needs the name).
+async fn delete_and_wait_gone(restores: &Api<EtcdRestore>, name: &str) {
+    restores
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        &format!("EtcdRestore {name} gone"),
+        Duration::from_secs(30),
+        || async {
+            restores
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// A plugin ConfigMap of `kind` (`storage` or `policy`).
 fn plugin_config_map(ns: &str, kind: &str, name: &str, key: &str, bytes: Vec<u8>) -> ConfigMap {
     serde_json::from_value(serde_json::json!({
@@ -985,23 +1008,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     let mut missing = restore("example", "example", serde_json::Value::Null);
     missing.metadata.name = Some("example".into());
     missing.spec.s3.as_mut().unwrap().path = Some("etcd-backups/k8s/none.db".into());
-    restores
-        .delete("example", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(
-        "the old EtcdRestore gone",
-        Duration::from_secs(30),
-        || async {
-            restores
-                .get_opt("example")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    delete_and_wait_gone(&restores, "example").await;
     restores
         .create(&PostParams::default(), &missing)
         .await
@@ -1043,23 +1050,7 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .await;
     // (An in-place EtcdRestore is named after its cluster: the refused one
     // above goes first.)
-    restores
-        .delete("example", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(
-        "the refused EtcdRestore gone",
-        Duration::from_secs(30),
-        || async {
-            restores
-                .get_opt("example")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    delete_and_wait_gone(&restores, "example").await;
     let stalled: EtcdRestore = serde_json::from_value(serde_json::json!({
         "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdRestore",
         "metadata": {"name": "example", "namespace": env.ns},

@@ -14,7 +14,7 @@ use crate::harness::{Operator, cluster_yaml, read_prefix, write_keys};
 /// An EtcdBackup of cluster `cluster` through storage plugin `storage`.
 /// `policy` is the body of `backupPolicy` (indented four spaces), `config`
 /// of `plugin.config`.
-fn backup_yaml(
+pub(crate) fn backup_yaml(
     name: &str,
     cluster: &str,
     storage: &str,
@@ -41,13 +41,25 @@ fn one_shot(name: &str, cluster: &str, path: &str) -> String {
 }
 
 fn restore_yaml(name: &str, cluster: &str, path: &str, new_cluster: &str) -> String {
+    restore_from(name, cluster, "local", path, new_cluster)
+}
+
+/// An EtcdRestore of `cluster` from `storage` at `path`; `extra` is appended
+/// to its spec (indented).
+pub(crate) fn restore_from(
+    name: &str,
+    cluster: &str,
+    storage: &str,
+    path: &str,
+    extra: &str,
+) -> String {
     format!(
         "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdRestore\nmetadata:\n  name: {name}\nspec:\n  \
-         etcdCluster:\n    name: {cluster}\n  backupStorageType: local\n  plugin:\n    path: {path}\n{new_cluster}"
+         etcdCluster:\n    name: {cluster}\n  backupStorageType: {storage}\n  plugin:\n    path: {path}\n{extra}"
     )
 }
 
-fn cond<'a>(
+pub(crate) fn cond<'a>(
     conds: &'a [etcd_operator::api::Condition],
     t: &str,
 ) -> Option<&'a etcd_operator::api::Condition> {
@@ -66,7 +78,7 @@ async fn wait_restore(op: &Operator, name: &str, phase: &str) -> EtcdRestoreStat
     .await
 }
 
-fn sha256_of(path: &Path) -> String {
+pub(crate) fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 

@@ -5,23 +5,14 @@
 //! a restore busy for ever — and the operator's other EtcdBackups keep
 //! succeeding meanwhile.
 
-use std::path::Path;
-
 use etcd_operator::api::{Condition, EtcdBackupStatus, EtcdRestoreStatus};
-use sha2::{Digest, Sha256};
 
+use crate::backup_restore::{backup_yaml, cond, restore_from, sha256_of};
 use crate::harness::{Operator, cluster_yaml, read_prefix, wait_ready_all, write_keys};
 
-fn cond<'a>(conds: &'a [Condition], t: &str) -> Option<&'a Condition> {
-    conds.iter().find(|c| c.type_ == t)
-}
-
-fn sha256_of(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-/// An EtcdBackup of `cluster` to `storage` at `path`; `policy` is the body
-/// of `backupPolicy`, `config` of the storage plugin's config (both indented).
+/// An EtcdBackup of `cluster` to `storage` at `path`, with a 60 s time limit;
+/// `policy` is the rest of `backupPolicy`, `config` the storage plugin's
+/// config (both indented).
 fn backup(
     name: &str,
     cluster: &str,
@@ -30,11 +21,8 @@ fn backup(
     policy: &str,
     config: &str,
 ) -> String {
-    format!(
-        "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdBackup\nmetadata:\n  name: {name}\nspec:\n  \
-         etcdCluster:\n    name: {cluster}\n  storageType: {storage}\n  backupPolicy:\n    timeoutInSecond: 60\n\
-         {policy}  plugin:\n    path: {path}\n    config:\n{config}"
-    )
+    let policy = format!("    timeoutInSecond: 60\n{policy}");
+    backup_yaml(name, cluster, storage, path, &policy, config)
 }
 
 /// A periodic backup of c1 through the `local` plugin whose next name the
@@ -258,17 +246,8 @@ async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succ
     );
 }
 
-/// An EtcdRestore of `cluster` from `storage` at `path`, `extra` appended to
-/// its spec.
-fn restore(name: &str, cluster: &str, storage: &str, path: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdRestore\nmetadata:\n  name: {name}\nspec:\n  \
-         etcdCluster:\n    name: {cluster}\n  backupStorageType: {storage}\n  plugin:\n    path: {path}\n{extra}"
-    )
-}
-
 fn faulty_restore(name: &str, fault: &str, extra: &str) -> String {
-    restore(
+    restore_from(
         name,
         "c1",
         "faults",
@@ -315,7 +294,7 @@ async fn restores_refuse_another_clusters_backup_and_bound_what_a_plugin_sends()
     // 1. c2's backup into c1: refused before anything is touched...
     op.apply(
         "wrong.yaml",
-        &restore("wrong", "c1", "local", "r/c2.db", ""),
+        &restore_from("wrong", "c1", "local", "r/c2.db", ""),
     );
     let f = restore_failed(&op, "wrong").await;
     assert_eq!(f.reason.as_deref(), Some("BackupOfAnotherCluster"), "{f:?}");
@@ -331,7 +310,7 @@ async fn restores_refuse_another_clusters_backup_and_bound_what_a_plugin_sends()
     // ...and restored when the EtcdRestore says so.
     op.apply(
         "allowed.yaml",
-        &restore(
+        &restore_from(
             "allowed",
             "c1",
             "local",

@@ -99,6 +99,26 @@ pub struct EtcdRestoreStatus {
     pub progress: Option<RestoreProgress>,
 }
 
+impl EtcdRestoreStatus {
+    /// Enter `phase` and set one condition (`type_` True or False), stamped
+    /// now: what every runtime's restore controller records at each step.
+    pub fn set(&mut self, phase: &str, type_: &str, ok: bool, reason: &str, message: String) {
+        self.phase = Some(phase.into());
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        super::condition::set_condition(
+            &mut self.conditions,
+            Condition {
+                type_: type_.into(),
+                status: if ok { "True" } else { "False" }.into(),
+                reason: Some(reason.into()),
+                message: Some(message),
+                ..Default::default()
+            },
+            &now,
+        );
+    }
+}
+
 /// The download of a backup, as last reported.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -720,7 +720,8 @@ enum RetentionError {
     NotShown(Vec<String>),
     #[error(
         "the storage plugin listed {listed} objects under the path, more than the {max} retention \
-         looks at (--max-listed); nothing was deleted"
+         looks at; nothing was deleted. Give this EtcdBackup a path of its own (spec.<storage>.path), \
+         or check what the plugin lists"
     )]
     TooMany { listed: usize, max: usize },
     #[error(

@@ -516,7 +516,55 @@ async fn verify_with_retries<S: SecretStore>(
         }
         report(r)
     };
-    let attempts = attempts(storage, spec, namespace, staging, tool, &tracking);
+    let attempts = async {
+        let expect = Expect {
+            cluster: (namespace, &spec.etcd_cluster.name),
+            // A restore into a new cluster seeds it from another cluster's
+            // backup by definition; its status names where the data came from.
+            other_cluster_ok: spec.allow_other_cluster_backup || spec.new_cluster.is_some(),
+            max_bytes: storage.bounds.max_backup_bytes,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result: Result<Verified, RestoreError> = async {
+                let target = super::location::resolve(
+                    &spec.backup_storage_type,
+                    "backupStorageType",
+                    spec.source(),
+                    namespace,
+                    storage.secrets.as_ref(),
+                    &storage.host,
+                )
+                .await
+                .map_err(|e| RestoreError::Other(e.to_string()))?;
+                let mut session = storage.open(&target).await?;
+                let key = target.path.clone();
+                fetch_verified(
+                    &mut session,
+                    &target,
+                    &key,
+                    staging,
+                    tool,
+                    &expect,
+                    &tracking,
+                )
+                .await
+            }
+            .await;
+            match result {
+                Err(e) if e.is_retryable() && attempt < 6 => {
+                    let delay = schedule::retry_delay(attempt, std::time::Duration::ZERO);
+                    tracking(Report::Retrying(format!(
+                        "attempt {attempt} failed: {e}; retrying in {}s",
+                        delay.as_secs()
+                    )));
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    };
     match tokio::time::timeout(limit, attempts).await {
         Ok(result) => result,
         Err(_) => Err(RestoreError::TimedOut {
@@ -531,54 +579,6 @@ pub fn restore_timeout(spec: &crate::api::EtcdRestoreSpec, bounds: &super::Bound
     match spec.timeout_in_second {
         Some(s) if s > 0 => Duration::from_secs(s as u64),
         _ => bounds.restore_timeout,
-    }
-}
-
-async fn attempts<S: SecretStore>(
-    storage: &Storage<S>,
-    spec: &crate::api::EtcdRestoreSpec,
-    namespace: &str,
-    staging: &Path,
-    tool: &SnapshotTool,
-    report: Reporter<'_>,
-) -> Result<Verified, RestoreError> {
-    let expect = Expect {
-        cluster: (namespace, &spec.etcd_cluster.name),
-        // A restore into a new cluster seeds it from another cluster's
-        // backup by definition; its status names where the data came from.
-        other_cluster_ok: spec.allow_other_cluster_backup || spec.new_cluster.is_some(),
-        max_bytes: storage.bounds.max_backup_bytes,
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result: Result<Verified, RestoreError> = async {
-            let target = super::location::resolve(
-                &spec.backup_storage_type,
-                "backupStorageType",
-                spec.source(),
-                namespace,
-                storage.secrets.as_ref(),
-                &storage.host,
-            )
-            .await
-            .map_err(|e| RestoreError::Other(e.to_string()))?;
-            let mut session = storage.open(&target).await?;
-            let key = target.path.clone();
-            fetch_verified(&mut session, &target, &key, staging, tool, &expect, report).await
-        }
-        .await;
-        match result {
-            Err(e) if e.is_retryable() && attempt < 6 => {
-                let delay = schedule::retry_delay(attempt, std::time::Duration::ZERO);
-                report(Report::Retrying(format!(
-                    "attempt {attempt} failed: {e}; retrying in {}s",
-                    delay.as_secs()
-                )));
-                tokio::time::sleep(delay).await;
-            }
-            other => return other,
-        }
     }
 }
 

@@ -79,7 +79,8 @@ pub enum BackupError {
     TimedOut { limit: Duration },
     #[error(
         "the storage plugin reports {stored} bytes stored for `{key}` but {sent} were sent; the object \
-         was deleted and the backup failed (a plugin that keeps less than it was given cannot be restored from)"
+         was deleted and the backup failed (a plugin that keeps less than it was given cannot be restored from); \
+         check the storage backend, or fix the plugin (spec.storageType)"
     )]
     Incomplete { key: String, sent: u64, stored: u64 },
     #[error(transparent)]

@@ -23,8 +23,7 @@ use super::runtime::KubeRuntime;
 use super::scope::Scope;
 use super::secrets::KubeSecrets;
 use super::{KubeError, events};
-use crate::api::condition::set_condition;
-use crate::api::{Condition, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus};
+use crate::api::{EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus};
 use crate::backup::Storage;
 use crate::backup::restore::{
     Report, failure_reason, progress_status, verify_supervised, wait_serving,
@@ -50,38 +49,11 @@ pub struct Context {
     pub running: Mutex<HashSet<String>>,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// Status updates and events of one restore.
 struct Progress {
     ctx: Arc<Context>,
     restore: Arc<EtcdRestore>,
     status: EtcdRestoreStatus,
-}
-
-/// Set the phase and one condition of `status`.
-fn update(
-    status: &mut EtcdRestoreStatus,
-    phase: &str,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-) {
-    status.phase = Some(phase.into());
-    set_condition(
-        &mut status.conditions,
-        Condition {
-            type_: type_.into(),
-            status: if ok { "True" } else { "False" }.into(),
-            reason: Some(reason.into()),
-            message: Some(message),
-            ..Default::default()
-        },
-        &now(),
-    );
 }
 
 /// Write `status` to the EtcdRestore (a failure is only logged: the next
@@ -95,7 +67,7 @@ async fn write_status(client: kube::Client, restore: Arc<EtcdRestore>, status: E
 
 impl Progress {
     async fn set(&mut self, phase: &str, type_: &str, ok: bool, reason: &str, message: String) {
-        update(&mut self.status, phase, type_, ok, reason, message);
+        self.status.set(phase, type_, ok, reason, message);
         write_status(
             self.ctx.client.clone(),
             self.restore.clone(),
@@ -211,12 +183,12 @@ async fn run(p: &mut Progress) {
         match report {
             Report::Retrying(m) => {
                 tracing::warn!(restore = %restore.name_any(), "{m}");
-                update(&mut s, "Verifying", "Verified", false, "Retrying", m);
+                s.set("Verifying", "Verified", false, "Retrying", m);
             }
             Report::Progress(t) => {
                 s.progress = Some(progress_status(&t));
                 let message = format!("{t}; the cluster is untouched");
-                update(&mut s, "Verifying", "Verified", false, "Verifying", message);
+                s.set("Verifying", "Verified", false, "Verifying", message);
             }
         }
         write_status(ctx.client.clone(), restore.clone(), s.clone())

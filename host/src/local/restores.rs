@@ -10,10 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Context, read_yaml, status_path, write_status};
-use crate::api::condition::set_condition;
-use crate::api::{
-    API_VERSION, Condition, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus,
-};
+use crate::api::{API_VERSION, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus};
 use crate::backup::restore::{
     Report, Verified, failure_reason, progress_status, verify_supervised, wait_serving,
 };
@@ -21,10 +18,6 @@ use crate::controller::{ClusterKey, Event, Runtime};
 
 /// How long restored members get to serve before the restore is reported failed.
 const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
 
 struct Progress {
     ctx: Arc<Context>,
@@ -35,18 +28,7 @@ struct Progress {
 impl Progress {
     fn set(&mut self, phase: &str, cond: (&str, bool, &str, String)) {
         let (type_, ok, reason, message) = cond;
-        self.status.phase = Some(phase.into());
-        set_condition(
-            &mut self.status.conditions,
-            Condition {
-                type_: type_.into(),
-                status: if ok { "True" } else { "False" }.into(),
-                reason: Some(reason.into()),
-                message: Some(message),
-                ..Default::default()
-            },
-            &now(),
-        );
+        self.status.set(phase, type_, ok, reason, message);
         write_status(
             &status_path(&self.ctx.dir, "EtcdRestore", &self.name),
             &self.status,
