@@ -12,7 +12,9 @@
 //! `seed-after-delete-extras`, `grow-after-add-learner`,
 //! `promote-after-promote`, `replace-after-remove`, `shrink-after-remove`,
 //! `upgrade-after-stop`, `recover-after-stop`, `recover-after-start`,
-//! `restore-after-delete`, `restore-after-first-start`.
+//! `restore-after-delete`, `restore-after-first-start` (an EtcdRestore),
+//! `recovery-after-delete`, `recovery-after-first-start` (quorum-loss
+//! recovery from a backup).
 
 use std::collections::HashSet;
 use std::sync::OnceLock;

@@ -294,6 +294,8 @@ pub fn issue_cert(dir: &std::path::Path, name: &str, subject: &str, ext: &str) {
 pub struct Moto {
     _process: Process,
     pub endpoint: String,
+    access_key: String,
+    secret_key: String,
 }
 
 impl Moto {
@@ -302,14 +304,41 @@ impl Moto {
     }
 
     /// A moto server listening on `host`, an address of this machine (the
-    /// Kubernetes tests' node address, which Pods reach).
+    /// Kubernetes tests' node address, which Pods reach), that checks SigV4
+    /// signatures: its first three requests (unauthenticated) create an IAM
+    /// user with an allow-all policy and an access key; every request after
+    /// that must be signed with that key, so a wrong secret is refused
+    /// (`SignatureDoesNotMatch`) as by AWS.
     pub fn start_on(host: &str) -> Moto {
         let port = free_port();
         let mut cmd = std::process::Command::new(tools().join("venv/bin/moto_server"));
-        cmd.args(["-H", host, "-p", &port.to_string()]);
+        cmd.args(["-H", host, "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3");
+        let process = serve_on(cmd, host, port, "moto_server");
+        let endpoint = format!("http://{host}:{port}");
+        let script = format!(
+            "import boto3, json\n\
+             iam = boto3.client('iam', endpoint_url='{endpoint}', aws_access_key_id='bootstrap', \
+             aws_secret_access_key='bootstrap', region_name='us-east-1')\n\
+             iam.create_user(UserName='etcd-operator')\n\
+             iam.put_user_policy(UserName='etcd-operator', PolicyName='all', PolicyDocument=json.dumps(\
+             {{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}}]}}))\n\
+             k = iam.create_access_key(UserName='etcd-operator')['AccessKey']\n\
+             print(k['AccessKeyId'], k['SecretAccessKey'])"
+        );
+        let out = run_ok(
+            std::process::Command::new(tools().join("venv/bin/python")).args(["-c", &script]),
+        );
+        let mut key = out.split_whitespace();
+        let (access_key, secret_key) = (
+            key.next().expect("an access key id").to_string(),
+            key.next().expect("a secret access key").to_string(),
+        );
         Moto {
-            _process: serve_on(cmd, host, port, "moto_server"),
-            endpoint: format!("http://{host}:{port}"),
+            _process: process,
+            endpoint,
+            access_key,
+            secret_key,
         }
     }
 
@@ -317,9 +346,9 @@ impl Moto {
     /// moto's own dependency, so always there); returns what it printed.
     fn boto3(&self, body: &str) -> String {
         let script = format!(
-            "import boto3\nc = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', \
-             aws_secret_access_key='test', region_name='us-east-1')\n{body}",
-            self.endpoint
+            "import boto3\nc = boto3.client('s3', endpoint_url='{}', aws_access_key_id='{}', \
+             aws_secret_access_key='{}', region_name='us-east-1')\n{body}",
+            self.endpoint, self.access_key, self.secret_key
         );
         run_ok(std::process::Command::new(tools().join("venv/bin/python")).args(["-c", &script]))
     }
@@ -338,9 +367,18 @@ impl Moto {
         .collect()
     }
 
-    /// The `credentials` file text the S3 plugin reads.
-    pub fn credentials() -> &'static str {
-        "[default]\naws_access_key_id = test\naws_secret_access_key = test\n"
+    /// The `credentials` file text the S3 plugin reads: this server's key.
+    pub fn credentials(&self) -> String {
+        Moto::credentials_file(&self.access_key, &self.secret_key)
+    }
+
+    /// The same key with a wrong secret.
+    pub fn wrong_credentials(&self) -> String {
+        Moto::credentials_file(&self.access_key, "not-the-secret")
+    }
+
+    fn credentials_file(id: &str, secret: &str) -> String {
+        format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n")
     }
 }
 

@@ -765,6 +765,22 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
     .unwrap();
     env.wait_event("go-policy", "PluginRejected", Duration::from_secs(60))
         .await;
+    // A working component that names itself `s3` may not replace the bundled
+    // s3 plugin (it would receive every S3 credential and snapshot): refused
+    // with an Event, and the S3 backups below still land in moto.
+    let impostor = gzip(&std::fs::read(crate::common::plugin_path("faults")).unwrap());
+    maps.create(
+        &PostParams::default(),
+        &plugin_config_map(&env.ns, "storage", "s3-impostor", "s3.wasm.gz", impostor),
+    )
+    .await
+    .unwrap();
+    env.wait_event(
+        "s3-impostor",
+        "PluginOverrideRefused",
+        Duration::from_secs(60),
+    )
+    .await;
 
     env.api::<EtcdCluster>()
         .create(
@@ -781,42 +797,11 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
             .unwrap();
     }
 
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "aws", "namespace": env.ns},
-        "stringData": {
-            "credentials": Moto::credentials(),
-            "config": "[default]\nregion = us-east-1\n",
-        },
-    }))
-    .unwrap();
-    env.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_aws_secret(&env, &moto).await;
     // CoreOS YAML: a one-shot backup of the cluster to S3, through the
     // image's bundled s3 plugin.
-    let backup: EtcdBackup = serde_json::from_value(serde_json::json!({
-        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdBackup",
-        "metadata": {"name": "to-s3", "namespace": env.ns},
-        "spec": {"etcdCluster": {"name": "example"}, "storageType": "S3",
-                 "s3": {"path": "etcd-backups/k8s/example.db", "awsSecret": "aws",
-                        "endpoint": moto.endpoint, "forcePathStyle": true}},
-    }))
-    .unwrap();
     let backups: Api<EtcdBackup> = env.api();
-    backups
-        .create(&PostParams::default(), &backup)
-        .await
-        .unwrap();
-    let done = eventually(
-        "the backup to succeed",
-        Duration::from_secs(120),
-        || async {
-            let s = backups.get("to-s3").await.ok()?.status?;
-            s.succeeded.then_some(s)
-        },
-    )
-    .await;
+    let done = one_shot_s3_backup(&env, &moto, "to-s3", "example", "k8s/example.db").await;
     assert_eq!(done.last_backup_key.as_deref(), Some("k8s/example.db"));
     assert!(done.last_backup_size.unwrap_or(0) > 0);
     assert!(
@@ -1131,6 +1116,143 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         "{reason}"
     );
     assert!(env.member_pods("copy").await.is_empty());
+}
+
+/// The Secret `aws` with `moto`'s credentials, as the CoreOS `awsSecret`.
+async fn create_aws_secret(env: &Env, moto: &Moto) {
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "aws", "namespace": env.ns},
+        "stringData": {
+            "credentials": moto.credentials(),
+            "config": "[default]\nregion = us-east-1\n",
+        },
+    }))
+    .unwrap();
+    env.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// A one-shot EtcdBackup `name` of `cluster` to `etcd-backups/<key>` on
+/// moto (CoreOS YAML), waited for until it succeeds.
+async fn one_shot_s3_backup(
+    env: &Env,
+    moto: &Moto,
+    name: &str,
+    cluster: &str,
+    key: &str,
+) -> etcd_operator::api::EtcdBackupStatus {
+    let backup: EtcdBackup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdBackup",
+        "metadata": {"name": name, "namespace": env.ns},
+        "spec": {"etcdCluster": {"name": cluster}, "storageType": "S3",
+                 "s3": {"path": format!("etcd-backups/{key}"), "awsSecret": "aws",
+                        "endpoint": moto.endpoint, "forcePathStyle": true}},
+    }))
+    .unwrap();
+    let backups: Api<EtcdBackup> = env.api();
+    backups
+        .create(&PostParams::default(), &backup)
+        .await
+        .unwrap();
+    eventually(
+        &format!("EtcdBackup {name} to succeed"),
+        Duration::from_secs(120),
+        || async {
+            let s = backups.get(name).await.ok()?.status?;
+            s.succeeded.then_some(s)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_whose_pods_cannot_fetch_the_snapshot_is_refused_before_anything_is_deleted() {
+    let env = Env::new("e2e-probe").await;
+    let node = Node::shared();
+    let moto = Moto::start_on(&node.ip);
+    moto.create_bucket("etcd-backups");
+    let allow = format!("plugins.allowNetworks={{{}/32}}", node.ip);
+    // Member Pods fetch snapshots from --advertise-url: here each Pod's own
+    // loopback, where nothing listens, as when a NetworkPolicy or a wrong
+    // address keeps Pods from the operator.
+    let _op = Operator::install(
+        &env,
+        "etcd-operator",
+        &[&allow, "extraArgs[0]=--advertise-url=http://127.0.0.1:9"],
+    )
+    .await;
+    env.api::<EtcdCluster>()
+        .create(
+            &PostParams::default(),
+            &env.cluster("probed", 1, serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    env.wait_ready("probed", 1, Duration::from_secs(120)).await;
+    let mut kv = env.etcd_of("probed").await;
+    kv.put("/probe/kept", "yes", None).await.unwrap();
+    create_aws_secret(&env, &moto).await;
+    one_shot_s3_backup(&env, &moto, "probed-b", "probed", "probe/probed.db").await;
+    let pods = || async {
+        env.member_pods("probed")
+            .await
+            .into_iter()
+            .map(|p| (p.metadata.name, p.metadata.uid))
+            .collect::<Vec<_>>()
+    };
+    let before = pods().await;
+
+    let restore: EtcdRestore = serde_json::from_value(serde_json::json!({
+        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdRestore",
+        "metadata": {"name": "probed", "namespace": env.ns},
+        "spec": {"etcdCluster": {"name": "probed"}, "backupStorageType": "S3",
+                 "s3": {"path": "etcd-backups/probe/probed.db", "awsSecret": "aws",
+                        "endpoint": moto.endpoint, "forcePathStyle": true}},
+    }))
+    .unwrap();
+    let restores: Api<EtcdRestore> = env.api();
+    restores
+        .create(&PostParams::default(), &restore)
+        .await
+        .unwrap();
+    let failed = eventually(
+        "the restore refused by its probe",
+        Duration::from_secs(240),
+        || async {
+            let s = restores.get("probed").await.ok()?.status?;
+            (s.phase.as_deref() == Some("Failed")).then_some(s)
+        },
+    )
+    .await;
+    let reason = failed.reason.clone().unwrap_or_default();
+    assert!(
+        reason
+            .contains("could not fetch from the operator's snapshot endpoint http://127.0.0.1:9/")
+            && reason.contains("left untouched"),
+        "{failed:?}"
+    );
+    // Nothing was deleted: the same Pod, its data, and no probe left over.
+    assert_eq!(pods().await, before);
+    env.wait_ready("probed", 1, Duration::from_secs(60)).await;
+    let mut kv = env.etcd_of("probed").await;
+    assert_eq!(
+        kv.get("/probe/kept", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "yes"
+    );
+    let probes = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels(etcd_operator::kubernetes::members::LABEL_PROBE))
+        .await
+        .unwrap();
+    assert!(
+        probes.items.is_empty(),
+        "{} probe Pods left",
+        probes.items.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

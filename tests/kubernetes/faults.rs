@@ -16,8 +16,9 @@ use crate::e2e::{Env, Operator, eventually};
 use crate::node::Node;
 
 /// The reasons that mean a member was destroyed or the cluster rebuilt.
-const DESTRUCTIVE: [&str; 4] = [
+const DESTRUCTIVE: [&str; 5] = [
     "QuorumRecovered",
+    "RestoringFromBackup",
     "QuorumRecoveredFromBackup",
     "MemberReplaced",
     "MemberRemoved",

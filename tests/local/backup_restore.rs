@@ -418,6 +418,61 @@ async fn a_cluster_that_lost_every_member_and_its_data_comes_back_from_the_newes
     assert_eq!(read_prefix(&s, "/q").await, written);
 }
 
+/// Quorum-loss recovery from a backup whose operator is killed at `point`
+/// (after the old members are deleted, or after the first restored member
+/// starts): the next run finishes the same restore, recorded in
+/// `status.restoring`, instead of seeding an empty cluster or waiting on a
+/// half-restored one, and every key of the backup is back.
+async fn recovery_from_backup_killed_at(point: &str) {
+    let mut op = Operator::start_armed(point, &[]);
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    let s = op.wait_ready("c", 3).await;
+    let written = write_keys(&s, "/q", 100).await;
+    op.apply(
+        "b.yaml",
+        &backup_yaml(
+            "b",
+            "c",
+            "local",
+            "q/snap",
+            "    backupIntervalInSecond: 3600\n",
+            "      {}\n",
+        ),
+    );
+    wait_backup_ok(&op, "b").await;
+    for (member, _) in op.pids("c") {
+        op.kill_member("c", &member, true);
+    }
+    op.wait_killed_at_failpoint().await;
+    let recorded = op
+        .status("c")
+        .and_then(|s| s.restoring)
+        .expect("the restore is recorded before a member is deleted");
+    assert_eq!(recorded.members.len(), 3, "{recorded:?}");
+    op.restart_disarmed();
+    let s = op.wait_ready("c", 3).await;
+    assert_eq!(read_prefix(&s, "/q").await, written, "every key is back");
+    assert!(s.restoring.is_none(), "{:?}", s.restoring);
+    let mut ready = s.members.ready.clone();
+    ready.sort();
+    let mut restored = recorded.members.clone();
+    restored.sort();
+    assert_eq!(ready, restored, "the recorded members, not others");
+    assert_eq!(op.member_dirs("c").len(), 3);
+    assert!(op.events_of("ClusterSeeded").is_empty());
+    assert_eq!(op.events_of("QuorumRecoveredFromBackup").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_from_backup_killed_after_deleting_the_old_members_is_finished() {
+    recovery_from_backup_killed_at("recovery-after-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_from_backup_killed_after_its_first_member_started_is_finished() {
+    recovery_from_backup_killed_at("recovery-after-first-start").await;
+}
+
 /// Peak resident memory of a process, in MiB (VmHWM).
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -697,7 +752,7 @@ async fn backup_to_s3_and_restore_from_it_with_the_coreos_s3_block() {
         "kind": "Secret",
         "metadata": {"name": "aws"},
         "stringData": {
-            "credentials": crate::common::Moto::credentials(),
+            "credentials": moto.credentials(),
             "config": "[default]\nregion = us-east-1\n",
         },
     });

@@ -81,6 +81,7 @@ async fn member_ids(urls: &[String]) -> Vec<u64> {
 
 const DESTRUCTIVE: &[&str] = &[
     "QuorumRecovered",
+    "RestoringFromBackup",
     "QuorumRecoveredFromBackup",
     "MemberReplaced",
     "MemberRemoved",

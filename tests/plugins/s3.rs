@@ -10,7 +10,7 @@ fn config(moto: &Moto, bucket: &str) -> Vec<(String, String)> {
         ("bucket", bucket),
         ("endpoint", &moto.endpoint),
         ("force-path-style", "true"),
-        ("credentials", Moto::credentials()),
+        ("credentials", &moto.credentials()),
     ])
 }
 
@@ -62,6 +62,26 @@ async fn s3_errors_name_the_bucket_and_map_to_the_contract() {
         "{err}"
     );
     assert!(err.to_string().contains("aws_access_key_id"), "{err}");
+
+    // A wrong secret: moto checks the signature like AWS, and the refusal
+    // is `unauthorized`, a permanent error (the backup controller does not
+    // retry it), naming the bucket.
+    let mut wrong = config(&moto, "present");
+    for (k, v) in &mut wrong {
+        if k == "credentials" {
+            *v = moto.wrong_credentials();
+        }
+    }
+    let Ok(mut session) = plugin.open(&wrong, &grants(&moto)).await else {
+        panic!("open does not contact the store")
+    };
+    let err = session.list("").await.unwrap_err();
+    assert_eq!(
+        err.guest_kind(),
+        Some(GuestErrorKind::Unauthorized),
+        "{err}"
+    );
+    assert!(!err.is_retryable(), "{err}");
 
     // An endpoint the location does not allow is refused by the host.
     let Ok(mut session) = plugin

@@ -258,6 +258,38 @@ async fn concurrent_sessions_are_isolated() {
     assert!(matches!(err, PluginError::Timeout { .. }), "{err:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_are_capped_and_a_slot_frees_when_a_session_ends() {
+    let engine = common::engine_with(Limits {
+        call_timeout: Duration::from_millis(500),
+        max_sandboxes: 2,
+        ..Limits::default()
+    });
+    let plugin = faults(&engine);
+    let first = plugin.open(&[], &Grants::default()).await.unwrap();
+    let second = plugin.open(&[], &Grants::default()).await.unwrap();
+    // Both slots taken: a third waits one call timeout, then is Busy (retried
+    // by the backup controller), naming the limit.
+    let err = open_err(&plugin, &[], &Grants::default()).await;
+    assert!(matches!(err, PluginError::Busy { slots: 2, .. }), "{err:?}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("--max-plugin-sandboxes"), "{err}");
+    // One that waits gets the slot as soon as a session ends.
+    let waiting = {
+        let plugin = plugin.clone();
+        tokio::spawn(async move { plugin.open(&[], &Grants::default()).await.map(drop) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the third session waits for a slot");
+    drop(first);
+    waiting
+        .await
+        .unwrap()
+        .expect("the slot went to the waiting session");
+    drop(second);
+    still_serves(&plugin).await;
+}
+
 /// What a plugin hands back is bounded: a `read` longer than asked is refused,
 /// and no call may move more than `host_copy_bytes` into the host.
 #[tokio::test]

@@ -191,6 +191,29 @@ pub struct EtcdClusterStatus {
     /// empty cluster (only deleting the EtcdCluster forgets it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_served_time: Option<String>,
+    /// A recovery from a backup under way: recorded before any member is
+    /// deleted, so an operator that dies in the middle finishes the same
+    /// restore (same backup, same members) on its next run instead of
+    /// waiting forever on half-restored members. Cleared once the restored
+    /// members hold a quorum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<RestoreInProgress>,
+}
+
+/// See [`EtcdClusterStatus::restoring`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreInProgress {
+    /// The backup's key in its storage.
+    pub backup: String,
+    /// The backup's sha256: a resumed restore uses exactly these bytes.
+    pub sha256: String,
+    /// The new members, all restored from that backup.
+    pub members: Vec<String>,
+    /// Their cluster token (a restored cluster is a new etcd cluster).
+    pub token: String,
+    /// When the restore was recorded.
+    pub started_time: String,
 }
 
 impl EtcdClusterStatus {

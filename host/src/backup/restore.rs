@@ -12,6 +12,7 @@ use super::location::{SecretStore, Target};
 use super::schedule;
 use super::snapshot::{BackupMeta, BackupOwner, meta_key};
 use super::verify::{Digests, SnapshotDigest, SnapshotStatus, snapshot_status};
+use crate::controller::BackupPin;
 use crate::plugins::storage::{CHUNK_SIZE, StorageSession};
 use crate::plugins::{GuestErrorKind, PluginError};
 use crate::runtime::binaries::SnapshotTool;
@@ -202,6 +203,28 @@ pub(crate) async fn read_meta(
             key: key.into(),
             why: format!("its metadata {mk} is not valid: {e}"),
         })
+}
+
+/// Remove what a previous run of the operator left in `staging` (a process
+/// killed mid-download runs no drop guard). Called at start, before any
+/// download: nothing in it belongs to this run yet.
+pub fn clear_staging(staging: &Path) {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a staged file a previous run left")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale staged file")
+                }
+            }
+        }
+    }
 }
 
 /// Download backup `key` into a new file in `staging` and verify it:
@@ -417,6 +440,7 @@ pub async fn newest_verified<S: SecretStore>(
     staging: &Path,
     tool: &SnapshotTool,
     rejected: &std::sync::Mutex<std::collections::HashSet<String>>,
+    pin: Option<&BackupPin>,
 ) -> Result<Option<Verified>, String> {
     let expect = Expect {
         cluster,
@@ -446,6 +470,7 @@ pub async fn newest_verified<S: SecretStore>(
                 objects
                     .into_iter()
                     .filter(|o| o.key == t.path || schedule::is_periodic_key(&t.path, &o.key))
+                    .filter(|o| pin.is_none_or(|p| p.key == o.key))
                     .filter(|o| {
                         !rejected.lock().expect("rejected backups").contains(&id(
                             t,
@@ -468,6 +493,13 @@ pub async fn newest_verified<S: SecretStore>(
             Err(e) => Err(e.into()),
         };
         match fetched {
+            Ok(v) if pin.is_some_and(|p| p.sha256 != v.digests.sha256) => {
+                let _ = std::fs::remove_file(&v.path);
+                errors.push(format!(
+                    "backup `{key}` has changed since the restore began (sha256 {} now)",
+                    v.digests.sha256
+                ));
+            }
             Ok(v) => return Ok(Some(v)),
             Err(e) => {
                 // The EtcdRestore field that lets a restore take another
@@ -692,6 +724,7 @@ pub async fn recovery_snapshot<S: SecretStore>(
     staging: &Path,
     binaries: &crate::runtime::binaries::EtcdBinaries,
     rejected: &std::sync::Mutex<std::collections::HashSet<String>>,
+    pin: Option<&BackupPin>,
 ) -> Result<Option<crate::controller::RecoverySnapshot>, String> {
     let mut targets = Vec::new();
     for b in backups {
@@ -708,7 +741,7 @@ pub async fn recovery_snapshot<S: SecretStore>(
     let tool = binaries.snapshot_tool(None).map_err(|e| e.to_string())?;
     let limit = storage.bounds.restore_timeout;
     let cluster = (key.namespace.as_str(), key.name.as_str());
-    let search = newest_verified(storage, &targets, cluster, staging, &tool, rejected);
+    let search = newest_verified(storage, &targets, cluster, staging, &tool, rejected, pin);
     let found = tokio::time::timeout(limit, search).await.map_err(|_| {
         format!(
             "no backup was downloaded and verified within {limit:?} (--restore-timeout); trying again later"
@@ -716,6 +749,10 @@ pub async fn recovery_snapshot<S: SecretStore>(
     })??;
     Ok(found.map(|v| crate::controller::RecoverySnapshot {
         description: v.describe(),
+        pin: BackupPin {
+            key: v.key.clone(),
+            sha256: v.digests.sha256.clone(),
+        },
         path: v.path,
     }))
 }

@@ -50,9 +50,15 @@ pub struct RunArgs {
     #[command(flatten)]
     pub tuning: TuningArgs,
     /// Bundled storage and backup-policy plugins (`<name>.wasm`); labelled
-    /// ConfigMaps add to and override them.
+    /// ConfigMaps add to them.
     #[arg(long, env = "ETCD_OPERATOR_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
+    /// A bundled plugin that a labelled ConfigMap may replace (repeat, or
+    /// comma-separate). Without it a ConfigMap of a bundled name is refused:
+    /// whoever can write plugin ConfigMaps would receive that plugin's
+    /// credentials and snapshots.
+    #[arg(long, value_delimiter = ',')]
+    pub allow_plugin_override: Vec<String>,
     /// The one directory the `local` storage plugin may use (e.g. a mounted PVC).
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
@@ -99,6 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         namespace,
         plugin_dir: args.plugin_dir,
+        allow_plugin_override: args.allow_plugin_override.into_iter().collect(),
         backup_dir: args.backup_dir,
         allow_networks: args.plugin_limits.allow_networks.clone(),
         plugin_limits: args.plugin_limits.limits(),

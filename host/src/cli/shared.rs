@@ -42,6 +42,10 @@ pub struct PluginLimitArgs {
     /// Time limit of one plugin call (e.g. one chunk upload).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub plugin_call_timeout: Duration,
+    /// Most storage sessions, and most policy calls, in their sandboxes at
+    /// once (each may use up to the memory limit); more wait for a slot.
+    #[arg(long, default_value_t = 16)]
+    pub max_plugin_sandboxes: usize,
     /// Largest backup a restore or a recovery downloads (e.g. 64GiB, 512MiB):
     /// a backup whose metadata gives a larger size is refused before the
     /// download, and a stream past it (or past the size its metadata gives)
@@ -63,6 +67,7 @@ impl PluginLimitArgs {
         Limits {
             memory_bytes: self.plugin_memory_mib << 20,
             call_timeout: self.plugin_call_timeout,
+            max_sandboxes: self.max_plugin_sandboxes,
             ..Limits::default()
         }
     }

@@ -220,6 +220,108 @@ async fn a_restore_whose_members_cannot_start_deletes_only_what_it_reserved() {
     assert_eq!(names, ["a", "b", "c"], "only the running members remain");
 }
 
+/// A recovery source over one snapshot file: logs each fetch (`pinned` or
+/// `newest`) and hands out a fresh copy of the file.
+fn recovery_of(dir: &std::path::Path, log: Log) -> super::RecoverySource {
+    let dir = dir.to_path_buf();
+    Arc::new(move |_key, pin: Option<super::BackupPin>| {
+        let (dir, log) = (dir.clone(), log.clone());
+        Box::pin(async move {
+            log.lock().unwrap().push(match &pin {
+                Some(p) => format!("recovery fetch {} {}", p.key, p.sha256),
+                None => "recovery fetch newest".to_string(),
+            });
+            let path = dir.join(format!("staged-{}.db", log.lock().unwrap().len()));
+            std::fs::write(&path, b"snapshot").unwrap();
+            Ok(Some(super::RecoverySnapshot {
+                path,
+                description: "`c/snap`".into(),
+                pin: super::BackupPin {
+                    key: "c/snap".into(),
+                    sha256: "abc".into(),
+                },
+            }))
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_recovery_from_backup_is_recorded_before_anything_is_deleted_and_finished_after_a_crash()
+{
+    let log = Log::default();
+    let runtime = Arc::new(FakeRuntime::new(
+        log.clone(),
+        vec![gone("a"), gone("b"), gone("c")],
+    ));
+    let etcd = Arc::new(FakeEtcd::new(log.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let first = Reconciler::with_etcd(runtime.clone(), etcd.clone(), impatient())
+        .with_recovery(recovery_of(dir.path(), log.clone()));
+    let out = first.reconcile(&key(), &spec(3), Some(&served())).await;
+    let record = out
+        .status
+        .restoring
+        .clone()
+        .expect("the restore is recorded");
+    assert_eq!(
+        (record.backup.as_str(), record.sha256.as_str()),
+        ("c/snap", "abc")
+    );
+    assert!(out.events.iter().any(|e| e.reason == "RestoringFromBackup"));
+    let calls = log.lock().unwrap().clone();
+    assert_eq!(calls[0], "recovery fetch newest");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains(" delete ") || c.contains(" start ")),
+        "nothing deleted or started before the record is written: {calls:?}"
+    );
+    // The operator dies with the record written; the next one clears its
+    // staging directory at start, has nothing in memory, fetches exactly
+    // that backup, deletes the old members and starts the recorded ones.
+    drop(first);
+    crate::backup::restore::clear_staging(dir.path());
+    log.lock().unwrap().clear();
+    let next = Reconciler::with_etcd(runtime.clone(), etcd, impatient())
+        .with_recovery(recovery_of(dir.path(), log.clone()));
+    let out = next.reconcile(&key(), &spec(3), Some(&out.status)).await;
+    assert_eq!(out.action, Action::FinishRestore);
+    let calls = log.lock().unwrap().clone();
+    assert_eq!(calls[0], "recovery fetch c/snap abc", "{calls:?}");
+    for old in ["a", "b", "c"] {
+        assert!(
+            calls.contains(&format!("runtime delete {old}")),
+            "{calls:?}"
+        );
+    }
+    for new in &record.members {
+        assert!(
+            calls.contains(&format!("runtime start {new} Restore")),
+            "{calls:?}"
+        );
+    }
+    assert!(
+        out.events
+            .iter()
+            .any(|e| e.reason == "QuorumRecoveredFromBackup")
+    );
+    assert_eq!(
+        out.status.restoring.as_ref(),
+        Some(&record),
+        "kept until a quorum serves"
+    );
+    // Every recorded member runs: the next step only waits.
+    log.lock().unwrap().clear();
+    let out = next.reconcile(&key(), &spec(3), Some(&out.status)).await;
+    assert_eq!(out.action, Action::FinishRestore);
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no staged snapshot is left behind"
+    );
+}
+
 #[tokio::test]
 async fn stale_status_naming_members_does_not_resurrect_an_empty_cluster() {
     // Contradictory: the previous status lists ready members, the runtime

@@ -48,6 +48,9 @@ pub struct ClusterView {
     /// The cluster has served at least once (a member was seen healthy),
     /// so it may hold data: never seeded again. Remembered in status.
     pub ever_served: bool,
+    /// The members of a recovery from a backup that was recorded in status
+    /// (`status.restoring`) and may not have finished.
+    pub restoring: Option<Vec<String>>,
 }
 
 /// What the user asked for.
@@ -129,6 +132,9 @@ pub enum Action {
     Recover {
         survivor: String,
     },
+    /// Go on with the recovery from a backup recorded in status: start the
+    /// recorded members that do not run yet, delete every other member.
+    FinishRestore,
     /// Quorum is lost and no member has data left.
     Unrecoverable {
         reason: String,
@@ -153,6 +159,27 @@ impl MemberView {
 
 fn quorum(voters: usize) -> usize {
     voters / 2 + 1
+}
+
+/// A recovery from a backup recorded in status still has work to do: not
+/// every recorded member has started, or they do not hold a quorum yet.
+/// It is over (and forgotten) as soon as a member outside the record runs
+/// or holds data: then something else (an EtcdRestore, a user) has changed
+/// the cluster, and deleting that member to finish the recorded restore
+/// could destroy data.
+fn restore_unfinished(names: &[String], m: &[MemberView]) -> bool {
+    let ours = |x: &MemberView| names.contains(&x.name);
+    if m.iter()
+        .any(|x| x.in_runtime && !ours(x) && (x.running || x.has_data))
+    {
+        return false;
+    }
+    let started = names.iter().all(|n| {
+        m.iter()
+            .any(|x| &x.name == n && x.in_runtime && x.ever_started)
+    });
+    let healthy = m.iter().filter(|x| ours(x) && x.healthy).count();
+    !(started && healthy >= quorum(names.len()))
 }
 
 /// `name (what failed), ...` of the members the runtime runs but the
@@ -195,17 +222,33 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
         return Action::Refuse { reason };
     }
     let m = &view.members;
-    if m.iter().all(|x| !x.ever_started)
-        || (!view.ever_served && m.iter().all(|x| !x.running && !x.has_data))
+    if let Some(names) = &view.restoring
+        && restore_unfinished(names, m)
+    {
+        return Action::FinishRestore;
+    }
+    if !view.ever_served
+        && (m.iter().all(|x| !x.ever_started) || m.iter().all(|x| !x.running && !x.has_data))
     {
         // Nothing ever started, or a first start that never served and left
         // no data (e.g. the seed could not bind its port): seed (again),
         // reusing a reserved name but not a failed seed (a fresh name gets
-        // fresh ports; the failed one is deleted). A cluster that has served
-        // is *never* seeded again: that would silently replace the user's
-        // data with an empty cluster.
+        // fresh ports; the failed one is deleted).
         return Action::Seed {
             name: m.iter().find(|x| !x.ever_started).map(|x| x.name.clone()),
+        };
+    }
+    if m.iter().all(|x| !x.ever_started) {
+        // A cluster that has served is *never* seeded again: that would
+        // silently replace the user's data with an empty cluster. Members
+        // reserved but never started are all that is left after a restore
+        // was stopped between deleting the old members and starting the
+        // new ones.
+        return Action::Unrecoverable {
+            reason: "no member that ever ran is left (only members reserved for a restore); the operator \
+                     restores the newest verified backup of this cluster if there is one: create an \
+                     EtcdRestore, or delete and re-create the EtcdCluster to start empty"
+                .into(),
         };
     }
 
@@ -461,6 +504,7 @@ mod tests {
             membership_known: true,
             quorum_lost_for: None,
             ever_served: true,
+            restoring: None,
         }
     }
 
@@ -620,6 +664,7 @@ mod tests {
             membership_known: false,
             quorum_lost_for: Some(Duration::from_secs(for_secs)),
             ever_served: true,
+            restoring: None,
         }
     }
 
@@ -815,6 +860,7 @@ mod tests {
             membership_known: false,
             quorum_lost_for: Some(Duration::from_secs(100)),
             ever_served: true,
+            restoring: None,
         };
         assert_eq!(
             decide(&want(3), &v, &t()),
@@ -832,22 +878,78 @@ mod tests {
             membership_known: false,
             quorum_lost_for: Some(Duration::from_secs(100)),
             ever_served: true,
+            restoring: None,
         };
         assert!(matches!(
             decide(&want(3), &v, &t()),
             Action::Unrecoverable { .. }
         ));
-        // Members reserved but never started are a seed that crashed: seed again.
+        // Members reserved but never started, in a cluster that never
+        // served, are a seed that crashed: seed again.
         let mut reserved = v.clone();
         for m in &mut reserved.members {
             m.ever_started = false;
         }
+        assert!(matches!(
+            decide(&want(3), &reserved, &t()),
+            Action::Unrecoverable { .. }
+        ));
+        reserved.ever_served = false;
         assert_eq!(
             decide(&want(3), &reserved, &t()),
             Action::Seed {
                 name: Some("a".into())
             }
         );
+    }
+
+    #[test]
+    fn a_recorded_restore_is_finished_unless_something_else_changed_the_cluster() {
+        let reserved = |n: &str| MemberView {
+            name: n.into(),
+            in_runtime: true,
+            ..Default::default()
+        };
+        let mut restored = reserved("r1");
+        restored.ever_started = true;
+        restored.running = true;
+        restored.has_data = true;
+        let old = MemberView {
+            ever_started: true,
+            ..reserved("old")
+        };
+        let names: Vec<String> = ["r1", "r2", "r3"].map(String::from).to_vec();
+        let mut v = ClusterView {
+            members: vec![
+                old.clone(),
+                restored.clone(),
+                reserved("r2"),
+                reserved("r3"),
+            ],
+            ever_served: true,
+            restoring: Some(names.clone()),
+            ..Default::default()
+        };
+        // One restored member waits for peers that were never started.
+        assert_eq!(decide(&want(3), &v, &t()), Action::FinishRestore);
+        // All started and a quorum of them healthy: the restore is over.
+        let mut done = v.clone();
+        done.members = ["r1", "r2", "r3"]
+            .iter()
+            .zip(1..)
+            .map(|(n, i)| healthy(n, i))
+            .collect();
+        for m in &mut done.members {
+            m.in_runtime = true;
+            m.running = true;
+            m.has_data = true;
+            m.ever_started = true;
+        }
+        done.membership_known = true;
+        assert_ne!(decide(&want(3), &done, &t()), Action::FinishRestore);
+        // A member outside the record holds data: the record is stale.
+        v.members[0].has_data = true;
+        assert_ne!(decide(&want(3), &v, &t()), Action::FinishRestore);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod version;
 pub use decide::{Action, Desired, Tuning};
 pub use events::Event;
 pub use reconciler::{
-    ActGuard, Outcome, Reconciler, RecoveryFuture, RecoverySnapshot, RecoverySource,
+    ActGuard, BackupPin, Outcome, Reconciler, RecoveryFuture, RecoverySnapshot, RecoverySource,
 };
 pub use runtime::{
     ClusterKey, MemberPlan, MemberUrls, Runtime, RuntimeError, RuntimeMember, StartMode,

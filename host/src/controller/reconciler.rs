@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::{EtcdClusterSpec, EtcdClusterStatus};
+use crate::api::{EtcdClusterSpec, EtcdClusterStatus, RestoreInProgress};
 use crate::etcd::{self, EtcdApi, EtcdError};
 
 use super::decide::{Action, ClusterView, Desired, MemberView, Tuning, decide};
@@ -44,6 +44,16 @@ pub struct RecoverySnapshot {
     pub path: PathBuf,
     /// Where it came from, for events (e.g. `local:backups/a_v12_...`).
     pub description: String,
+    /// Which backup it is, so that a restore resumed after a crash of the
+    /// operator fetches exactly the same one.
+    pub pin: BackupPin,
+}
+
+/// One backup, by key and content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupPin {
+    pub key: String,
+    pub sha256: String,
 }
 
 /// The future a [`RecoverySource`] returns.
@@ -51,9 +61,11 @@ pub type RecoveryFuture =
     Pin<Box<dyn Future<Output = Result<Option<RecoverySnapshot>, String>> + Send>>;
 
 /// Finds, downloads and verifies the newest backup of a cluster, for the
-/// last resort of quorum-loss recovery: every member lost its data.
-/// `Ok(None)`: the cluster has no backup.
-pub type RecoverySource = Arc<dyn Fn(ClusterKey) -> RecoveryFuture + Send + Sync>;
+/// last resort of quorum-loss recovery: every member lost its data. With a
+/// [`BackupPin`], only that backup, with that content, will do.
+/// `Ok(None)`: the cluster has no (such) backup.
+pub type RecoverySource =
+    Arc<dyn Fn(ClusterKey, Option<BackupPin>) -> RecoveryFuture + Send + Sync>;
 
 /// Whether this operator may act now (it holds the leader Lease). Checked
 /// right before every destructive step, so a replica that lost its Lease
@@ -72,6 +84,9 @@ pub struct Reconciler<R, E = etcd::Grpc> {
     /// reconcile of the same cluster.
     locks: Mutex<HashMap<ClusterKey, Arc<tokio::sync::Mutex<()>>>>,
     recovery: Option<RecoverySource>,
+    /// Snapshots fetched for a recovery from a backup, kept from the step
+    /// that records the restore to the step that carries it out.
+    staged: Mutex<HashMap<ClusterKey, RecoverySnapshot>>,
     may_act: Option<ActGuard>,
 }
 
@@ -93,6 +108,12 @@ struct Observation {
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A fresh cluster token for restored members: a restored cluster is a new
+/// etcd cluster, which members of the old one must never join.
+fn restore_token(key: &ClusterKey) -> String {
+    format!("{}-{}", key.namespace, member_name(&key.name))
 }
 
 fn member_name(cluster: &str) -> String {
@@ -139,6 +160,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             memory: Mutex::default(),
             locks: Mutex::default(),
             recovery: None,
+            staged: Mutex::default(),
             may_act: None,
         }
     }
@@ -199,59 +221,127 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         spec: &EtcdClusterSpec,
         snapshot: &Path,
     ) -> Result<Event, StepError> {
-        let rt = &self.runtime;
         let size = spec.size.clamp(1, 7) as usize;
-        let requested = spec
-            .version
-            .clone()
-            .unwrap_or_else(|| DEFAULT_VERSION.to_string());
-        let version = rt.resolve_version(&requested).await?;
+        let version = self.restore_version(spec).await?;
+        let old = self.runtime.list(key).await?;
+        let names: Vec<String> = (0..size).map(|_| member_name(&key.name)).collect();
+        let token = restore_token(key);
         // The new members are reserved and checked before anything is
         // deleted: a restore never leaves the cluster with nothing.
-        let old = rt.list(key).await?;
-        let mut initial = Vec::with_capacity(size);
-        for _ in 0..size {
-            let name = member_name(&key.name);
-            let urls = rt.reserve(key, &name).await?;
-            initial.push((name, urls.peer));
-        }
-        let token = format!("{}-{}", key.namespace, member_name(&key.name));
-        let plans: Vec<MemberPlan> = initial
-            .iter()
-            .map(|(name, _)| MemberPlan {
-                cluster_token: token.clone(),
-                snapshot: Some(snapshot.to_path_buf()),
-                ..Self::plan(key, name, &version, initial.clone(), StartMode::Restore)
-            })
-            .collect();
-        let checked = match plans.first() {
-            Some(plan) => rt.check_restore(key, plan).await,
-            None => Ok(()),
-        };
-        if let Err(e) = checked
-            .map_err(StepError::RestorePreflight)
-            .and(self.still_leading())
+        let plans = match self
+            .prepare_restore(key, &version, &names, &token, snapshot, &old)
+            .await
         {
-            for (name, _) in &initial {
-                let _ = rt.delete(key, name).await;
+            Ok(plans) => plans,
+            Err(e) => {
+                self.release(key, &names).await;
+                return Err(e);
             }
-            return Err(e);
-        }
-        for m in &old {
-            rt.delete(key, &m.name).await?;
-        }
-        crate::failpoints::hit("restore-after-delete");
-        self.memory().remove(key);
-        for plan in &plans {
-            rt.start(key, plan).await?;
-            crate::failpoints::hit("restore-after-first-start");
-        }
+        };
+        self.replace_with_restored(key, &plans, &old, "restore")
+            .await?;
         Ok(Event::warning(
             "ClusterRestored",
             format!(
                 "replaced all members with {size} members restored from a verified snapshot (etcd {version})"
             ),
         ))
+    }
+
+    /// The etcd version restored members run.
+    async fn restore_version(&self, spec: &EtcdClusterSpec) -> Result<String, StepError> {
+        let requested = spec
+            .version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+        Ok(self.runtime.resolve_version(&requested).await?)
+    }
+
+    /// Reserve `names` and plan each one's start from `snapshot` (a member
+    /// of `current` that already has data restarts from it instead), then
+    /// check that a restored member can start and that this operator still
+    /// leads. Deletes nothing.
+    async fn prepare_restore(
+        &self,
+        key: &ClusterKey,
+        version: &str,
+        names: &[String],
+        token: &str,
+        snapshot: &Path,
+        current: &[RuntimeMember],
+    ) -> Result<Vec<MemberPlan>, StepError> {
+        let mut initial = Vec::with_capacity(names.len());
+        for name in names {
+            let urls = self.runtime.reserve(key, name).await?;
+            initial.push((name.clone(), urls.peer));
+        }
+        let plans: Vec<MemberPlan> = names
+            .iter()
+            .map(|name| {
+                let restarts = current
+                    .iter()
+                    .any(|r| &r.name == name && r.ever_started && r.has_data);
+                MemberPlan {
+                    cluster_token: token.to_string(),
+                    snapshot: (!restarts).then(|| snapshot.to_path_buf()),
+                    ..Self::plan(
+                        key,
+                        name,
+                        version,
+                        initial.clone(),
+                        if restarts {
+                            StartMode::Join
+                        } else {
+                            StartMode::Restore
+                        },
+                    )
+                }
+            })
+            .collect();
+        if let Some(plan) = plans.iter().find(|p| p.mode == StartMode::Restore) {
+            self.runtime
+                .check_restore(key, plan)
+                .await
+                .map_err(StepError::RestorePreflight)?;
+        }
+        self.still_leading()?;
+        Ok(plans)
+    }
+
+    /// Delete reserved members a refused restore will not use.
+    async fn release(&self, key: &ClusterKey, names: &[String]) {
+        for name in names {
+            let _ = self.runtime.delete(key, name).await;
+        }
+    }
+
+    /// Delete every member of `current` that is not planned, then start the
+    /// planned ones that do not run. Failpoints `<point>-after-delete` and
+    /// `<point>-after-first-start`.
+    async fn replace_with_restored(
+        &self,
+        key: &ClusterKey,
+        plans: &[MemberPlan],
+        current: &[RuntimeMember],
+        point: &str,
+    ) -> Result<(), StepError> {
+        let rt = &self.runtime;
+        for m in current
+            .iter()
+            .filter(|m| !plans.iter().any(|p| p.name == m.name))
+        {
+            rt.delete(key, &m.name).await?;
+        }
+        crate::failpoints::hit(&format!("{point}-after-delete"));
+        self.memory().remove(key);
+        for plan in plans {
+            if current.iter().any(|r| r.name == plan.name && r.running) {
+                continue;
+            }
+            rt.start(key, plan).await?;
+            crate::failpoints::hit(&format!("{point}-after-first-start"));
+        }
+        Ok(())
     }
 
     pub fn runtime(&self) -> &Arc<R> {
@@ -324,7 +414,13 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
     }
 
     /// Join the three sources into one view, and update the timers.
-    fn view(&self, key: &ClusterKey, obs: &Observation, ever_served: bool) -> ClusterView {
+    fn view(
+        &self,
+        key: &ClusterKey,
+        obs: &Observation,
+        ever_served: bool,
+        restoring: Option<Vec<String>>,
+    ) -> ClusterView {
         let mut memory = self.memory();
         let memory = memory.entry(key.clone()).or_default();
         let now = Instant::now();
@@ -445,6 +541,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             members,
             membership_known: obs.membership.is_some(),
             quorum_lost_for: memory.quorum_lost_since.map(|t| now - t),
+            restoring,
         }
     }
 
@@ -514,14 +611,20 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 );
             }
         };
-        let view = self.view(key, &obs, previous.is_some_and(|p| p.has_served()));
+        let recorded = previous.and_then(|p| p.restoring.clone());
+        let view = self.view(
+            key,
+            &obs,
+            previous.is_some_and(|p| p.has_served()),
+            recorded.as_ref().map(|r| r.members.clone()),
+        );
         let paused = spec.paused == Some(true);
         let lost = lost_members(previous, &view);
         let action = if paused {
             Action::Wait {
                 reason: "spec.paused is true: the operator makes no changes to this cluster".into(),
             }
-        } else if view.members.is_empty() && view.ever_served {
+        } else if view.members.is_empty() && view.ever_served && view.restoring.is_none() {
             Action::Unrecoverable {
                 reason: format!(
                     "every member ({}) is gone with its data; the operator restores the newest verified \
@@ -565,12 +668,31 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 unreachable,
             };
         }
-        let acted = match &action {
-            Action::Unrecoverable { .. } if self.recovery.is_some() => {
-                self.recover_from_backup(key, spec).await
+        // The record of a recovery from a backup stays while the restore
+        // is unfinished, is written by the step that begins one, and goes
+        // with any other step.
+        status.restoring = None;
+        let acted = match (&action, &recorded) {
+            (Action::Unrecoverable { .. }, _) if self.recovery.is_some() => {
+                match self.begin_recovery_from_backup(key, spec, &obs).await {
+                    Ok(Some((event, record))) => {
+                        status.restoring = Some(record);
+                        Ok(Some(event))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            (Action::FinishRestore, Some(record)) => {
+                status.restoring = Some(record.clone());
+                self.finish_recovery_from_backup(key, spec, record, &obs)
+                    .await
             }
             _ => self.act(key, &desired, &view, &obs, &action).await,
         };
+        if status.restoring.is_none() {
+            self.drop_staged(key);
+        }
         match acted {
             Ok(Some(event)) => events.push(event),
             Ok(None) => {}
@@ -703,7 +825,8 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             Action::Steady
             | Action::Wait { .. }
             | Action::Refuse { .. }
-            | Action::Unrecoverable { .. } => return Ok(None),
+            | Action::Unrecoverable { .. }
+            | Action::FinishRestore => return Ok(None),
             Action::Seed { name } => {
                 let name = name.clone().unwrap_or_else(|| member_name(&key.name));
                 for extra in obs.runtime.iter().filter(|r| r.name != name) {
@@ -874,17 +997,21 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         Ok(Some(event))
     }
 
-    /// Last resort: no member has data left. Restore from the newest
-    /// verified backup, if the cluster has one.
-    async fn recover_from_backup(
+    /// Last resort: no member has data left. Fetch and verify the newest
+    /// backup, reserve the members to restore it into and check that they
+    /// can start; return the record that [`Self::finish_recovery_from_backup`]
+    /// carries out once it is in status. Nothing is deleted here, so an
+    /// operator that dies before the record is written loses nothing.
+    async fn begin_recovery_from_backup(
         &self,
         key: &ClusterKey,
         spec: &EtcdClusterSpec,
-    ) -> Result<Option<Event>, StepError> {
+        obs: &Observation,
+    ) -> Result<Option<(Event, RestoreInProgress)>, StepError> {
         let Some(source) = &self.recovery else {
             return Ok(None);
         };
-        let snapshot = match source(key.clone()).await {
+        let snapshot = match source(key.clone(), None).await {
             Ok(Some(s)) => s,
             Ok(None) => return Ok(None),
             Err(message) => {
@@ -893,16 +1020,161 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 )));
             }
         };
-        let restored = self.restore_locked(key, spec, &snapshot.path).await;
-        let _ = std::fs::remove_file(&snapshot.path);
-        restored?;
-        Ok(Some(Event::warning(
-            "QuorumRecoveredFromBackup",
+        let size = spec.size.clamp(1, 7) as usize;
+        let version = self.restore_version(spec).await?;
+        let names: Vec<String> = (0..size).map(|_| member_name(&key.name)).collect();
+        let token = restore_token(key);
+        let prepared = self
+            .prepare_restore(key, &version, &names, &token, &snapshot.path, &obs.runtime)
+            .await;
+        if let Err(e) = prepared {
+            self.release(key, &names).await;
+            let _ = std::fs::remove_file(&snapshot.path);
+            return Err(e);
+        }
+        let record = RestoreInProgress {
+            backup: snapshot.pin.key.clone(),
+            sha256: snapshot.pin.sha256.clone(),
+            members: names.clone(),
+            token,
+            started_time: now_rfc3339(),
+        };
+        let event = Event::warning(
+            "RestoringFromBackup",
             format!(
-                "quorum was lost and no member had data left; restored all members from the newest verified backup {}",
+                "quorum was lost and no member had data left; restoring {} from the newest verified backup {}",
+                names.join(", "),
                 snapshot.description
             ),
-        )))
+        );
+        if let Some(old) = self.staged().insert(key.clone(), snapshot) {
+            let _ = std::fs::remove_file(&old.path);
+        }
+        Ok(Some((event, record)))
+    }
+
+    /// Carry out (or go on with) the recovery from a backup recorded in
+    /// status: delete every member outside the record and start the
+    /// recorded ones that do not run, all from the recorded backup. Run
+    /// again after a crash of the operator, it picks up where it stopped.
+    async fn finish_recovery_from_backup(
+        &self,
+        key: &ClusterKey,
+        spec: &EtcdClusterSpec,
+        record: &RestoreInProgress,
+        obs: &Observation,
+    ) -> Result<Option<Event>, StepError> {
+        let current = &obs.runtime;
+        let pending = record
+            .members
+            .iter()
+            .any(|n| !current.iter().any(|r| &r.name == n && r.running))
+            || current.iter().any(|r| !record.members.contains(&r.name));
+        if !pending {
+            // Every recorded member runs: wait for them to elect a leader.
+            return Ok(None);
+        }
+        // The backup is needed only for members that have no data of their
+        // own yet; a restored member that merely stopped restarts from its data.
+        let needs_backup = record.members.iter().any(|n| {
+            !current
+                .iter()
+                .any(|r| &r.name == n && r.ever_started && r.has_data)
+        });
+        let snapshot = if needs_backup {
+            Some(self.recorded_backup(key, record).await?)
+        } else {
+            None
+        };
+        let path = snapshot
+            .as_ref()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        let version = self.restore_version(spec).await?;
+        let plans = self
+            .prepare_restore(
+                key,
+                &version,
+                &record.members,
+                &record.token,
+                &path,
+                current,
+            )
+            .await?;
+        self.replace_with_restored(key, &plans, current, "recovery")
+            .await?;
+        self.drop_staged(key);
+        Ok(Some(match snapshot {
+            Some(s) => Event::warning(
+                "QuorumRecoveredFromBackup",
+                format!(
+                    "quorum was lost and no member had data left; restored {} from the verified backup {}",
+                    record.members.join(", "),
+                    s.description
+                ),
+            ),
+            None => Event::normal(
+                "MemberRestarted",
+                format!(
+                    "restarted the members restored from backup `{}` with their data",
+                    record.backup
+                ),
+            ),
+        }))
+    }
+
+    /// The snapshot of the backup `record` names: the one staged when the
+    /// restore was recorded, or (after a restart of the operator) the same
+    /// backup fetched again, by key and sha256.
+    async fn recorded_backup(
+        &self,
+        key: &ClusterKey,
+        record: &RestoreInProgress,
+    ) -> Result<RecoverySnapshot, StepError> {
+        let pin = BackupPin {
+            key: record.backup.clone(),
+            sha256: record.sha256.clone(),
+        };
+        if let Some(s) = self
+            .staged()
+            .get(key)
+            .filter(|s| s.pin == pin && s.path.is_file())
+        {
+            return Ok(s.clone());
+        }
+        let Some(source) = &self.recovery else {
+            return Err(StepError::Recovery(
+                "no backup source to finish the recorded restore from".into(),
+            ));
+        };
+        let fetched = source(key.clone(), Some(pin)).await.map_err(|m| {
+            StepError::Recovery(format!(
+                "the backup `{}` this restore began with could not be fetched again: {m}",
+                record.backup
+            ))
+        })?;
+        let Some(s) = fetched else {
+            return Err(StepError::Recovery(format!(
+                "the backup `{}` (sha256 {}) this restore began with is gone or changed; create an \
+                 EtcdRestore naming a backup to restore instead (it replaces these members)",
+                record.backup, record.sha256
+            )));
+        };
+        if let Some(old) = self.staged().insert(key.clone(), s.clone()) {
+            let _ = std::fs::remove_file(&old.path);
+        }
+        Ok(s)
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, HashMap<ClusterKey, RecoverySnapshot>> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forget (and remove) the snapshot staged for `key`'s recovery.
+    fn drop_staged(&self, key: &ClusterKey) {
+        if let Some(s) = self.staged().remove(key) {
+            let _ = std::fs::remove_file(&s.path);
+        }
     }
 
     /// Delete every member of a cluster (the resource was deleted).

@@ -42,6 +42,10 @@ pub(crate) fn progress(action: &Action) -> Option<(&'static str, String)> {
                 "quorum lost: rebuilding from member {survivor}, the survivor with the most data"
             ),
         ),
+        Action::FinishRestore => (
+            "Recovering",
+            "restoring the members named in status.restoring from their backup".into(),
+        ),
         Action::Wait { reason } if reason.starts_with("quorum lost") => {
             ("Recovering", reason.clone())
         }

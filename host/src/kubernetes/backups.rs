@@ -108,7 +108,10 @@ pub async fn run_backups(ctx: Arc<Context>) {
     let api: Api<EtcdBackup> = ctx.scope.api(&ctx.client);
     Controller::new(api, watcher::Config::default())
         .run(
-            |obj, ctx| super::supervised(reconcile_backup(obj, ctx)),
+            |obj, ctx| async move {
+                let (object, recorder) = (obj.clone(), ctx.recorder.clone());
+                super::supervised(&*object, &recorder, reconcile_backup(obj, ctx)).await
+            },
             error_policy,
             ctx,
         )

@@ -101,7 +101,10 @@ pub async fn run(ctx: Arc<Context>) {
             watcher::Config::default().labels(&format!("{}=etcd", members::LABEL_APP)),
         )
         .run(
-            |obj, ctx| super::supervised(reconcile(obj, ctx)),
+            |obj, ctx| async move {
+                let (object, recorder) = (obj.clone(), ctx.recorder.clone());
+                super::supervised(&*object, &recorder, reconcile(obj, ctx)).await
+            },
             error_policy,
             ctx,
         )

@@ -512,6 +512,55 @@ pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
     }
 }
 
+/// The label that marks a restore's reachability probe (not a member: it
+/// carries none of the cluster's member labels).
+pub const LABEL_PROBE: &str = "etcd.database.coreos.com/restore-probe";
+
+/// A short-lived Pod that proves, before a restore deletes anything, that
+/// a Pod scheduled like the restored members can pull the init image and
+/// fetch from the operator's snapshot endpoint: the same `wget` with a
+/// bearer token as the members' `fetch-snapshot`, of a tiny probe offer.
+pub fn restore_probe_pod(
+    cluster: &EtcdCluster,
+    plan: &MemberPlan,
+    offer: &super::snapshots::Offer,
+    probe: &str,
+) -> Pod {
+    let member = member_pod(cluster, plan);
+    let spec = member.spec.unwrap_or_default();
+    let mut metadata = meta(cluster, probe);
+    metadata.labels = Some(BTreeMap::from([(LABEL_PROBE.to_string(), name(cluster))]));
+    Pod {
+        metadata,
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "fetch-probe".into(),
+                image: Some(busybox(cluster)),
+                command: Some(vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "wget -q -O /dev/null -T 10 --header \"Authorization: Bearer $SNAPSHOT_TOKEN\" \"$SNAPSHOT_URL\"".into(),
+                ]),
+                env: Some(vec![
+                    env("SNAPSHOT_URL", &offer.url),
+                    env("SNAPSHOT_TOKEN", &offer.token),
+                ]),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                ..Default::default()
+            }],
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(120),
+            node_selector: spec.node_selector,
+            affinity: spec.affinity,
+            tolerations: spec.tolerations,
+            security_context: spec.security_context,
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
 /// The PVC holding one member's data (named after the member, like CoreOS).
 pub fn member_pvc(
     cluster: &EtcdCluster,
@@ -624,6 +673,47 @@ mod tests {
             cluster_token: "prod-example-xyz".into(),
             snapshot: None,
         }
+    }
+
+    #[test]
+    fn a_restore_probe_is_scheduled_like_a_member_but_is_not_one() {
+        let c = cluster(EtcdClusterSpec {
+            size: 3,
+            pod: Some(PodPolicy {
+                node_selector: Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())])),
+                busybox_image: Some("registry.local/busybox:1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let offer = super::super::snapshots::Offer {
+            url: "http://10.0.0.1:8080/snapshots/p".into(),
+            token: "t0k".into(),
+        };
+        let pod = restore_probe_pod(
+            &c,
+            &plan(StartMode::Restore),
+            &offer,
+            "example-restore-probe-x",
+        );
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert!(!labels.contains_key(LABEL_CLUSTER) && !labels.contains_key(LABEL_APP));
+        assert_eq!(labels.get(LABEL_PROBE).map(String::as_str), Some("example"));
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().unwrap()[0].name,
+            "example"
+        );
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert!(spec.volumes.is_none() && spec.init_containers.is_none());
+        let probe = &spec.containers[0];
+        assert_eq!(probe.image.as_deref(), Some("registry.local/busybox:1"));
+        let env = probe.env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "SNAPSHOT_URL" && e.value.as_deref() == Some(offer.url.as_str())));
+        assert!(
+            probe.command.as_ref().unwrap()[2].contains("Authorization: Bearer $SNAPSHOT_TOKEN")
+        );
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Options {
     pub namespace: String,
     /// Bundled plugins (`*.wasm`), `/usr/lib/etcd-operator/plugins` in the image.
     pub plugin_dir: Option<PathBuf>,
+    /// Bundled plugins a plugin ConfigMap may replace.
+    pub allow_plugin_override: std::collections::BTreeSet<String>,
     /// The one directory the `local` storage plugin may use, if any.
     pub backup_dir: Option<PathBuf>,
     pub allow_networks: Vec<String>,
@@ -98,15 +100,27 @@ pub struct Options {
     pub tuning: Tuning,
 }
 
-/// A reconcile of one resource, supervised: a panic in it becomes
-/// [`KubeError::Panicked`] for that resource (retried by the error policy),
-/// and the controller keeps serving the others.
-async fn supervised(
+/// A reconcile of `object`, supervised: a panic in it becomes a Warning
+/// Event `InternalError` on that resource and [`KubeError::Panicked`]
+/// (retried by the error policy), and the controller keeps serving the
+/// others. Panics inside the reconcile core also get a condition from the
+/// core; this catches the Kubernetes glue around it.
+async fn supervised<K>(
+    object: &K,
+    recorder: &kube::runtime::events::Recorder,
     step: impl std::future::Future<Output = Result<kube::runtime::controller::Action, KubeError>>,
-) -> Result<kube::runtime::controller::Action, KubeError> {
-    crate::supervise::contained(step)
-        .await
-        .unwrap_or_else(|p| Err(KubeError::Panicked(p)))
+) -> Result<kube::runtime::controller::Action, KubeError>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    match crate::supervise::contained(step).await {
+        Ok(result) => result,
+        Err(panicked) => {
+            let event = crate::controller::Event::warning("InternalError", panicked.to_string());
+            events::publish(recorder, &object.object_ref(&()), "Reconcile", &event).await;
+            Err(KubeError::Panicked(panicked))
+        }
+    }
 }
 
 /// Wait for the Lease; then a channel that turns false if it is lost.
@@ -182,6 +196,7 @@ pub async fn run(
     let plugin_source = plugins::ConfigMapPlugins {
         registry: registry.clone(),
         bundled: opts.plugin_dir.clone(),
+        allow_override: opts.allow_plugin_override.clone(),
         recorder: recorder.clone(),
     };
     let plugin_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &opts.namespace);
@@ -215,6 +230,7 @@ pub async fn run(
     });
     let binaries = Arc::new(EtcdBinaries::discover(&opts.etcd_dirs));
     let staging = opts.work_dir.join("staging");
+    crate::backup::restore::clear_staging(&staging);
     let mut reconciler =
         Reconciler::new(runtime.clone(), opts.tuning).with_recovery(recovery::source(
             client.clone(),

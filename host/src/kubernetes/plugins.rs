@@ -7,8 +7,16 @@
 //! unloads (or falls back to the bundled plugin of that name), and a broken
 //! component is reported (log + Event on its ConfigMap) while every other
 //! plugin — and the previous good version of the broken one — keeps working.
+//!
+//! Write access to labelled ConfigMaps in the operator's namespace is write
+//! access to the code that receives storage credentials and snapshots. So a
+//! ConfigMap may add plugins but not replace a bundled one (`s3`, `local`,
+//! ...) unless the admin names it in `--allow-plugin-override`; a refused
+//! override gets an Event on its ConfigMap and the bundled plugin keeps
+//! serving. All ConfigMaps together decompress to at most
+//! [`MAX_CONFIGMAP_BYTES_TOTAL`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +36,9 @@ pub const PLUGIN_LABEL: &str = "etcd.database.coreos.com/plugin";
 /// A decompressed component larger than this is refused (a gzip bomb must
 /// not exhaust the operator's memory).
 pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+/// All ConfigMap components together, decompressed: past this, the rest
+/// (in ConfigMap name order) is refused.
+pub const MAX_CONFIGMAP_BYTES_TOTAL: u64 = 256 << 20;
 
 /// What one ConfigMap carries.
 #[derive(Debug, Default)]
@@ -43,8 +54,8 @@ struct Overlay {
     source: BTreeMap<String, Vec<u8>>,
     /// Plugin name → the ConfigMap that provided it (absent: bundled).
     origin: BTreeMap<String, String>,
-    /// ConfigMap, key, why it was refused.
-    refused: Vec<(String, String, String)>,
+    /// ConfigMap, key, Event reason, why it was refused.
+    refused: Vec<(String, String, &'static str, String)>,
 }
 
 /// The components of one ConfigMap.
@@ -97,48 +108,93 @@ pub struct ConfigMapPlugins {
     pub registry: Arc<PluginRegistry>,
     /// The bundled plugins, read again on every apply.
     pub bundled: Option<PathBuf>,
+    /// Bundled plugins a ConfigMap may replace (`--allow-plugin-override`).
+    pub allow_override: BTreeSet<String>,
     pub recorder: Recorder,
 }
 
+/// The registry's source: `bundled`, then the components of `maps` in
+/// ConfigMap name order. A ConfigMap adds plugins; it replaces a bundled one
+/// only when `allow_override` names it, and the first ConfigMap providing a
+/// name wins.
+fn overlay(
+    mut source: BTreeMap<String, Vec<u8>>,
+    maps: &BTreeMap<String, ConfigMap>,
+    allow_override: &BTreeSet<String>,
+) -> Overlay {
+    let bundled: BTreeSet<String> = source.keys().cloned().collect();
+    let mut origin = BTreeMap::new();
+    let mut refused = Vec::new();
+    let mut total = 0u64;
+    for (cm_name, cm) in maps {
+        let Decoded {
+            plugins,
+            refused: errors,
+        } = decode(cm);
+        for (key, why) in errors {
+            refused.push((cm_name.clone(), key, "PluginRejected", why));
+        }
+        for (name, bytes) in plugins {
+            if let Some(other) = origin.get(&name) {
+                refused.push((
+                    cm_name.clone(),
+                    name.clone(),
+                    "PluginRejected",
+                    format!("plugin `{name}` is already provided by ConfigMap {other}; this copy is ignored"),
+                ));
+                continue;
+            }
+            if bundled.contains(&name) && !allow_override.contains(&name) {
+                refused.push((
+                    cm_name.clone(),
+                    name.clone(),
+                    "PluginOverrideRefused",
+                    format!(
+                        "plugin `{name}` is bundled with the operator and a ConfigMap may not replace it; the \
+                         bundled `{name}` keeps serving. To replace it on purpose, the operator's admin adds \
+                         `--allow-plugin-override={name}` (Helm `plugins.allowOverride`), or name this plugin \
+                         differently"
+                    ),
+                ));
+                continue;
+            }
+            total += bytes.len() as u64;
+            if total > MAX_CONFIGMAP_BYTES_TOTAL {
+                refused.push((
+                    cm_name.clone(),
+                    name.clone(),
+                    "PluginRejected",
+                    format!(
+                        "plugin `{name}` is not loaded: the plugin ConfigMaps together decompress to more than \
+                         {} MiB; remove plugins that are not used",
+                        MAX_CONFIGMAP_BYTES_TOTAL >> 20
+                    ),
+                ));
+                total -= bytes.len() as u64;
+                continue;
+            }
+            origin.insert(name.clone(), cm_name.clone());
+            source.insert(name, bytes);
+        }
+    }
+    Overlay {
+        source,
+        origin,
+        refused,
+    }
+}
+
 impl ConfigMapPlugins {
-    /// The registry's source: bundled plugins, then ConfigMaps in name order
-    /// (a ConfigMap plugin replaces a bundled one of the same name).
+    /// The registry's source: the bundled plugins overlaid with `maps`.
     fn source(&self, maps: &BTreeMap<String, ConfigMap>) -> Overlay {
-        let mut source = match &self.bundled {
+        let bundled = match &self.bundled {
             Some(dir) => read_dir_source(dir).unwrap_or_else(|e| {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot read the bundled plugins");
                 BTreeMap::new()
             }),
             None => BTreeMap::new(),
         };
-        let mut origin = BTreeMap::new();
-        let mut refused = Vec::new();
-        for (cm_name, cm) in maps {
-            let Decoded {
-                plugins,
-                refused: errors,
-            } = decode(cm);
-            for (key, why) in errors {
-                refused.push((cm_name.clone(), key, why));
-            }
-            for (name, bytes) in plugins {
-                if let Some(other) = origin.get(&name) {
-                    refused.push((
-                        cm_name.clone(),
-                        name.clone(),
-                        format!("plugin `{name}` is already provided by ConfigMap {other}; this copy is ignored"),
-                    ));
-                    continue;
-                }
-                origin.insert(name.clone(), cm_name.clone());
-                source.insert(name, bytes);
-            }
-        }
-        Overlay {
-            source,
-            origin,
-            refused,
-        }
+        overlay(bundled, maps, &self.allow_override)
     }
 
     async fn apply(&self, maps: &BTreeMap<String, ConfigMap>) {
@@ -177,8 +233,8 @@ impl ConfigMapPlugins {
                 None => tracing::error!(plugin = %name, %error, "bundled plugin not loaded"),
             }
         }
-        for (cm_name, key, why) in refused {
-            let e = Event::warning("PluginRejected", format!("key `{key}` {why}"));
+        for (cm_name, key, reason, why) in refused {
+            let e = Event::warning(reason, format!("key `{key}`: {why}"));
             if let Some(cm) = maps.get(&cm_name) {
                 events::publish(&self.recorder, &cm.object_ref(&()), "LoadPlugin", &e).await;
             }
@@ -270,6 +326,90 @@ mod tests {
         assert_eq!(plugins.len(), 2);
         let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["README.md", "bad.wasm.gz"]);
+    }
+
+    fn named(name: &str, binary: &[(&str, Vec<u8>)]) -> (String, ConfigMap) {
+        let mut c = cm(binary);
+        c.metadata.name = Some(name.into());
+        (name.to_string(), c)
+    }
+
+    #[test]
+    fn a_configmap_adds_plugins_but_replaces_a_bundled_one_only_when_allowed() {
+        let bundled = BTreeMap::from([
+            ("s3".to_string(), b"bundled-s3".to_vec()),
+            ("local".to_string(), b"bundled-local".to_vec()),
+        ]);
+        let maps = BTreeMap::from([
+            named(
+                "a",
+                &[
+                    ("s3.wasm", b"evil-s3".to_vec()),
+                    ("mine.wasm", b"m".to_vec()),
+                ],
+            ),
+            named(
+                "b",
+                &[
+                    ("local.wasm", b"other-local".to_vec()),
+                    ("mine.wasm", b"2".to_vec()),
+                ],
+            ),
+        ]);
+        let o = overlay(bundled.clone(), &maps, &BTreeSet::new());
+        assert_eq!(
+            o.source["s3"], b"bundled-s3",
+            "the bundled s3 keeps serving"
+        );
+        assert_eq!(o.source["local"], b"bundled-local");
+        assert_eq!(
+            o.source["mine"], b"m",
+            "the first ConfigMap providing a name wins"
+        );
+        let reasons: Vec<(&str, &str, &str)> = o
+            .refused
+            .iter()
+            .map(|(cm, key, reason, _)| (cm.as_str(), key.as_str(), *reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("a", "s3", "PluginOverrideRefused"),
+                ("b", "local", "PluginOverrideRefused"),
+                ("b", "mine", "PluginRejected")
+            ]
+        );
+        assert!(
+            o.refused[0].3.contains("--allow-plugin-override=s3"),
+            "{}",
+            o.refused[0].3
+        );
+        // The admin allows one override by name.
+        let allowed = BTreeSet::from(["s3".to_string()]);
+        let o = overlay(bundled, &maps, &allowed);
+        assert_eq!(o.source["s3"], b"evil-s3");
+        assert_eq!(o.origin["s3"], "a");
+        assert_eq!(o.source["local"], b"bundled-local");
+    }
+
+    #[test]
+    fn configmaps_together_are_bounded() {
+        let big = vec![0u8; (MAX_CONFIGMAP_BYTES_TOTAL / 2 + 1) as usize];
+        let maps = BTreeMap::from([
+            named("a", &[("one.wasm", big.clone())]),
+            named(
+                "b",
+                &[("two.wasm", big.clone()), ("small.wasm", b"s".to_vec())],
+            ),
+        ]);
+        let o = overlay(BTreeMap::new(), &maps, &BTreeSet::new());
+        assert!(o.source.contains_key("one") && o.source.contains_key("small"));
+        assert!(!o.source.contains_key("two"));
+        assert!(
+            o.refused[0].3.contains("more than 256 MiB"),
+            "{:?}",
+            o.refused[0].3
+        );
     }
 
     #[test]

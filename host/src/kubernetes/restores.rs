@@ -369,7 +369,10 @@ pub async fn run_restores(ctx: Arc<Context>) {
     let api: Api<EtcdRestore> = ctx.scope.api(&ctx.client);
     Controller::new(api, watcher::Config::default())
         .run(
-            |obj, ctx| super::supervised(reconcile(obj, ctx)),
+            |obj, ctx| async move {
+                let (object, recorder) = (obj.clone(), ctx.recorder.clone());
+                super::supervised(&*object, &recorder, reconcile(obj, ctx)).await
+            },
             error_policy,
             ctx,
         )

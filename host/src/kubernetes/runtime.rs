@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::members::{
     self, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_NODE, cluster_selector, member_pod, member_pvc,
-    member_urls, restore_init_containers, uses_pvc,
+    member_urls, restore_init_containers, restore_probe_pod, uses_pvc,
 };
 use super::snapshots::{Offer, SnapshotServer};
 use crate::api::EtcdCluster;
@@ -190,7 +190,119 @@ impl KubeRuntime {
     }
 }
 
+/// Five random lowercase letters and digits, for probe Pod names.
+fn random_suffix() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(5)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .collect()
+}
+
+/// Why a Pod's first container waits, e.g. `ErrImagePull: ...`.
+fn waiting_reason(status: Option<&k8s_openapi::api::core::v1::PodStatus>) -> Option<String> {
+    let waiting = status?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?;
+    Some(match (&waiting.reason, &waiting.message) {
+        (Some(r), Some(m)) => format!("{r}: {m}"),
+        (Some(r), None) => r.clone(),
+        (None, m) => m.clone().unwrap_or_else(|| "waiting".into()),
+    })
+}
+
+/// How long a restore's reachability probe may take (scheduling, pulling
+/// the init image, the fetch).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl KubeRuntime {
+    /// Run a [`restore_probe_pod`] and wait for it to succeed: a restore
+    /// whose members could not fetch their snapshot (an `--advertise-url`
+    /// Pods cannot reach, a NetworkPolicy, an init image that cannot be
+    /// pulled) is refused before anything is deleted. The probe Pod is
+    /// deleted however it ends.
+    async fn probe_snapshot_endpoint(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+        plan: &MemberPlan,
+    ) -> Result<(), String> {
+        let Some(server) = &self.snapshots else {
+            return Err("no snapshot endpoint (--advertise-url)".into());
+        };
+        let offer = server
+            .offer_probe()
+            .map_err(|e| format!("cannot offer a probe file: {e}"))?;
+        let probe = format!("{}-restore-probe-{}", key.name, random_suffix());
+        let pod = restore_probe_pod(cluster, plan, &offer, &probe);
+        self.pods(key)
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| format!("cannot create the restore probe Pod {probe}: {e}"))?;
+        let outcome = self.wait_probe(key, &probe, &offer.url).await;
+        if let Err(e) = self.delete_pod(key, &probe).await {
+            tracing::warn!(cluster = %key, pod = probe, error = %e, "cannot delete the restore probe Pod");
+        }
+        outcome
+    }
+
+    async fn wait_probe(&self, key: &ClusterKey, probe: &str, url: &str) -> Result<(), String> {
+        let start = Instant::now();
+        let mut last = "not scheduled yet".to_string();
+        while start.elapsed() < PROBE_TIMEOUT {
+            let pod = self
+                .pods(key)
+                .get_opt(probe)
+                .await
+                .map_err(|e| format!("reading the restore probe Pod {probe}: {e}"))?;
+            let status = pod.and_then(|p| p.status);
+            match status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Succeeded") => return Ok(()),
+                Some("Failed") => {
+                    let why = status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|c| c.first())
+                        .and_then(|c| c.state.as_ref())
+                        .and_then(|s| s.terminated.as_ref())
+                        .map(|t| {
+                            format!(
+                                "exit code {}{}",
+                                t.exit_code,
+                                t.message
+                                    .as_deref()
+                                    .map(|m| format!(": {}", m.trim()))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .or_else(|| status.as_ref().and_then(|s| s.reason.clone()))
+                        .unwrap_or_else(|| "failed".into());
+                    return Err(format!(
+                        "a Pod scheduled like the restored members could not fetch from the operator's \
+                         snapshot endpoint {url} ({why}); check --advertise-url and any NetworkPolicy \
+                         between member Pods and the operator"
+                    ));
+                }
+                phase => {
+                    last = waiting_reason(status.as_ref())
+                        .unwrap_or_else(|| phase.unwrap_or("no phase yet").to_string());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!(
+            "the restore probe Pod {probe} did not finish within {}s ({last}); a Pod must be able to \
+             start and fetch from {url} before the running members are replaced",
+            PROBE_TIMEOUT.as_secs()
+        ))
+    }
+
     /// Offer the plan's snapshot to the member's init container.
     fn offer(&self, plan: &MemberPlan) -> Result<Offer, RuntimeError> {
         let member_err = |message: String| RuntimeError::Member {
@@ -487,8 +599,10 @@ impl Runtime for KubeRuntime {
         self.pods(key)
             .create(&dry_run, &pod)
             .await
-            .map(|_| ())
-            .map_err(|e| member_err(format!("the API server would not create its Pod: {e}")))
+            .map_err(|e| member_err(format!("the API server would not create its Pod: {e}")))?;
+        self.probe_snapshot_endpoint(key, &cluster, plan)
+            .await
+            .map_err(member_err)
     }
 
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError> {

@@ -97,6 +97,20 @@ impl SnapshotServer {
         })
     }
 
+    /// A tiny file offered like a snapshot, for a Pod to prove it can
+    /// fetch from this endpoint before a restore deletes anything. It
+    /// expires after `ttl` like every offer.
+    pub fn offer_probe(&self) -> std::io::Result<Offer> {
+        let source = self.dir.join(format!(
+            "probe-{}.txt",
+            random_token(12).to_ascii_lowercase()
+        ));
+        std::fs::write(&source, b"etcd-operator restore probe\n")?;
+        let offer = self.offer(&source);
+        let _ = std::fs::remove_file(&source);
+        offer
+    }
+
     /// The file for `id` if `authorization` is `Bearer <its token>`.
     pub fn authorize(&self, id: &str, authorization: Option<&str>) -> Option<PathBuf> {
         self.expire();
@@ -154,6 +168,32 @@ mod tests {
             server
                 .authorize("other", Some(&format!("Bearer {}", a.token)))
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_probe_is_a_tiny_offer_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = SnapshotServer::new(
+            dir.path().join("served"),
+            "http://h".into(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let a = server.offer_probe().unwrap();
+        let b = server.offer_probe().unwrap();
+        assert_ne!(a, b, "one offer per probe");
+        let id = a.url.rsplit('/').next().unwrap();
+        let path = server
+            .authorize(id, Some(&format!("Bearer {}", a.token)))
+            .unwrap();
+        assert!(std::fs::read(path).unwrap().len() < 64);
+        // Only the offered links stay (the probe's source file is gone).
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("served"))
+                .unwrap()
+                .count(),
+            2
         );
     }
 

@@ -23,7 +23,9 @@ use crate::api::{EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus};
 use crate::backup::Storage;
 use crate::backup::location::{HostGrants, SecretStore};
 use crate::backup::restore::recovery_snapshot;
-use crate::controller::{ClusterKey, Event, Reconciler, RecoveryFuture, RecoverySource, Tuning};
+use crate::controller::{
+    BackupPin, ClusterKey, Event, Reconciler, RecoveryFuture, RecoverySource, Tuning,
+};
 use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
 use crate::runtime::LocalRuntime;
 use crate::runtime::binaries::EtcdBinaries;
@@ -189,36 +191,40 @@ fn recovery_source(
     staging: PathBuf,
 ) -> RecoverySource {
     let rejected = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    Arc::new(move |key: ClusterKey| -> RecoveryFuture {
-        let (storage, manifests, runtime, staging, rejected) = (
-            storage.clone(),
-            manifests.clone(),
-            runtime.clone(),
-            staging.clone(),
-            rejected.clone(),
-        );
-        Box::pin(async move {
-            let backups: Vec<EtcdBackup> = manifests
-                .read()
-                .expect("manifests lock")
-                .backups()
-                .into_values()
-                .filter(|b| {
-                    b.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
-                        && b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
-                })
-                .collect();
-            recovery_snapshot(
-                &storage,
-                &key,
-                &backups,
-                &staging,
-                runtime.binaries(),
-                &rejected,
-            )
-            .await
-        })
-    })
+    Arc::new(
+        move |key: ClusterKey, pin: Option<BackupPin>| -> RecoveryFuture {
+            let (storage, manifests, runtime, staging, rejected) = (
+                storage.clone(),
+                manifests.clone(),
+                runtime.clone(),
+                staging.clone(),
+                rejected.clone(),
+            );
+            Box::pin(async move {
+                let backups: Vec<EtcdBackup> = manifests
+                    .read()
+                    .expect("manifests lock")
+                    .backups()
+                    .into_values()
+                    .filter(|b| {
+                        b.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
+                            && b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str())
+                                == Some(&key.name)
+                    })
+                    .collect();
+                recovery_snapshot(
+                    &storage,
+                    &key,
+                    &backups,
+                    &staging,
+                    runtime.binaries(),
+                    &rejected,
+                    pin.as_ref(),
+                )
+                .await
+            })
+        },
+    )
 }
 
 /// Reconcile one cluster until it is deleted or the operator stops.
@@ -367,6 +373,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         bounds: opts.storage_bounds.clone(),
     });
     let staging = dir.join(".data").join(".staging");
+    crate::backup::restore::clear_staging(&staging);
     let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning).with_recovery(
         recovery_source(
             storage.clone(),

@@ -3,7 +3,9 @@
 //! and never a private or loopback address unless that network is listed too.
 //!
 //! The check happens twice: on the URL before anything is sent, and on every
-//! address the host name resolves to.
+//! address the host name resolves to; the connection then goes to one of
+//! those addresses ([`super::connect`]), so the name cannot resolve
+//! elsewhere in between.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -227,11 +229,13 @@ impl WasiHttpHooks for EgressHooks {
         let plugin = self.plugin.clone();
         let denials = self.denials.clone();
         Box::new(async move {
-            // Check every address the name resolves to before connecting.
-            let addrs = tokio::net::lookup_host((host.as_str(), port))
+            // Check every address the name resolves to, then connect to one
+            // of those very addresses (never resolving the name again).
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
                 .await
-                .map_err(|_| HttpError::DestinationNotFound)?;
-            for addr in addrs {
+                .map_err(|_| HttpError::DestinationNotFound)?
+                .collect();
+            for addr in &addrs {
                 if let Err(reason) = policy.check_ip(addr.ip()) {
                     tracing::warn!(plugin = %plugin, %url, %reason, "plugin egress denied");
                     denials
@@ -242,12 +246,7 @@ impl WasiHttpHooks for EgressHooks {
                 }
             }
             tracing::debug!(plugin = %plugin, %url, "plugin egress");
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            super::connect::send_to_vetted(request, options, &addrs, &host).await
         })
     }
 }

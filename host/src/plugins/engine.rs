@@ -36,6 +36,17 @@ struct Inner {
     cache: CompileCache,
     limits: Limits,
     stop_ticker: Arc<AtomicBool>,
+    /// Free sandbox slots: storage sessions, policy calls.
+    slots: [Arc<tokio::sync::Semaphore>; 2],
+}
+
+/// Which pool a sandbox takes its slot from. Two pools, because a storage
+/// session may call a policy (retention) while it is open: with one pool,
+/// sessions waiting for a policy slot could hold every slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pool {
+    Storage = 0,
+    Policy = 1,
 }
 
 impl Drop for Inner {
@@ -89,6 +100,10 @@ impl PluginEngine {
                 engine,
                 linker,
                 cache: CompileCache::new(cache_dir),
+                slots: [
+                    Arc::new(tokio::sync::Semaphore::new(limits.max_sandboxes)),
+                    Arc::new(tokio::sync::Semaphore::new(limits.max_sandboxes)),
+                ],
                 limits,
                 stop_ticker,
             }),
@@ -139,6 +154,24 @@ impl PluginEngine {
             .instantiate_pre(component)
             .map_err(load_err)?;
         typed(pre).map_err(load_err)
+    }
+
+    /// A slot in `pool`, waiting up to one call timeout for one to free up.
+    pub(crate) async fn slot(
+        &self,
+        pool: Pool,
+        plugin: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, PluginError> {
+        let waited = self.inner.limits.call_timeout;
+        let slots = self.inner.slots[pool as usize].clone();
+        match tokio::time::timeout(waited, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(PluginError::Busy {
+                plugin: plugin.to_string(),
+                slots: self.inner.limits.max_sandboxes,
+                waited,
+            }),
+        }
     }
 
     /// A fresh sandboxed store for one operation.

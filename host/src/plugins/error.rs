@@ -87,6 +87,17 @@ pub enum PluginError {
         message: String,
     },
 
+    /// Every sandbox slot of its kind stayed taken for a whole call timeout.
+    #[error(
+        "plugin `{plugin}`: all {slots} plugin sandboxes were busy for {waited:?}; the operation is retried \
+         (raise --max-plugin-sandboxes if many backups run at once)"
+    )]
+    Busy {
+        plugin: String,
+        slots: usize,
+        waited: Duration,
+    },
+
     /// The session was discarded after an earlier fault; open a new one.
     #[error("plugin `{plugin}`: this session was discarded after an earlier failure")]
     Discarded { plugin: String },
@@ -133,7 +144,9 @@ impl PluginError {
     pub fn is_retryable(&self) -> bool {
         match self {
             PluginError::Guest { kind, .. } => *kind == GuestErrorKind::Transient,
-            PluginError::Timeout { .. } | PluginError::Host { .. } => true,
+            PluginError::Timeout { .. } | PluginError::Host { .. } | PluginError::Busy { .. } => {
+                true
+            }
             _ => false,
         }
     }

@@ -29,6 +29,12 @@ pub struct Limits {
     /// set here rather than left to its default (128 MiB). A listing of
     /// 100,000 objects is about 8 MiB; a chunk is 1 MiB.
     pub host_copy_bytes: usize,
+    /// Most sandboxes alive at once, per kind: storage sessions (one per
+    /// backup, restore or retention pass in progress) and policy calls each
+    /// get this many. Past it, an operation waits up to one call timeout for
+    /// a free slot, then fails as retryable ([`PluginError::Busy`]), so a
+    /// burst of backups cannot multiply the memory limit without bound.
+    pub max_sandboxes: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +48,7 @@ impl Default for Limits {
             table_elements: 100_000,
             log: LogLimits::default(),
             host_copy_bytes: 32 << 20,
+            max_sandboxes: 16,
         }
     }
 }
@@ -54,6 +61,12 @@ impl Limits {
                 "plugin memory limit {} bytes is below 1 MiB; no component can run in that",
                 self.memory_bytes
             )));
+        }
+        if self.max_sandboxes == 0 {
+            return Err(PluginError::Config(
+                "the plugin sandbox limit is 0; at least 1 is needed (--max-plugin-sandboxes)"
+                    .into(),
+            ));
         }
         if self.call_timeout < Duration::from_millis(10) {
             return Err(PluginError::Config(

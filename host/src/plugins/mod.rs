@@ -8,6 +8,7 @@
 //! - [`cache`]: compiled components cached on disk by content and engine;
 //! - [`limits`]: memory, CPU-time and instance limits per call;
 //! - [`egress`]: the outbound-HTTP allow-list;
+//! - [`connect`]: sending an allowed request to the very address that was vetted;
 //! - [`stdio`]: guest stdout/stderr and `log` into `tracing`;
 //! - [`log_budget`]: how many of those lines one call and one operation may write;
 //! - [`inspect`]: what a `.wasm` file is, without running it;
@@ -21,6 +22,7 @@
 mod bindings;
 pub mod cache;
 pub mod conformance;
+mod connect;
 pub mod egress;
 pub mod engine;
 mod error;

@@ -10,7 +10,7 @@ use super::bindings::WitObjectInfo;
 use super::bindings::policy::exports::etcd_operator::plugin::policy as wit;
 use super::bindings::policy::{BackupPolicy, BackupPolicyPre};
 use super::egress::EgressPolicy;
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, Pool};
 use super::inspect::PluginInfo;
 use super::sandbox::{Sandbox, guest_call};
 use super::state::HostState;
@@ -95,10 +95,12 @@ impl PolicyPlugin {
     async fn instantiate(&self) -> Result<(Sandbox, BackupPolicy), PluginError> {
         let mut sandbox = Sandbox::new(
             &self.engine,
+            Pool::Policy,
             self.name.clone(),
             Arc::new(EgressPolicy::deny_all()),
             None,
-        )?;
+        )
+        .await?;
         let pre = &self.pre;
         let bindings = guest_call!(&mut sandbox, "instantiate", |store| async {
             pre.instantiate_async(store).await.map(Ok)

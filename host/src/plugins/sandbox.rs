@@ -11,7 +11,7 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::WitPluginError;
 use super::egress::{Denial, EgressPolicy};
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, Pool};
 use super::state::HostState;
 use super::{GuestErrorKind, PluginError};
 
@@ -25,6 +25,8 @@ pub(crate) struct Sandbox {
     engine: PluginEngine,
     plugin: Arc<str>,
     discarded: bool,
+    /// Its slot in the engine's pool, given back when the sandbox goes.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A call's raw outcome: the timer, the trap, the plugin's own result.
@@ -32,12 +34,15 @@ pub(crate) type RawOutcome<R> =
     Result<wasmtime::Result<Result<R, WitPluginError>>, tokio::time::error::Elapsed>;
 
 impl Sandbox {
-    pub(crate) fn new(
+    /// A fresh sandbox, once `pool` has a free slot.
+    pub(crate) async fn new(
         engine: &PluginEngine,
+        pool: Pool,
         plugin: Arc<str>,
         egress: Arc<EgressPolicy>,
         preopen: Option<&Path>,
     ) -> Result<Self, PluginError> {
+        let slot = engine.slot(pool, &plugin).await?;
         let (store, denials) = engine.new_store(plugin.clone(), egress, preopen)?;
         Ok(Sandbox {
             store,
@@ -45,6 +50,7 @@ impl Sandbox {
             engine: engine.clone(),
             plugin,
             discarded: false,
+            _slot: slot,
         })
     }
 

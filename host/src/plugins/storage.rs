@@ -10,7 +10,7 @@ use wasmtime::component::{Component, ResourceAny};
 use super::PluginError;
 use super::bindings::storage::{StorageBackend, StorageBackendPre};
 use super::egress::EgressPolicy;
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, Pool};
 use super::inspect::PluginInfo;
 use super::sandbox::{Sandbox, guest_call};
 use super::state::HostState;
@@ -96,10 +96,12 @@ impl StoragePlugin {
     ) -> Result<StorageSession, PluginError> {
         let mut sandbox = Sandbox::new(
             &self.engine,
+            Pool::Storage,
             self.name.clone(),
             grants.egress.clone(),
             grants.dir.as_deref(),
-        )?;
+        )
+        .await?;
         let pre = &self.pre;
         let bindings: StorageBackend = guest_call!(&mut sandbox, "instantiate", |store| async {
             pre.instantiate_async(store).await.map(Ok)

@@ -55,6 +55,8 @@ fn ini_value(
 }
 
 impl Connect for S3Plugin {
+    const SIGNED_QUERY: bool = true;
+
     fn connect(config: &Config) -> Result<(Operator, String), PluginError> {
         let bucket = config.required("bucket")?;
         let profile = config.get("profile").unwrap_or("default");

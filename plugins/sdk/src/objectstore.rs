@@ -39,6 +39,10 @@ pub trait Connect: 'static {
     /// GCS this selects resumable uploads, Google's method for large
     /// objects; existing keys are still overwritten with a plain write.
     const CREATE_ONLY_FOR_NEW: bool = false;
+
+    /// The service signs requests with SigV4 over the query as decoded and
+    /// re-encoded: send the query in exactly that encoding (S3).
+    const SIGNED_QUERY: bool = false;
 }
 
 /// Map an opendal error onto the WIT variant, naming `location`.
@@ -72,9 +76,11 @@ impl<C: Connect> GuestBackend for ObjectBackend<C> {
     fn open(config: Vec<(String, String)>) -> Result<crate::storage::Backend, PluginError> {
         let config = Config::new(config);
         let (op, location) = C::connect(&config)?;
-        let op = op.with_context(
-            OperationContext::new().with_http_transport(HttpTransporter::new(WasiHttp)),
-        );
+        let op = op.with_context(OperationContext::new().with_http_transport(
+            HttpTransporter::new(WasiHttp {
+                signed_query: C::SIGNED_QUERY,
+            }),
+        ));
         Ok(crate::storage::Backend::new(ObjectBackend::<C> {
             op,
             location,
