@@ -4,6 +4,9 @@
 #   DIR/usr/local/bin/etcd-operator          the operator
 #   DIR/usr/local/bin/etcdutl                verifies snapshots before restores
 #   DIR/usr/lib/etcd-operator/plugins/*.wasm the bundled plugins
+#   DIR/usr/lib/etcd-operator/plugins/.compiled/  the same, compiled ahead of
+#       time, so an operator on a read-only root filesystem starts without
+#       compiling them (one that cannot use them compiles as before)
 #
 #   scripts/build-image-root.sh DIR                              # release build
 #   ETCD_OPERATOR_BIN=path/to/etcd-operator scripts/build-image-root.sh DIR
@@ -25,4 +28,5 @@ install -m 0755 "$(readlink -f "$ETCD_OPERATOR_TOOLS/etcd/3.5/etcdutl")" "$root/
 for p in local s3 abs gcs oss retention; do
   install -m 0644 "$ROOT/plugins/dist/$p.wasm" "$root/usr/lib/etcd-operator/plugins/$p.wasm"
 done
+"$root/usr/local/bin/etcd-operator" plugin precompile "$root/usr/lib/etcd-operator/plugins" >/dev/null
 echo "$root"

@@ -229,6 +229,7 @@ fn the_image_tree_builds_without_docker_and_loads_its_plugins() {
     let mut names: Vec<String> = std::fs::read_dir(&plugins)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wasm"))
         .collect();
     names.sort();
     assert_eq!(
@@ -250,6 +251,26 @@ fn the_image_tree_builds_without_docker_and_loads_its_plugins() {
         );
         assert!(report.contains("world"), "{report}");
     }
+    // Compiled ahead of time: an engine pointed at `.compiled` loads every
+    // bundled plugin without compiling one.
+    let engine = etcd_operator::plugins::PluginEngine::new(Default::default(), None).unwrap();
+    engine
+        .cache()
+        .add_precompiled(etcd_operator::plugins::cache::precompiled_dir(&plugins));
+    for name in &names {
+        let bytes = std::fs::read(plugins.join(name)).unwrap();
+        etcd_operator::plugins::registry::load(&engine, name.trim_end_matches(".wasm"), &bytes)
+            .unwrap();
+    }
+    let stats = &engine.cache().stats;
+    assert_eq!(
+        (
+            stats.hits.load(std::sync::atomic::Ordering::Relaxed),
+            stats.misses.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        (names.len() as u64, 0),
+        "every bundled plugin precompiled"
+    );
     let version = run_ok(Command::new(root.path().join("usr/local/bin/etcdutl")).arg("version"));
     assert!(version.contains("etcdutl version: 3.5"), "{version}");
 }

@@ -539,7 +539,7 @@ pub fn restore_probe_pod(
                 command: Some(vec![
                     "/bin/sh".into(),
                     "-c".into(),
-                    "wget -q -O /dev/null -T 10 --header \"Authorization: Bearer $SNAPSHOT_TOKEN\" \"$SNAPSHOT_URL\"".into(),
+                    "wget -q -O /dev/null --header \"Authorization: Bearer $SNAPSHOT_TOKEN\" \"$SNAPSHOT_URL\"".into(),
                 ]),
                 env: Some(vec![
                     env("SNAPSHOT_URL", &offer.url),

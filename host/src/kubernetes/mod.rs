@@ -191,6 +191,10 @@ pub async fn run(
 
     let engine = PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir())
         .map_err(|e| KubeError::Plugins(e.to_string()))?;
+    if let Some(dir) = &opts.plugin_dir {
+        // The image's bundled plugins, compiled when the image was built.
+        engine.cache().add_precompiled(cache::precompiled_dir(dir));
+    }
     let registry = Arc::new(PluginRegistry::new(engine));
     let recorder = events::recorder(&client, &opts.identity);
     let plugin_source = plugins::ConfigMapPlugins {

@@ -332,6 +332,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 
     let engine = PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir())
         .map_err(|e| LocalError::Plugins(e.to_string()))?;
+    if let Some(dir) = &opts.plugin_dir {
+        engine.cache().add_precompiled(cache::precompiled_dir(dir));
+    }
     let registry = Arc::new(PluginRegistry::new(engine));
     let mut _plugin_watch = None;
     match &opts.plugin_dir {

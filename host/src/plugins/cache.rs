@@ -5,6 +5,12 @@
 //! Artifacts are keyed by the sha256 of the component bytes and the engine's
 //! compatibility hash, so a new operator version or `Config` never loads a
 //! stale artifact, it just compiles again.
+//!
+//! Besides the writable directory, read-only directories of artifacts
+//! compiled ahead of time can be added ([`CompileCache::add_precompiled`]):
+//! the image ships its bundled plugins precompiled (`plugins/.compiled`,
+//! written by `etcd-operator plugin precompile`), so an operator whose root
+//! filesystem is read-only does not compile them at every start.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -35,26 +41,69 @@ pub struct CacheStats {
 /// A directory of precompiled components (or none: compile every time).
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// Read-only directories of artifacts compiled ahead of time.
+    precompiled: std::sync::RwLock<Vec<PathBuf>>,
     pub stats: CacheStats,
+}
+
+/// Where a plugin directory's ahead-of-time artifacts live.
+pub fn precompiled_dir(plugin_dir: &Path) -> PathBuf {
+    plugin_dir.join(".compiled")
 }
 
 impl CompileCache {
     pub fn new(dir: Option<PathBuf>) -> Self {
         CompileCache {
             dir,
+            precompiled: Default::default(),
             stats: CacheStats::default(),
         }
+    }
+
+    /// Also look for artifacts in `dir` (never written to).
+    pub fn add_precompiled(&self, dir: PathBuf) {
+        self.precompiled
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir);
     }
 
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
 
-    fn artifact(&self, engine: &Engine, digest: &str) -> Option<PathBuf> {
+    fn artifact_name(engine: &Engine, digest: &str) -> String {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{digest}-{:016x}.cwasm", h.finish())
+    }
+
+    fn artifact(&self, engine: &Engine, digest: &str) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        Some(dir.join(format!("{digest}-{:016x}.cwasm", h.finish())))
+        Some(dir.join(Self::artifact_name(engine, digest)))
+    }
+
+    /// The component from a precompiled directory, if one has it.
+    fn precompiled(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let name = Self::artifact_name(engine, digest);
+        let dirs = self.precompiled.read().unwrap_or_else(|e| e.into_inner());
+        dirs.iter()
+            .map(|d| d.join(&name))
+            .filter(|p| p.is_file())
+            .find_map(|path| {
+                // SAFETY: precompiled directories are part of the operator's
+                // own installation (the image's plugin directory, written by
+                // `plugin precompile` of this same build); the engine's
+                // compatibility hash is in the name, and a file that does not
+                // deserialize is skipped.
+                match unsafe { Component::deserialize_file(engine, &path) } {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable precompiled plugin");
+                        None
+                    }
+                }
+            })
     }
 
     /// Load the component for `bytes` (whose sha256 is `digest`) from the
@@ -66,6 +115,10 @@ impl CompileCache {
         bytes: &[u8],
         digest: &str,
     ) -> wasmtime::Result<Component> {
+        if let Some(component) = self.precompiled(engine, digest) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(component);
+        }
         let Some(path) = self.artifact(engine, digest) else {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             return Component::from_binary(engine, bytes);
