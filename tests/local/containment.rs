@@ -88,7 +88,14 @@ async fn wait_event(op: &Operator, reason: &str, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succeeding() {
-    let op = Operator::start(&["--retention-max-deletes", "20"]);
+    // The log flood below is a million `log` calls in one `open`: on a
+    // loaded 2-core machine that takes close to the default 60 s call limit.
+    let op = Operator::start(&[
+        "--retention-max-deletes",
+        "20",
+        "--plugin-call-timeout",
+        "180s",
+    ]);
     op.apply("c1.yaml", &cluster_yaml("c1", 1, "3.5.1", ""));
     op.apply("c2.yaml", &cluster_yaml("c2", 1, "3.5.1", ""));
     wait_ready_all(&op, &[("c1", 1), ("c2", 1)]).await;
