@@ -384,9 +384,9 @@ async fn plugin_errors_are_reported_permanent_or_retried_and_older_backups_survi
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_that_lost_every_member_and_its_data_comes_back_from_the_newest_backup() {
-    let op = Operator::start(&[]);
+/// Cluster `c` of three with 100 keys under `/q`, backed up by the periodic
+/// EtcdBackup `b`, then every member killed with its data: the keys written.
+async fn back_up_then_lose_every_member(op: &Operator) -> Vec<(String, String)> {
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     let s = op.wait_ready("c", 3).await;
     let written = write_keys(&s, "/q", 100).await;
@@ -401,10 +401,17 @@ async fn a_cluster_that_lost_every_member_and_its_data_comes_back_from_the_newes
             "      {}\n",
         ),
     );
-    wait_backup_ok(&op, "b").await;
+    wait_backup_ok(op, "b").await;
     for (member, _) in op.pids("c") {
         op.kill_member("c", &member, true);
     }
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_lost_every_member_and_its_data_comes_back_from_the_newest_backup() {
+    let op = Operator::start(&[]);
+    let written = back_up_then_lose_every_member(&op).await;
     let start = Instant::now();
     while op.events_of("QuorumRecoveredFromBackup").is_empty() {
         assert!(
@@ -425,24 +432,7 @@ async fn a_cluster_that_lost_every_member_and_its_data_comes_back_from_the_newes
 /// half-restored one, and every key of the backup is back.
 async fn recovery_from_backup_killed_at(point: &str) {
     let mut op = Operator::start_armed(point, &[]);
-    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
-    let s = op.wait_ready("c", 3).await;
-    let written = write_keys(&s, "/q", 100).await;
-    op.apply(
-        "b.yaml",
-        &backup_yaml(
-            "b",
-            "c",
-            "local",
-            "q/snap",
-            "    backupIntervalInSecond: 3600\n",
-            "      {}\n",
-        ),
-    );
-    wait_backup_ok(&op, "b").await;
-    for (member, _) in op.pids("c") {
-        op.kill_member("c", &member, true);
-    }
+    let written = back_up_then_lose_every_member(&op).await;
     op.wait_killed_at_failpoint().await;
     let recorded = op
         .status("c")

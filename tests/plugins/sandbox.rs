@@ -275,12 +275,16 @@ async fn sandboxes_are_capped_and_a_slot_frees_when_a_session_ends() {
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("--max-plugin-sandboxes"), "{err}");
     // One that waits gets the slot as soon as a session ends.
-    let waiting = {
+    let mut waiting = {
         let plugin = plugin.clone();
         tokio::spawn(async move { plugin.open(&[], &Grants::default()).await.map(drop) })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiting.is_finished(), "the third session waits for a slot");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut waiting)
+            .await
+            .is_err(),
+        "the third session waits for a slot"
+    );
     drop(first);
     waiting
         .await

@@ -16,10 +16,15 @@ use crate::plugins::egress::EgressPolicy;
 use crate::plugins::storage::Grants;
 
 /// Reads Secrets: the API server on Kubernetes, `kind: Secret` manifests in local mode.
-#[allow(async_fn_in_trait)]
+/// The future is `Send`, so code generic over the store (recovery's backup
+/// search) can run on any worker thread.
 pub trait SecretStore: Send + Sync {
     /// The data of Secret `name` in `namespace`, or why it cannot be read.
-    async fn get(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String>;
+    fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl std::future::Future<Output = Result<BTreeMap<String, Vec<u8>>, String>> + Send;
 }
 
 /// What the operator (not the resource) decides about plugin capabilities.

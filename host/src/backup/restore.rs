@@ -3,6 +3,7 @@
 //! recovery. Nothing here touches a running cluster.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -713,11 +714,53 @@ pub async fn wait_serving<R: crate::controller::Runtime>(
     ))
 }
 
-/// Quorum-loss recovery's last resort, for any runtime: among `backups`
-/// (the EtcdBackups of cluster `key`), the newest backup that downloads and
-/// verifies. `Ok(None)`: none is usable. Backups in `rejected` failed
-/// verification before and are not downloaded again.
-pub async fn recovery_snapshot<S: SecretStore>(
+/// Quorum-loss recovery's last resort, for any runtime: a
+/// [`crate::controller::RecoverySource`] that lists the EtcdBackups of a
+/// cluster with `backups_of` (the only part that differs between runtimes)
+/// and fetches the newest of their backups that downloads and verifies (or
+/// the pinned one). Backups that failed verification are remembered and not
+/// downloaded again.
+pub fn recovery_source<S, L, LF>(
+    storage: Arc<Storage<S>>,
+    binaries: Arc<crate::runtime::binaries::EtcdBinaries>,
+    staging: PathBuf,
+    backups_of: L,
+) -> crate::controller::RecoverySource
+where
+    S: SecretStore + 'static,
+    L: Fn(crate::controller::ClusterKey) -> LF + Send + Sync + 'static,
+    LF: std::future::Future<Output = Result<Vec<crate::api::EtcdBackup>, String>> + Send + 'static,
+{
+    let rejected = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let backups_of = Arc::new(backups_of);
+    Arc::new(move |key, pin| {
+        let (storage, binaries, staging, rejected, backups_of) = (
+            storage.clone(),
+            binaries.clone(),
+            staging.clone(),
+            rejected.clone(),
+            backups_of.clone(),
+        );
+        Box::pin(async move {
+            let backups = backups_of(key.clone()).await?;
+            recovery_snapshot(
+                &storage,
+                &key,
+                &backups,
+                &staging,
+                &binaries,
+                &rejected,
+                pin.as_ref(),
+            )
+            .await
+        })
+    })
+}
+
+/// Among `backups` (the EtcdBackups of cluster `key`), the newest backup
+/// that downloads and verifies. `Ok(None)`: none is usable. Backups in
+/// `rejected` failed verification before and are not downloaded again.
+async fn recovery_snapshot<S: SecretStore>(
     storage: &Storage<S>,
     key: &crate::controller::ClusterKey,
     backups: &[crate::api::EtcdBackup],

@@ -22,11 +22,12 @@ pub enum PluginCommand {
     /// Run the conformance kit against a plugin (exit code 1 on any failure).
     Test(TestArgs),
     /// Compile every `*.wasm` of a plugin directory ahead of time into its
-    /// `.compiled/` subdirectory, which the operator reads (and never
-    /// writes) when it runs with that `--plugin-dir`: an image with a
-    /// read-only root filesystem then starts without compiling its bundled
-    /// plugins. Artifacts are tied to this build of the operator and this
-    /// CPU; an operator that cannot use them compiles as before.
+    /// `.compiled/` subdirectory, which `etcd-operator run` reads (and never
+    /// writes) for its `--plugin-dir`: an image with a read-only root
+    /// filesystem then starts without compiling its bundled plugins.
+    /// Artifacts are tied to this build of the operator and this CPU; an
+    /// operator that cannot use them compiles as before. Local mode does
+    /// not read them: its plugin directory is not part of a trusted image.
     Precompile {
         /// The plugin directory.
         dir: PathBuf,

@@ -323,6 +323,55 @@ async fn a_recovery_from_backup_is_recorded_before_anything_is_deleted_and_finis
 }
 
 #[tokio::test]
+async fn a_recovery_whose_members_fail_their_checks_deletes_nothing_and_downloads_once() {
+    let log = Log::default();
+    let runtime = Arc::new(FakeRuntime::new(
+        log.clone(),
+        vec![gone("a"), gone("b"), gone("c")],
+    ));
+    *runtime.restore_check.lock().unwrap() = Err("no etcdutl".into());
+    let etcd = Arc::new(FakeEtcd::new(log.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let reconciler = Reconciler::with_etcd(runtime.clone(), etcd, impatient())
+        .with_recovery(recovery_of(dir.path(), log.clone()));
+    let mut status = served();
+    for _ in 0..3 {
+        let out = reconciler.reconcile(&key(), &spec(3), Some(&status)).await;
+        assert!(
+            out.status.restoring.is_none(),
+            "nothing recorded while the checks fail"
+        );
+        status = out.status;
+    }
+    let calls = log.lock().unwrap().clone();
+    let fetches = calls
+        .iter()
+        .filter(|c| c.starts_with("recovery fetch"))
+        .count();
+    assert_eq!(
+        fetches, 1,
+        "the verified snapshot is kept for the next attempt: {calls:?}"
+    );
+    for old in ["a", "b", "c"] {
+        assert!(
+            !calls.contains(&format!("runtime delete {old}")),
+            "{calls:?}"
+        );
+    }
+    // Fixed: the next attempt records the restore, still from that download.
+    *runtime.restore_check.lock().unwrap() = Ok(());
+    let out = reconciler.reconcile(&key(), &spec(3), Some(&status)).await;
+    assert!(out.status.restoring.is_some());
+    let fetches = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.starts_with("recovery fetch"))
+        .count();
+    assert_eq!(fetches, 1);
+}
+
+#[tokio::test]
 async fn stale_status_naming_members_does_not_resurrect_an_empty_cluster() {
     // Contradictory: the previous status lists ready members, the runtime
     // has none, etcd answers nothing. The cluster served: never seeded.

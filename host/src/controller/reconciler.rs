@@ -674,14 +674,13 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         status.restoring = None;
         let acted = match (&action, &recorded) {
             (Action::Unrecoverable { .. }, _) if self.recovery.is_some() => {
-                match self.begin_recovery_from_backup(key, spec, &obs).await {
-                    Ok(Some((event, record))) => {
+                let begun = self.begin_recovery_from_backup(key, spec, &obs).await;
+                begun.map(|b| {
+                    b.map(|(event, record)| {
                         status.restoring = Some(record);
-                        Ok(Some(event))
-                    }
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
-                }
+                        event
+                    })
+                })
             }
             (Action::FinishRestore, Some(record)) => {
                 status.restoring = Some(record.clone());
@@ -690,7 +689,9 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             }
             _ => self.act(key, &desired, &view, &obs, &action).await,
         };
-        if status.restoring.is_none() {
+        // A snapshot staged for a recovery that could not begin yet (its
+        // members failed their checks) is kept for the next attempt.
+        if status.restoring.is_none() && !matches!(action, Action::Unrecoverable { .. }) {
             self.drop_staged(key);
         }
         match acted {
@@ -1011,14 +1012,21 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         let Some(source) = &self.recovery else {
             return Ok(None);
         };
-        let snapshot = match source(key.clone(), None).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(None),
-            Err(message) => {
-                return Err(StepError::Recovery(format!(
-                    "no verified backup could be fetched: {message}"
-                )));
-            }
+        let kept = self.staged().get(key).filter(|s| s.path.is_file()).cloned();
+        let snapshot = match kept {
+            Some(s) => s,
+            None => match source(key.clone(), None).await {
+                Ok(Some(s)) => {
+                    self.staged().insert(key.clone(), s.clone());
+                    s
+                }
+                Ok(None) => return Ok(None),
+                Err(message) => {
+                    return Err(StepError::Recovery(format!(
+                        "no verified backup could be fetched: {message}"
+                    )));
+                }
+            },
         };
         let size = spec.size.clamp(1, 7) as usize;
         let version = self.restore_version(spec).await?;
@@ -1028,8 +1036,9 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             .prepare_restore(key, &version, &names, &token, &snapshot.path, &obs.runtime)
             .await;
         if let Err(e) = prepared {
+            // The verified snapshot stays staged: the next attempt (after
+            // the checks' cause is fixed) does not download it again.
             self.release(key, &names).await;
-            let _ = std::fs::remove_file(&snapshot.path);
             return Err(e);
         }
         let record = RestoreInProgress {
@@ -1047,9 +1056,6 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 snapshot.description
             ),
         );
-        if let Some(old) = self.staged().insert(key.clone(), snapshot) {
-            let _ = std::fs::remove_file(&old.path);
-        }
         Ok(Some((event, record)))
     }
 
@@ -1183,6 +1189,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             self.runtime.delete(key, &m.name).await?;
         }
         self.memory().remove(key);
+        self.drop_staged(key);
         Ok(())
     }
 }

@@ -2,17 +2,16 @@
 //! its data, the newest backup that downloads and verifies, among those of
 //! the EtcdBackups naming the cluster, is restored into new member Pods.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kube::Api;
 
 use super::secrets::KubeSecrets;
 use crate::api::EtcdBackup;
 use crate::backup::Storage;
-use crate::backup::restore::recovery_snapshot;
-use crate::controller::{BackupPin, ClusterKey, RecoveryFuture, RecoverySource};
+use crate::backup::restore::recovery_source;
+use crate::controller::{ClusterKey, RecoverySource};
 use crate::runtime::binaries::EtcdBinaries;
 
 pub fn source(
@@ -21,41 +20,20 @@ pub fn source(
     binaries: Arc<EtcdBinaries>,
     staging: PathBuf,
 ) -> RecoverySource {
-    // Backups that failed verification are not downloaded again each step.
-    let rejected = Arc::new(Mutex::new(HashSet::new()));
-    Arc::new(
-        move |key: ClusterKey, pin: Option<BackupPin>| -> RecoveryFuture {
-            let (client, storage, binaries, staging, rejected) = (
-                client.clone(),
-                storage.clone(),
-                binaries.clone(),
-                staging.clone(),
-                rejected.clone(),
-            );
-            Box::pin(async move {
-                let api: Api<EtcdBackup> = Api::namespaced(client, &key.namespace);
-                let backups = api
-                    .list(&Default::default())
-                    .await
-                    .map_err(|e| format!("cannot list EtcdBackups: {e}"))?;
-                let backups: Vec<EtcdBackup> = backups
-                    .items
-                    .into_iter()
-                    .filter(|b| {
-                        b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
-                    })
-                    .collect();
-                recovery_snapshot(
-                    &storage,
-                    &key,
-                    &backups,
-                    &staging,
-                    &binaries,
-                    &rejected,
-                    pin.as_ref(),
-                )
+    recovery_source(storage, binaries, staging, move |key: ClusterKey| {
+        let api: Api<EtcdBackup> = Api::namespaced(client.clone(), &key.namespace);
+        async move {
+            let backups = api
+                .list(&Default::default())
                 .await
-            })
-        },
-    )
+                .map_err(|e| format!("cannot list EtcdBackups: {e}"))?;
+            Ok(backups
+                .items
+                .into_iter()
+                .filter(|b| {
+                    b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
+                })
+                .collect())
+        }
+    })
 }

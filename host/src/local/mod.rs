@@ -22,10 +22,7 @@ use tokio::sync::watch;
 use crate::api::{EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus};
 use crate::backup::Storage;
 use crate::backup::location::{HostGrants, SecretStore};
-use crate::backup::restore::recovery_snapshot;
-use crate::controller::{
-    BackupPin, ClusterKey, Event, Reconciler, RecoveryFuture, RecoverySource, Tuning,
-};
+use crate::controller::{ClusterKey, Event, Reconciler, RecoverySource, Tuning};
 use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
 use crate::runtime::LocalRuntime;
 use crate::runtime::binaries::EtcdBinaries;
@@ -187,44 +184,23 @@ impl Context {
 fn recovery_source(
     storage: Arc<Storage<LocalSecrets>>,
     manifests: Arc<RwLock<Manifests>>,
-    runtime: Arc<LocalRuntime>,
+    runtime: &LocalRuntime,
     staging: PathBuf,
 ) -> RecoverySource {
-    let rejected = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    Arc::new(
-        move |key: ClusterKey, pin: Option<BackupPin>| -> RecoveryFuture {
-            let (storage, manifests, runtime, staging, rejected) = (
-                storage.clone(),
-                manifests.clone(),
-                runtime.clone(),
-                staging.clone(),
-                rejected.clone(),
-            );
-            Box::pin(async move {
-                let backups: Vec<EtcdBackup> = manifests
-                    .read()
-                    .expect("manifests lock")
-                    .backups()
-                    .into_values()
-                    .filter(|b| {
-                        b.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
-                            && b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str())
-                                == Some(&key.name)
-                    })
-                    .collect();
-                recovery_snapshot(
-                    &storage,
-                    &key,
-                    &backups,
-                    &staging,
-                    runtime.binaries(),
-                    &rejected,
-                    pin.as_ref(),
-                )
-                .await
+    let binaries = Arc::new(runtime.binaries().clone());
+    crate::backup::restore::recovery_source(storage, binaries, staging, move |key: ClusterKey| {
+        let backups: Vec<EtcdBackup> = manifests
+            .read()
+            .expect("manifests lock")
+            .backups()
+            .into_values()
+            .filter(|b| {
+                b.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
+                    && b.spec.etcd_cluster.as_ref().map(|r| r.name.as_str()) == Some(&key.name)
             })
-        },
-    )
+            .collect();
+        std::future::ready(Ok(backups))
+    })
 }
 
 /// Reconcile one cluster until it is deleted or the operator stops.
@@ -332,9 +308,6 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 
     let engine = PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir())
         .map_err(|e| LocalError::Plugins(e.to_string()))?;
-    if let Some(dir) = &opts.plugin_dir {
-        engine.cache().add_precompiled(cache::precompiled_dir(dir));
-    }
     let registry = Arc::new(PluginRegistry::new(engine));
     let mut _plugin_watch = None;
     match &opts.plugin_dir {
@@ -378,12 +351,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let staging = dir.join(".data").join(".staging");
     crate::backup::restore::clear_staging(&staging);
     let reconciler = Arc::new(Reconciler::new(runtime.clone(), opts.tuning).with_recovery(
-        recovery_source(
-            storage.clone(),
-            shared.clone(),
-            runtime.clone(),
-            staging.clone(),
-        ),
+        recovery_source(storage.clone(), shared.clone(), &runtime, staging.clone()),
     ));
     let ctx = Arc::new(Context {
         dir: dir.clone(),

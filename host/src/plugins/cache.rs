@@ -10,7 +10,10 @@
 //! compiled ahead of time can be added ([`CompileCache::add_precompiled`]):
 //! the image ships its bundled plugins precompiled (`plugins/.compiled`,
 //! written by `etcd-operator plugin precompile`), so an operator whose root
-//! filesystem is read-only does not compile them at every start.
+//! filesystem is read-only does not compile them at every start. Artifacts
+//! are native code loaded unsandboxed: only directories of the operator's
+//! own installation are added (`etcd-operator run`'s image directory, not
+//! a local mode's plugin directory).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};

@@ -215,25 +215,29 @@ mod tests {
             .unwrap()
     }
 
-    /// A one-request HTTP server on loopback: what it was asked, and a reply.
-    async fn server() -> (SocketAddr, tokio::task::JoinHandle<String>) {
+    /// A one-connection server on loopback: it reads the request, writes
+    /// `reply`, keeps the connection until the client closes it, and
+    /// returns what it was asked.
+    async fn server(reply: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 4096];
             let n = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .unwrap();
+            s.write_all(reply).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
             String::from_utf8_lossy(&buf[..n]).into_owned()
         });
         (addr, task)
     }
 
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
     #[tokio::test]
     async fn connects_to_the_vetted_address_without_resolving_the_name_again() {
-        let (addr, asked) = server().await;
+        let (addr, asked) = server(OK).await;
         // `.invalid` never resolves: a sender that looked the name up again
         // would fail here.
         let url = format!("http://storage.invalid:{}/bucket/key?x=1", addr.port());
@@ -263,7 +267,7 @@ mod tests {
     async fn https_verifies_the_host_name_on_the_vetted_address() {
         // A plain-text server where TLS is expected: the handshake fails,
         // the request is never sent in the clear.
-        let (addr, _asked) = server().await;
+        let (addr, _asked) = server(OK).await;
         let url = format!("https://storage.example:{}/", addr.port());
         let err = send_to_vetted(request(&url), None, &[addr], "storage.example")
             .await
@@ -274,17 +278,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_stalls_times_out() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_secs(30)).await;
-        });
+        // Two of the ten bytes promised, then nothing.
+        let (addr, _asked) = server(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab").await;
         let options = RequestOptions {
             between_bytes_timeout: Some(Duration::from_millis(200)),
             ..Default::default()
