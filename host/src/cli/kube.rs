@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::shared::{PluginLimitArgs, TuningArgs};
+use super::shared::{PluginLimitArgs, PluginSourceArgs, TuningArgs};
 use anyhow::Context;
 use clap::{ArgAction, Args};
 use etcd_operator::kubernetes::scope::Scope;
@@ -53,17 +53,13 @@ pub struct RunArgs {
     /// ConfigMaps add to them.
     #[arg(long, env = "ETCD_OPERATOR_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
-    /// A bundled plugin that a labelled ConfigMap may replace (repeat, or
-    /// comma-separate). Without it a ConfigMap of a bundled name is refused:
-    /// whoever can write plugin ConfigMaps would receive that plugin's
-    /// credentials and snapshots.
-    #[arg(long, value_delimiter = ',')]
-    pub allow_plugin_override: Vec<String>,
     /// The one directory the `local` storage plugin may use (e.g. a mounted PVC).
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
     #[command(flatten)]
     pub plugin_limits: PluginLimitArgs,
+    #[command(flatten)]
+    pub plugin_sources: PluginSourceArgs,
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -105,7 +101,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         namespace,
         plugin_dir: args.plugin_dir,
-        allow_plugin_override: args.allow_plugin_override.into_iter().collect(),
+        plugin_sources: args.plugin_sources.sources(),
         backup_dir: args.backup_dir,
         allow_networks: args.plugin_limits.allow_networks.clone(),
         plugin_limits: args.plugin_limits.limits(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::shared::{PluginLimitArgs, TuningArgs};
+use super::shared::{PluginLimitArgs, PluginSourceArgs, TuningArgs};
 use clap::Args;
 use etcd_operator::local::{self, Options};
 
@@ -38,6 +38,8 @@ pub struct LocalArgs {
     pub backup_dir: Option<PathBuf>,
     #[command(flatten)]
     pub plugin_limits: PluginLimitArgs,
+    #[command(flatten)]
+    pub plugin_sources: PluginSourceArgs,
 }
 
 fn default_etcd_dirs() -> Vec<PathBuf> {
@@ -63,6 +65,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         allow_networks: args.plugin_limits.allow_networks.clone(),
         plugin_limits: args.plugin_limits.limits(),
         storage_bounds: args.plugin_limits.bounds(),
+        plugin_sources: args.plugin_sources.sources(),
     };
     opts.plugin_limits.validate()?;
     let shutdown = async {

@@ -1,4 +1,4 @@
-//! `etcd-operator plugin inspect|test`.
+//! `etcd-operator plugin inspect|push|test|precompile`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use etcd_operator::plugins::conformance::{self, StorageOptions};
+use etcd_operator::plugins::fetch::{self, FetchConfig, Fetcher};
+use etcd_operator::plugins::source::{OciSource, Sha256Digest, Source};
 use etcd_operator::plugins::{
     EgressPolicy, Grants, Limits, PluginEngine, cache, inspect, registry,
 };
@@ -16,8 +18,20 @@ use etcd_operator::plugins::{
 pub enum PluginCommand {
     /// Show a plugin's world, WIT version, imports, exports, size and sha256.
     Inspect {
+        /// The component file (.wasm), or an OCI reference (oci://REGISTRY/REPO:TAG or @sha256:…).
+        file: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push a component to an OCI registry in the CNCF Wasm layout and print
+    /// the digest-pinned reference to put in the plugin catalog.
+    Push {
         /// The component file (.wasm).
         file: PathBuf,
+        /// Where to push it: oci://REGISTRY/REPOSITORY:TAG.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Run the conformance kit against a plugin (exit code 1 on any failure).
     Test(TestArgs),
@@ -34,10 +48,75 @@ pub enum PluginCommand {
     },
 }
 
+/// How to reach an OCI registry.
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// Registry credentials: a Docker config.json [default: $DOCKER_CONFIG/config.json
+    /// or ~/.docker/config.json when present].
+    #[arg(long)]
+    pub registry_auth: Option<PathBuf>,
+    /// PEM certificates to trust besides the system's (a private registry's CA).
+    #[arg(long)]
+    pub registry_ca: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn fetcher(&self) -> anyhow::Result<Fetcher> {
+        let docker = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+            .map(|d| d.join("config.json"))
+            .filter(|p| p.is_file());
+        let config = FetchConfig {
+            store_dir: cache::default_dir()
+                .map(|d| d.join("fetched"))
+                .unwrap_or_else(|| std::env::temp_dir().join("etcd-operator-plugins")),
+            registry_auth: self.registry_auth.clone().or(docker),
+            extra_ca: self.registry_ca.clone(),
+        };
+        Ok(Fetcher::new(&config)?)
+    }
+}
+
+fn oci_source(text: &str) -> anyhow::Result<OciSource> {
+    match text.parse::<Source>().map_err(anyhow::Error::msg)? {
+        Source::Oci(o) => Ok(o),
+        Source::Https(_) => anyhow::bail!("`{text}` is not an oci:// reference"),
+    }
+}
+
+/// A component from a file or an OCI reference: its name, bytes, and the
+/// manifest digest when it came from a registry.
+async fn component(
+    arg: &str,
+    registry: &RegistryArgs,
+) -> anyhow::Result<(String, Vec<u8>, Option<Sha256Digest>)> {
+    if !arg.starts_with("oci://") {
+        let (name, bytes) = read(&PathBuf::from(arg))?;
+        return Ok((name, bytes, None));
+    }
+    let source = oci_source(arg)?;
+    let fetcher = registry.fetcher()?;
+    let described = fetcher.oci().describe(&source).await?;
+    let digest = fetcher
+        .oci()
+        .pull(&source, None, fetcher.store(), fetch::MAX_COMPONENT_BYTES)
+        .await?;
+    let bytes = fetcher
+        .store()
+        .get(&digest)?
+        .context("the pulled component is not in the cache")?;
+    let repo = source.reference.repository();
+    let name = repo.rsplit('/').next().unwrap_or(repo).to_string();
+    Ok((name, bytes, Some(described.manifest_digest)))
+}
+
 #[derive(Args, Debug)]
 pub struct TestArgs {
-    /// The component file (.wasm).
-    pub file: PathBuf,
+    /// The component file (.wasm), or an OCI reference (oci://…).
+    pub file: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Plugin configuration, repeatable: --config bucket=backups --config region=eu-west-1
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub config: Vec<(String, String)>,
@@ -80,10 +159,48 @@ fn read(file: &PathBuf) -> anyhow::Result<(String, Vec<u8>)> {
 
 pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PluginCommand::Inspect { file } => {
-            let (name, bytes) = read(&file)?;
+        PluginCommand::Inspect { file, registry } => {
+            let (name, bytes, manifest) = component(&file, &registry).await?;
             let info = inspect::inspect(&name, &bytes)?;
             print!("{info}");
+            if let (Some(manifest), Ok(source)) = (manifest, oci_source(&file)) {
+                let r = &source.reference;
+                println!("manifest:    {manifest}");
+                println!(
+                    "pinned:      oci://{}/{}@{manifest}",
+                    r.registry(),
+                    r.repository()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Push {
+            file,
+            reference,
+            registry,
+        } => {
+            let (name, bytes) = read(&file)?;
+            let info = inspect::inspect(&name, &bytes)?;
+            let source = oci_source(&reference)?;
+            anyhow::ensure!(
+                source.reference.digest().is_none(),
+                "push to a tag (oci://REGISTRY/REPOSITORY:TAG); the registry gives the digest"
+            );
+            let fetcher = registry.fetcher()?;
+            let manifest = fetcher.oci().push(&source.reference, bytes, &info).await?;
+            let r = &source.reference;
+            println!(
+                "pushed {reference} ({} bytes, sha256:{})",
+                info.size, info.sha256
+            );
+            println!("manifest {manifest}");
+            println!("catalog entry:");
+            println!("  {name}:");
+            println!(
+                "    source: oci://{}/{}@{manifest}",
+                r.registry(),
+                r.repository()
+            );
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Precompile { dir } => {
@@ -109,7 +226,7 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Test(args) => {
-            let (name, bytes) = read(&args.file)?;
+            let (name, bytes, _) = component(&args.file, &args.registry).await?;
             let limits = Limits {
                 memory_bytes: args.memory_mib << 20,
                 call_timeout: Duration::from_secs(args.call_timeout_secs),

@@ -5,7 +5,9 @@ use std::time::Duration;
 use clap::Args;
 use etcd_operator::backup::Bounds;
 use etcd_operator::controller::Tuning;
-use etcd_operator::plugins::Limits;
+use etcd_operator::plugins::fetch::FetchConfig;
+use etcd_operator::plugins::{Limits, PluginSources, cache};
+use std::path::PathBuf;
 
 /// When the reconcile core gives up on a member or on quorum.
 #[derive(Args, Debug)]
@@ -24,6 +26,53 @@ impl TuningArgs {
         Tuning {
             member_failure_grace: self.member_failure_grace,
             quorum_loss_timeout: self.quorum_loss_timeout,
+        }
+    }
+}
+
+/// Plugins the admin declares by source and digest, and how they are fetched.
+#[derive(Args, Debug)]
+pub struct PluginSourceArgs {
+    /// The plugin catalog: YAML naming plugins by `oci://` or `https://`
+    /// source pinned by sha256, with their own `memoryMiB` and
+    /// `callTimeout` (docs/plugin-authoring.md). Read at start.
+    #[arg(long, env = "ETCD_OPERATOR_PLUGIN_CATALOG")]
+    pub plugin_catalog: Option<PathBuf>,
+    /// Registry credentials for catalog sources: a Docker config.json (the
+    /// `.dockerconfigjson` of a kubernetes.io/dockerconfigjson Secret).
+    #[arg(long)]
+    pub plugin_registry_auth: Option<PathBuf>,
+    /// PEM certificates to trust, besides the system's, for catalog sources
+    /// (a private registry's CA).
+    #[arg(long)]
+    pub plugin_source_ca: Option<PathBuf>,
+    /// Where fetched plugins and compiled plugin code are kept [default:
+    /// $ETCD_OPERATOR_CACHE_DIR, else ~/.cache/etcd-operator/wasm].
+    #[arg(long)]
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// A bundled plugin (or, in local mode, one of --plugin-dir) that a
+    /// catalog entry or a labelled ConfigMap may replace (repeat, or
+    /// comma-separate). Without it such an entry is refused: whoever writes
+    /// it would receive that plugin's credentials and snapshots.
+    #[arg(long, value_delimiter = ',')]
+    pub allow_plugin_override: Vec<String>,
+}
+
+impl PluginSourceArgs {
+    pub fn sources(&self) -> PluginSources {
+        let cache_dir = self.plugin_cache_dir.clone().or_else(cache::default_dir);
+        PluginSources {
+            catalog: self.plugin_catalog.clone(),
+            fetch: FetchConfig {
+                store_dir: cache_dir
+                    .as_ref()
+                    .map(|d| d.join("fetched"))
+                    .unwrap_or_else(|| std::env::temp_dir().join("etcd-operator-plugins")),
+                registry_auth: self.plugin_registry_auth.clone(),
+                extra_ca: self.plugin_source_ca.clone(),
+            },
+            cache_dir,
+            allow_override: self.allow_plugin_override.iter().cloned().collect(),
         }
     }
 }

@@ -40,7 +40,9 @@ use kube::Api;
 use crate::backup::Storage;
 use crate::backup::location::HostGrants;
 use crate::controller::{Reconciler, Tuning};
-use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
+use crate::plugins::catalog::CatalogError;
+use crate::plugins::registry::read_dir_source;
+use crate::plugins::{Limits, PluginEngine, PluginRegistry, PluginSources, cache};
 use crate::runtime::binaries::EtcdBinaries;
 use scope::Scope;
 
@@ -53,6 +55,8 @@ pub enum KubeError {
         "cannot set up the plugin engine: {0}; check --plugin-memory-mib and --plugin-call-timeout"
     )]
     Plugins(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error(
         "cannot serve metrics and health on {addr}: {message}; choose another --metrics-address"
     )]
@@ -76,8 +80,9 @@ pub struct Options {
     pub namespace: String,
     /// Bundled plugins (`*.wasm`), `/usr/lib/etcd-operator/plugins` in the image.
     pub plugin_dir: Option<PathBuf>,
-    /// Bundled plugins a plugin ConfigMap may replace.
-    pub allow_plugin_override: std::collections::BTreeSet<String>,
+    /// The plugin catalog, its fetching, the compile cache, and the bundled
+    /// plugins a catalog entry or a plugin ConfigMap may replace.
+    pub plugin_sources: PluginSources,
     /// The one directory the `local` storage plugin may use, if any.
     pub backup_dir: Option<PathBuf>,
     pub allow_networks: Vec<String>,
@@ -189,18 +194,31 @@ pub async fn run(
     let version = client.apiserver_version().await?;
     tracing::info!(kubernetes = %version.git_version, "connected to the API server");
 
-    let engine = PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir())
-        .map_err(|e| KubeError::Plugins(e.to_string()))?;
+    let engine = PluginEngine::new(
+        opts.plugin_limits.clone(),
+        opts.plugin_sources.cache_dir.clone(),
+    )
+    .map_err(|e| KubeError::Plugins(e.to_string()))?;
     if let Some(dir) = &opts.plugin_dir {
         // The image's bundled plugins, compiled when the image was built.
         engine.cache().add_precompiled(cache::precompiled_dir(dir));
     }
     let registry = Arc::new(PluginRegistry::new(engine));
+    let bundled = match &opts.plugin_dir {
+        Some(dir) => read_dir_source(dir)
+            .map(|s| s.into_keys().collect())
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let _catalog = opts
+        .plugin_sources
+        .start_catalog(&registry, &bundled)
+        .await?;
     let recorder = events::recorder(&client, &opts.identity);
     let plugin_source = plugins::ConfigMapPlugins {
         registry: registry.clone(),
         bundled: opts.plugin_dir.clone(),
-        allow_override: opts.allow_plugin_override.clone(),
+        allow_override: opts.plugin_sources.allow_override.clone(),
         recorder: recorder.clone(),
     };
     let plugin_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &opts.namespace);

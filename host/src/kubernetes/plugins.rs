@@ -13,7 +13,8 @@
 //! ConfigMap may add plugins but not replace a bundled one (`s3`, `local`,
 //! ...) unless the admin names it in `--allow-plugin-override`; a refused
 //! override gets an Event on its ConfigMap and the bundled plugin keeps
-//! serving. All ConfigMaps together decompress to at most
+//! serving. Nor may it take a name the operator's plugin catalog declares.
+//! All ConfigMaps together decompress to at most
 //! [`MAX_CONFIGMAP_BYTES_TOTAL`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,6 +122,7 @@ fn overlay(
     mut source: BTreeMap<String, Vec<u8>>,
     maps: &BTreeMap<String, ConfigMap>,
     allow_override: &BTreeSet<String>,
+    catalog: &BTreeSet<String>,
 ) -> Overlay {
     let bundled: BTreeSet<String> = source.keys().cloned().collect();
     let mut origin = BTreeMap::new();
@@ -141,6 +143,18 @@ fn overlay(
                     name.clone(),
                     "PluginRejected",
                     format!("plugin `{name}` is already provided by ConfigMap {other}; this copy is ignored"),
+                ));
+                continue;
+            }
+            if catalog.contains(&name) {
+                refused.push((
+                    cm_name.clone(),
+                    name.clone(),
+                    "PluginOverrideRefused",
+                    format!(
+                        "plugin `{name}` is declared in the operator's plugin catalog and a ConfigMap may not \
+                         replace it; the catalog's `{name}` keeps serving. Name this plugin differently"
+                    ),
                 ));
                 continue;
             }
@@ -194,7 +208,12 @@ impl ConfigMapPlugins {
             }),
             None => BTreeMap::new(),
         };
-        overlay(bundled, maps, &self.allow_override)
+        overlay(
+            bundled,
+            maps,
+            &self.allow_override,
+            &self.registry.catalog_names(),
+        )
     }
 
     async fn apply(&self, maps: &BTreeMap<String, ConfigMap>) {
@@ -356,7 +375,7 @@ mod tests {
                 ],
             ),
         ]);
-        let o = overlay(bundled.clone(), &maps, &BTreeSet::new());
+        let o = overlay(bundled.clone(), &maps, &BTreeSet::new(), &BTreeSet::new());
         assert_eq!(
             o.source["s3"], b"bundled-s3",
             "the bundled s3 keeps serving"
@@ -386,10 +405,25 @@ mod tests {
         );
         // The admin allows one override by name.
         let allowed = BTreeSet::from(["s3".to_string()]);
-        let o = overlay(bundled, &maps, &allowed);
+        let o = overlay(bundled, &maps, &allowed, &BTreeSet::new());
         assert_eq!(o.source["s3"], b"evil-s3");
         assert_eq!(o.origin["s3"], "a");
         assert_eq!(o.source["local"], b"bundled-local");
+    }
+
+    #[test]
+    fn a_configmap_never_takes_a_catalog_name() {
+        let maps = BTreeMap::from([named("a", &[("webdav.wasm", b"cm".to_vec())])]);
+        let catalog = BTreeSet::from(["webdav".to_string()]);
+        // Not even when the admin allows overriding that name's bundled plugin.
+        let o = overlay(BTreeMap::new(), &maps, &catalog, &catalog);
+        assert!(!o.source.contains_key("webdav"));
+        assert_eq!(o.refused[0].2, "PluginOverrideRefused");
+        assert!(
+            o.refused[0].3.contains("plugin catalog"),
+            "{}",
+            o.refused[0].3
+        );
     }
 
     #[test]
@@ -402,7 +436,7 @@ mod tests {
                 &[("two.wasm", big.clone()), ("small.wasm", b"s".to_vec())],
             ),
         ]);
-        let o = overlay(BTreeMap::new(), &maps, &BTreeSet::new());
+        let o = overlay(BTreeMap::new(), &maps, &BTreeSet::new(), &BTreeSet::new());
         assert!(o.source.contains_key("one") && o.source.contains_key("small"));
         assert!(!o.source.contains_key("two"));
         assert!(

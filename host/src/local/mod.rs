@@ -23,7 +23,8 @@ use crate::api::{EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus};
 use crate::backup::Storage;
 use crate::backup::location::{HostGrants, SecretStore};
 use crate::controller::{ClusterKey, Event, Reconciler, RecoverySource, Tuning};
-use crate::plugins::{Limits, PluginEngine, PluginRegistry, cache};
+use crate::plugins::catalog::CatalogError;
+use crate::plugins::{Limits, PluginEngine, PluginRegistry, PluginSources};
 use crate::runtime::LocalRuntime;
 use crate::runtime::binaries::EtcdBinaries;
 use manifests::Manifests;
@@ -49,6 +50,9 @@ pub struct Options {
     pub plugin_limits: Limits,
     /// What the operator accepts from storage and policy plugins.
     pub storage_bounds: crate::backup::Bounds,
+    /// The plugin catalog, its fetching, the compile cache, and the
+    /// --plugin-dir plugins a catalog entry may replace.
+    pub plugin_sources: PluginSources,
 }
 
 /// Errors that stop `local` from running at all.
@@ -61,6 +65,8 @@ pub enum LocalError {
         "cannot set up the plugin engine: {0}; check --plugin-memory-mib and --plugin-call-timeout"
     )]
     Plugins(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
 }
 
 /// Appends events as JSON lines and logs them.
@@ -306,8 +312,11 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         path: dir.join(".status").join("events.log"),
     };
 
-    let engine = PluginEngine::new(opts.plugin_limits.clone(), cache::default_dir())
-        .map_err(|e| LocalError::Plugins(e.to_string()))?;
+    let engine = PluginEngine::new(
+        opts.plugin_limits.clone(),
+        opts.plugin_sources.cache_dir.clone(),
+    )
+    .map_err(|e| LocalError::Plugins(e.to_string()))?;
     let registry = Arc::new(PluginRegistry::new(engine));
     let mut _plugin_watch = None;
     match &opts.plugin_dir {
@@ -326,10 +335,16 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             }
             _plugin_watch = Some(registry.watch_dir(pdir.clone(), Duration::from_secs(2)));
         }
-        None => tracing::warn!(
+        None if opts.plugin_sources.catalog.is_none() => tracing::warn!(
             "no --plugin-dir: EtcdBackup and EtcdRestore cannot run (build plugins with plugins/build.sh)"
         ),
+        None => {}
     }
+    let bundled = registry.list().into_iter().map(|i| i.name).collect();
+    let _catalog = opts
+        .plugin_sources
+        .start_catalog(&registry, &bundled)
+        .await?;
     let backup_dir = opts
         .backup_dir
         .clone()

@@ -178,14 +178,15 @@ impl PluginEngine {
     pub(crate) fn new_store(
         &self,
         plugin: Arc<str>,
+        limits: &Limits,
         egress: Arc<EgressPolicy>,
         preopen: Option<&Path>,
     ) -> Result<(Store<HostState>, Denials), PluginError> {
         let denials = Arc::new(Mutex::new(Vec::new()));
-        let state = HostState::new(plugin, &self.inner.limits, egress, preopen, denials.clone())?;
+        let state = HostState::new(plugin, limits, egress, preopen, denials.clone())?;
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_hostcall_fuel(self.inner.limits.host_copy_bytes);
+        store.set_hostcall_fuel(limits.host_copy_bytes);
         // At every tick a running guest yields to the async executor, so a
         // busy plugin never starves the operator's other tasks; past its
         // call deadline it is interrupted (a trap the sandbox reports as a

@@ -117,6 +117,12 @@ pub enum PluginError {
         installed: String,
     },
 
+    /// A catalog plugin whose source has not been fetched yet.
+    #[error(
+        "plugin `{name}` is declared in the operator's plugin catalog but not loaded yet: {message}"
+    )]
+    NotReady { name: String, message: String },
+
     /// Bad host-side configuration (limits, egress entries, grants).
     #[error("{0}")]
     Config(String),
@@ -144,9 +150,10 @@ impl PluginError {
     pub fn is_retryable(&self) -> bool {
         match self {
             PluginError::Guest { kind, .. } => *kind == GuestErrorKind::Transient,
-            PluginError::Timeout { .. } | PluginError::Host { .. } | PluginError::Busy { .. } => {
-                true
-            }
+            PluginError::Timeout { .. }
+            | PluginError::Host { .. }
+            | PluginError::Busy { .. }
+            | PluginError::NotReady { .. } => true,
             _ => false,
         }
     }

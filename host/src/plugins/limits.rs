@@ -77,6 +77,49 @@ impl Limits {
     }
 }
 
+/// What one plugin (a catalog entry) changes of the operator's [`Limits`]:
+/// the JavaScript engine, for one, needs more memory than the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginLimits {
+    pub memory_mib: Option<usize>,
+    pub call_timeout: Option<Duration>,
+}
+
+impl PluginLimits {
+    /// Reject values no plugin can run with, naming the field.
+    pub fn validate(&self) -> Result<(), PluginError> {
+        if let Some(m) = self.memory_mib
+            && m < 1
+        {
+            return Err(PluginError::Config(
+                "memoryMiB is 0; a plugin needs at least 1 MiB".into(),
+            ));
+        }
+        if let Some(t) = self.call_timeout
+            && t < Duration::from_millis(10)
+        {
+            return Err(PluginError::Config(
+                "callTimeout must be at least 10ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// These limits with one plugin's own values in place.
+    pub fn with(&self, plugin: &PluginLimits) -> Limits {
+        Limits {
+            memory_bytes: plugin
+                .memory_mib
+                .map(|m| m << 20)
+                .unwrap_or(self.memory_bytes),
+            call_timeout: plugin.call_timeout.unwrap_or(self.call_timeout),
+            ..self.clone()
+        }
+    }
+}
+
 /// Enforces [`Limits`] and remembers whether the memory limit was hit, so a
 /// trap can be reported as out-of-memory rather than a generic crash.
 pub struct Limiter {

@@ -12,6 +12,7 @@ use super::bindings::policy::{BackupPolicy, BackupPolicyPre};
 use super::egress::EgressPolicy;
 use super::engine::{PluginEngine, Pool};
 use super::inspect::PluginInfo;
+use super::limits::Limits;
 use super::sandbox::{Sandbox, guest_call};
 use super::state::HostState;
 use super::storage::ObjectInfo;
@@ -58,6 +59,7 @@ pub struct PolicyPlugin {
     engine: PluginEngine,
     pre: BackupPolicyPre<HostState>,
     info: Arc<PluginInfo>,
+    limits: Arc<Limits>,
 }
 
 impl std::fmt::Debug for PolicyPlugin {
@@ -81,7 +83,18 @@ impl PolicyPlugin {
             engine: engine.clone(),
             pre,
             info: Arc::new(info),
+            limits: Arc::new(engine.limits().clone()),
         })
+    }
+
+    /// The same plugin under its own limits instead of the engine's.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn name(&self) -> &str {
@@ -97,6 +110,7 @@ impl PolicyPlugin {
             &self.engine,
             Pool::Policy,
             self.name.clone(),
+            self.limits.clone(),
             Arc::new(EgressPolicy::deny_all()),
             None,
         )

@@ -1,19 +1,21 @@
 //! The set of installed plugins.
 //!
 //! A registry is fed whole snapshots of its source — every `(name, bytes)`
-//! a directory or (later) a set of ConfigMaps holds — through [`PluginRegistry::apply`].
+//! a directory or a set of ConfigMaps holds — through [`PluginRegistry::apply`],
+//! and the admin's catalog through [`PluginRegistry::set_catalog`].
 //! It loads what is new or changed (by digest), unloads what disappeared, and
 //! records a per-plugin error for what cannot be loaded, while every other
 //! plugin keeps working.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::PluginError;
 use super::engine::PluginEngine;
 use super::inspect::{PluginInfo, World, inspect};
+use super::limits::PluginLimits;
 use super::policy::PolicyPlugin;
 use super::storage::StoragePlugin;
 
@@ -43,22 +45,66 @@ pub struct ApplyReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// One plugin's bytes and its own limits (catalog entries may set them;
+/// directory and ConfigMap plugins run under the engine's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Component {
+    pub bytes: Vec<u8>,
+    pub limits: PluginLimits,
+}
+
 /// Installed plugins by name.
+///
+/// The registry is fed from two layers: the *base* (a plugin directory, or
+/// the bundled plugins overlaid with ConfigMaps), given whole to
+/// [`PluginRegistry::apply`] on every change, and the *catalog* the admin
+/// declared ([`super::catalog`]), given to [`PluginRegistry::set_catalog`]
+/// as its sources are fetched. A catalog entry wins over a base plugin of
+/// its name only if `allow_override` names it.
 pub struct PluginRegistry {
     engine: PluginEngine,
-    plugins: RwLock<BTreeMap<String, LoadedPlugin>>,
+    plugins: RwLock<BTreeMap<String, Installed>>,
     errors: RwLock<BTreeMap<String, String>>,
+    layers: Mutex<Layers>,
+}
+
+#[derive(Default)]
+struct Layers {
+    base: BTreeMap<String, Component>,
+    catalog: BTreeMap<String, Component>,
+    /// Catalog entries not fetched yet, with why.
+    pending: BTreeMap<String, String>,
+    catalog_names: BTreeSet<String>,
+    allow_override: BTreeSet<String>,
+}
+
+struct Installed {
+    plugin: LoadedPlugin,
+    limits: PluginLimits,
 }
 
 /// Load one plugin from its bytes: identify, compile (cached), link.
 pub fn load(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
+    load_with(engine, name, bytes, &PluginLimits::default())
+}
+
+/// [`load`] under the plugin's own limits.
+pub fn load_with(
+    engine: &PluginEngine,
+    name: &str,
+    bytes: &[u8],
+    limits: &PluginLimits,
+) -> Result<LoadedPlugin, PluginError> {
     let info = inspect(name, bytes)?;
     let component = engine.compile(bytes, name)?;
+    let limits = engine.limits().with(limits);
     Ok(match info.world {
         World::StorageBackend => {
-            LoadedPlugin::Storage(StoragePlugin::new(engine, &component, info)?)
+            LoadedPlugin::Storage(StoragePlugin::new(engine, &component, info)?.with_limits(limits))
         }
-        World::BackupPolicy => LoadedPlugin::Policy(PolicyPlugin::new(engine, &component, info)?),
+        World::BackupPolicy => {
+            LoadedPlugin::Policy(PolicyPlugin::new(engine, &component, info)?.with_limits(limits))
+        }
     })
 }
 
@@ -68,6 +114,7 @@ impl PluginRegistry {
             engine,
             plugins: RwLock::default(),
             errors: RwLock::default(),
+            layers: Mutex::default(),
         }
     }
 
@@ -75,43 +122,112 @@ impl PluginRegistry {
         &self.engine
     }
 
-    /// Make the registry hold exactly `source` (name → component bytes).
+    /// Declare the catalog's names (before any is fetched, so a resource
+    /// naming one is told it is on its way) and the base plugins catalog
+    /// entries may replace.
+    pub fn declare_catalog(&self, names: BTreeSet<String>, allow_override: BTreeSet<String>) {
+        let mut layers = self.layers.lock().expect("registry lock");
+        layers.catalog_names = names;
+        layers.allow_override = allow_override;
+    }
+
+    /// Names the catalog declares: a ConfigMap may not take them.
+    pub fn catalog_names(&self) -> BTreeSet<String> {
+        self.layers
+            .lock()
+            .expect("registry lock")
+            .catalog_names
+            .clone()
+    }
+
+    /// Make the base layer exactly `source` (name → component bytes).
     /// Compiles synchronously: call from a blocking context.
     pub fn apply(&self, source: BTreeMap<String, Vec<u8>>) -> ApplyReport {
+        let base = source
+            .into_iter()
+            .map(|(n, bytes)| {
+                (
+                    n,
+                    Component {
+                        bytes,
+                        limits: PluginLimits::default(),
+                    },
+                )
+            })
+            .collect();
+        let mut layers = self.layers.lock().expect("registry lock");
+        layers.base = base;
+        self.reconcile(&layers)
+    }
+
+    /// Make the catalog layer `components`, with `pending` the entries not
+    /// fetched yet and why. Compiles synchronously.
+    pub fn set_catalog(
+        &self,
+        components: BTreeMap<String, Component>,
+        pending: BTreeMap<String, String>,
+    ) -> ApplyReport {
+        let mut layers = self.layers.lock().expect("registry lock");
+        layers.catalog = components;
+        layers.pending = pending;
+        self.reconcile(&layers)
+    }
+
+    /// Load what the layers hold and the registry does not, unload the rest.
+    fn reconcile(&self, layers: &Layers) -> ApplyReport {
+        let mut wanted: BTreeMap<&String, &Component> = layers.base.iter().collect();
+        for (name, component) in &layers.catalog {
+            if layers.base.contains_key(name) && !layers.allow_override.contains(name) {
+                tracing::error!(plugin = %name, "a catalog entry may not replace the bundled plugin of its name; the bundled one keeps serving (--allow-plugin-override)");
+                continue;
+            }
+            wanted.insert(name, component);
+        }
         let mut report = ApplyReport::default();
-        let current: BTreeMap<String, String> = self
+        let current: BTreeMap<String, (String, PluginLimits)> = self
             .plugins
             .read()
             .expect("registry lock")
             .iter()
-            .map(|(n, p)| (n.clone(), p.info().sha256.clone()))
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    (p.plugin.info().sha256.clone(), p.limits.clone()),
+                )
+            })
             .collect();
         let mut loaded = BTreeMap::new();
         let mut errors = BTreeMap::new();
-        for (name, bytes) in &source {
-            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
-            if current.get(name) == Some(&digest) {
-                report.unchanged.push(name.clone());
+        for (name, component) in &wanted {
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&component.bytes));
+            if current.get(*name) == Some(&(digest, component.limits.clone())) {
+                report.unchanged.push((*name).clone());
                 continue;
             }
-            match load(&self.engine, name, bytes) {
+            match load_with(&self.engine, name, &component.bytes, &component.limits) {
                 Ok(plugin) => {
                     let info = plugin.info();
                     tracing::info!(plugin = %name, world = %info.world, wit = %info.wit_version, sha256 = %info.sha256, size = info.size, "plugin loaded");
-                    report.loaded.push(name.clone());
-                    loaded.insert(name.clone(), plugin);
+                    report.loaded.push((*name).clone());
+                    loaded.insert(
+                        (*name).clone(),
+                        Installed {
+                            plugin,
+                            limits: component.limits.clone(),
+                        },
+                    );
                 }
                 Err(e) => {
                     // A broken update keeps the previous good version serving.
                     tracing::error!(plugin = %name, error = %e, "plugin not loaded");
-                    report.failed.push((name.clone(), e.to_string()));
-                    errors.insert(name.clone(), e.to_string());
+                    report.failed.push(((*name).clone(), e.to_string()));
+                    errors.insert((*name).clone(), e.to_string());
                 }
             }
         }
         let mut plugins = self.plugins.write().expect("registry lock");
         plugins.retain(|name, _| {
-            let keep = source.contains_key(name);
+            let keep = wanted.contains_key(name);
             if !keep {
                 tracing::info!(plugin = %name, "plugin unloaded");
                 report.removed.push(name.clone());
@@ -176,12 +292,18 @@ impl PluginRegistry {
             .read()
             .expect("registry lock")
             .get(name)
-            .cloned()
+            .map(|p| p.plugin.clone())
     }
 
     fn missing(&self, name: &str, world: World) -> PluginError {
         if let Some(err) = self.errors.read().expect("registry lock").get(name) {
             return PluginError::Config(err.clone());
+        }
+        if let Some(why) = self.layers.lock().expect("registry lock").pending.get(name) {
+            return PluginError::NotReady {
+                name: name.to_string(),
+                message: why.clone(),
+            };
         }
         let names: Vec<String> = self
             .list()
@@ -222,13 +344,18 @@ impl PluginRegistry {
             .read()
             .expect("registry lock")
             .values()
-            .map(|p| p.info().clone())
+            .map(|p| p.plugin.info().clone())
             .collect()
     }
 
     /// Plugins that failed to load at the last apply, with their errors.
     pub fn errors(&self) -> BTreeMap<String, String> {
         self.errors.read().expect("registry lock").clone()
+    }
+
+    /// Catalog plugins not fetched yet, with why.
+    pub fn pending(&self) -> BTreeMap<String, String> {
+        self.layers.lock().expect("registry lock").pending.clone()
     }
 }
 

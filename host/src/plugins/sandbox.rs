@@ -12,6 +12,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::WitPluginError;
 use super::egress::{Denial, EgressPolicy};
 use super::engine::{PluginEngine, Pool};
+use super::limits::Limits;
 use super::state::HostState;
 use super::{GuestErrorKind, PluginError};
 
@@ -22,7 +23,8 @@ const IO_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Sandbox {
     pub(crate) store: Store<HostState>,
     denials: Arc<Mutex<Vec<Denial>>>,
-    engine: PluginEngine,
+    /// The plugin's own limits (the engine's, or its catalog entry's).
+    limits: Arc<Limits>,
     plugin: Arc<str>,
     discarded: bool,
     /// Its slot in the engine's pool, given back when the sandbox goes.
@@ -39,15 +41,16 @@ impl Sandbox {
         engine: &PluginEngine,
         pool: Pool,
         plugin: Arc<str>,
+        limits: Arc<Limits>,
         egress: Arc<EgressPolicy>,
         preopen: Option<&Path>,
     ) -> Result<Self, PluginError> {
         let slot = engine.slot(pool, &plugin).await?;
-        let (store, denials) = engine.new_store(plugin.clone(), egress, preopen)?;
+        let (store, denials) = engine.new_store(plugin.clone(), &limits, egress, preopen)?;
         Ok(Sandbox {
             store,
             denials,
-            engine: engine.clone(),
+            limits,
             plugin,
             discarded: false,
             _slot: slot,
@@ -60,7 +63,7 @@ impl Sandbox {
 
     /// Wall-clock budget for one call, as a timer around the future.
     pub(crate) fn timeout(&self) -> Duration {
-        self.engine.limits().call_timeout + IO_GRACE
+        self.limits.call_timeout + IO_GRACE
     }
 
     /// Prepare for a call: refuse if discarded, reset the CPU deadline.
@@ -72,8 +75,7 @@ impl Sandbox {
         }
         self.denials.lock().expect("denials lock").clear();
         self.store.data().log_budget.start_call();
-        self.store.data_mut().call_deadline =
-            Some(Instant::now() + self.engine.limits().call_timeout);
+        self.store.data_mut().call_deadline = Some(Instant::now() + self.limits.call_timeout);
         self.store.set_epoch_deadline(1);
         Ok(())
     }
@@ -86,14 +88,14 @@ impl Sandbox {
             return PluginError::OutOfMemory {
                 plugin,
                 operation,
-                limit_mib: self.engine.limits().memory_bytes >> 20,
+                limit_mib: self.limits.memory_bytes >> 20,
             };
         }
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return PluginError::Timeout {
                 plugin,
                 operation,
-                limit: self.engine.limits().call_timeout,
+                limit: self.limits.call_timeout,
             };
         }
         if let Some(denial) = self.denials.lock().expect("denials lock").first().cloned() {
@@ -113,7 +115,7 @@ impl Sandbox {
                 operation,
                 message: format!(
                     "tried to pass the host more than {} MiB in one call",
-                    self.engine.limits().host_copy_bytes >> 20
+                    self.limits.host_copy_bytes >> 20
                 ),
             };
         }
@@ -137,7 +139,7 @@ impl Sandbox {
                 Err(PluginError::Timeout {
                     plugin: self.plugin.to_string(),
                     operation,
-                    limit: self.engine.limits().call_timeout,
+                    limit: self.limits.call_timeout,
                 })
             }
             Ok(Err(error)) => Err(self.fault(operation, error)),

@@ -12,6 +12,7 @@ use super::bindings::storage::{StorageBackend, StorageBackendPre};
 use super::egress::EgressPolicy;
 use super::engine::{PluginEngine, Pool};
 use super::inspect::PluginInfo;
+use super::limits::Limits;
 use super::sandbox::{Sandbox, guest_call};
 use super::state::HostState;
 
@@ -52,6 +53,7 @@ pub struct StoragePlugin {
     engine: PluginEngine,
     pre: StorageBackendPre<HostState>,
     info: Arc<PluginInfo>,
+    limits: Arc<Limits>,
 }
 
 impl std::fmt::Debug for StoragePlugin {
@@ -77,7 +79,18 @@ impl StoragePlugin {
             engine: engine.clone(),
             pre,
             info: Arc::new(info),
+            limits: Arc::new(engine.limits().clone()),
         })
+    }
+
+    /// The same plugin under its own limits instead of the engine's.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn name(&self) -> &str {
@@ -98,6 +111,7 @@ impl StoragePlugin {
             &self.engine,
             Pool::Storage,
             self.name.clone(),
+            self.limits.clone(),
             grants.egress.clone(),
             grants.dir.as_deref(),
         )
