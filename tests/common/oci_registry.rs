@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
+use etcd_operator::plugins::source::Sha256Digest;
 
 use super::{Process, free_port, issue_cert, make_ca, run_ok, serve_on};
 
@@ -115,6 +116,36 @@ impl Registry {
     /// The right credentials.
     pub fn auth_file(&self) -> PathBuf {
         self.auth_file_with(USER, PASSWORD)
+    }
+
+    /// `etcd-operator plugin ARGS…` with this registry's CA and credentials
+    /// and the CLI cache in `cache`; returns stdout.
+    pub fn plugin_cli(&self, cache: &std::path::Path, args: &[&str]) -> String {
+        run_ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+                .arg("plugin")
+                .args(args)
+                .arg("--registry-ca")
+                .arg(self.ca())
+                .arg("--registry-auth")
+                .arg(self.auth_file())
+                .env("ETCD_OPERATOR_CACHE_DIR", cache),
+        )
+    }
+
+    /// `etcd-operator plugin push FILE` to `repo_tag` (`REPO:TAG`); returns
+    /// the manifest digest it printed.
+    pub fn push(&self, file: &std::path::Path, repo_tag: &str) -> Sha256Digest {
+        let cache = self.dir.path().join("cli-cache");
+        let out = self.plugin_cli(
+            &cache,
+            &["push", file.to_str().unwrap(), &self.reference(repo_tag)],
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix("manifest "))
+            .unwrap_or_else(|| panic!("no manifest digest in {out}"))
+            .parse()
+            .unwrap()
     }
 }
 

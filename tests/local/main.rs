@@ -6,6 +6,7 @@ mod common;
 
 mod backup;
 mod backup_restore;
+mod catalog;
 mod containment;
 mod examples;
 mod failpoints;

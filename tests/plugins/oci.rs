@@ -5,49 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use etcd_operator::plugins::fetch::{FetchConfig, FetchError, Fetcher};
 use etcd_operator::plugins::oci::OciError;
-use etcd_operator::plugins::registry::Component;
+use etcd_operator::plugins::registry::{Component, Pending};
 use etcd_operator::plugins::source::{PinnedSource, Sha256Digest};
 use etcd_operator::plugins::{Grants, Limits, PluginError, PluginLimits, PluginRegistry};
 
 use crate::common::oci_registry::{HttpsFiles, Registry};
-use crate::common::{self, example_path, plugin_path, run_ok};
-
-/// `etcd-operator plugin ARGS…` with the registry's CA and credentials and
-/// a private cache; returns stdout.
-fn plugin_cli(registry: &Registry, cache: &Path, args: &[&str]) -> String {
-    run_ok(
-        Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
-            .arg("plugin")
-            .args(args)
-            .arg("--registry-ca")
-            .arg(registry.ca())
-            .arg("--registry-auth")
-            .arg(registry.auth_file())
-            .env("ETCD_OPERATOR_CACHE_DIR", cache),
-    )
-}
-
-/// Push `file` to `repo:tag`; returns the manifest digest it printed.
-pub fn push(registry: &Registry, cache: &Path, file: &Path, repo_tag: &str) -> Sha256Digest {
-    let out = plugin_cli(
-        registry,
-        cache,
-        &[
-            "push",
-            file.to_str().unwrap(),
-            &registry.reference(repo_tag),
-        ],
-    );
-    out.lines()
-        .find_map(|l| l.strip_prefix("manifest "))
-        .unwrap_or_else(|| panic!("no manifest digest in {out}"))
-        .parse()
-        .unwrap()
-}
+use crate::common::{self, example_path, plugin_path};
 
 fn fetcher(store: &Path, registry: &Registry, auth: Option<PathBuf>) -> Fetcher {
     Fetcher::new(&FetchConfig {
@@ -77,18 +43,13 @@ fn every_plugin_is_pushed_and_inspected_back_by_digest() {
     }
     assert!(files.len() >= 12, "{files:?}");
     for (name, file) in files {
-        let digest = push(
-            &registry,
-            cache.path(),
-            &file,
-            &format!("etcd-plugins/{name}:1.0"),
-        );
+        let digest = registry.push(&file, &format!("etcd-plugins/{name}:1.0"));
         let sha = Sha256Digest::of(&std::fs::read(&file).unwrap());
         let pinned = format!(
             "{}@{digest}",
             registry.reference(&format!("etcd-plugins/{name}"))
         );
-        let out = plugin_cli(&registry, cache.path(), &["inspect", &pinned]);
+        let out = registry.plugin_cli(cache.path(), &["inspect", &pinned]);
         assert!(
             out.contains(&format!("sha256:      {}", sha.hex())),
             "{name}: {out}"
@@ -107,9 +68,8 @@ fn every_plugin_is_pushed_and_inspected_back_by_digest() {
 #[tokio::test]
 async fn a_source_pinned_by_manifest_digest_serves_from_the_cache_while_the_registry_is_down() {
     let mut registry = Registry::start();
-    let cache = tempfile::tempdir().unwrap();
     let file = plugin_path("local");
-    let manifest = push(&registry, cache.path(), &file, "p/local:1");
+    let manifest = registry.push(&file, "p/local:1");
     let bytes = std::fs::read(&file).unwrap();
     let store = tempfile::tempdir().unwrap();
     let source = pinned(
@@ -144,9 +104,8 @@ async fn a_source_pinned_by_manifest_digest_serves_from_the_cache_while_the_regi
 #[tokio::test]
 async fn a_moved_tag_never_changes_a_pinned_digest() {
     let registry = Registry::start();
-    let cache = tempfile::tempdir().unwrap();
     let first = plugin_path("local");
-    push(&registry, cache.path(), &first, "p/moving:stable");
+    registry.push(&first, "p/moving:stable");
     let pin = Sha256Digest::of(&std::fs::read(&first).unwrap());
     let source = pinned(&registry.reference("p/moving:stable"), Some(&pin));
 
@@ -157,12 +116,7 @@ async fn a_moved_tag_never_changes_a_pinned_digest() {
         .unwrap();
 
     // The tag now points at another component.
-    push(
-        &registry,
-        cache.path(),
-        &plugin_path("retention"),
-        "p/moving:stable",
-    );
+    registry.push(&plugin_path("retention"), "p/moving:stable");
     // Cached: the pinned bytes keep serving.
     let (digest, _) = fetcher(warm.path(), &registry, None)
         .fetch(&source)
@@ -193,8 +147,7 @@ async fn a_moved_tag_never_changes_a_pinned_digest() {
 #[tokio::test]
 async fn a_wrong_registry_password_is_a_clear_permanent_error() {
     let registry = Registry::start();
-    let cache = tempfile::tempdir().unwrap();
-    let manifest = push(&registry, cache.path(), &plugin_path("local"), "p/local:1");
+    let manifest = registry.push(&plugin_path("local"), "p/local:1");
     let store = tempfile::tempdir().unwrap();
     let f = fetcher(
         store.path(),
@@ -291,7 +244,10 @@ async fn a_catalog_plugin_runs_under_its_own_limits_and_reports_why_it_is_not_lo
         )]),
         BTreeMap::from([(
             "later".to_string(),
-            "cannot reach registry r.example.com".to_string(),
+            Pending {
+                message: "cannot reach registry r.example.com".to_string(),
+                retryable: true,
+            },
         )]),
     );
     assert_eq!(report.loaded, vec!["small".to_string()]);

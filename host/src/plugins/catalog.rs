@@ -30,7 +30,7 @@ use serde::Deserialize;
 use super::fetch::{FetchConfig, FetchError, Fetcher};
 use super::limits::PluginLimits;
 use super::oci::OciError;
-use super::registry::{Component, PluginRegistry};
+use super::registry::{Component, Pending, PluginRegistry};
 use super::source::{PinnedSource, Sha256Digest, Source};
 
 /// A mistake in the catalog file.
@@ -226,7 +226,9 @@ impl PluginSources {
 /// filled: cached ones at once, the others as soon as their source answers.
 pub struct CatalogPlugins {
     pub catalog: Catalog,
-    pub fetcher: Arc<Fetcher>,
+    /// Read again each round, so that renewed credentials (an updated
+    /// Secret's mounted file) are used without a restart.
+    pub fetch: FetchConfig,
     pub registry: Arc<PluginRegistry>,
 }
 
@@ -239,11 +241,25 @@ impl CatalogPlugins {
     /// far and the errors of the others. Returns how many are still missing.
     pub async fn fetch_round(&self, have: &mut BTreeMap<String, Component>) -> usize {
         let mut pending = BTreeMap::new();
+        let fetcher = Fetcher::new(&self.fetch);
         for entry in &self.catalog.entries {
             if have.contains_key(&entry.name) {
                 continue;
             }
-            match self.fetcher.fetch(&entry.source).await {
+            let fetcher = match &fetcher {
+                Ok(f) => f,
+                Err(e) => {
+                    pending.insert(
+                        entry.name.clone(),
+                        Pending {
+                            message: e.to_string(),
+                            retryable: false,
+                        },
+                    );
+                    continue;
+                }
+            };
+            match fetcher.fetch(&entry.source).await {
                 Ok((digest, bytes)) => {
                     tracing::info!(plugin = %entry.name, source = %entry.source, %digest, "catalog plugin fetched");
                     have.insert(
@@ -257,7 +273,13 @@ impl CatalogPlugins {
                 Err(e) => {
                     let retry = e.is_retryable();
                     tracing::error!(plugin = %entry.name, source = %entry.source, error = %e, retry, "catalog plugin not fetched");
-                    pending.insert(entry.name.clone(), pending_message(&e));
+                    pending.insert(
+                        entry.name.clone(),
+                        Pending {
+                            message: pending_message(&e),
+                            retryable: retry,
+                        },
+                    );
                 }
             }
         }
@@ -284,10 +306,11 @@ impl CatalogPlugins {
         let catalog = Catalog::load(path)?;
         catalog.check_overrides(&path.display().to_string(), bundled, allow_override)?;
         registry.declare_catalog(catalog.names(), allow_override.clone());
-        let fetcher = Arc::new(Fetcher::new(fetch).map_err(CatalogError::Fetcher)?);
+        // Unreadable credentials or CA files are a mistake to stop at.
+        Fetcher::new(fetch).map_err(CatalogError::Fetcher)?;
         let this = CatalogPlugins {
             catalog,
-            fetcher,
+            fetch: fetch.clone(),
             registry,
         };
         let mut have = BTreeMap::new();
@@ -318,7 +341,9 @@ fn pending_message(e: &FetchError) -> String {
     if e.is_retryable() {
         format!("{e}; the operator keeps trying")
     } else {
-        format!("{e}; fix the plugin catalog or the registry, then restart the operator")
+        format!(
+            "{e}; the operator keeps trying, but this needs a fix to the catalog, the registry or its credentials"
+        )
     }
 }
 

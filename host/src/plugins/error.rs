@@ -123,6 +123,11 @@ pub enum PluginError {
     )]
     NotReady { name: String, message: String },
 
+    /// A catalog plugin whose source answered with something that cannot
+    /// run (a moved tag, a wrong digest, refused credentials).
+    #[error("plugin `{name}` of the operator's plugin catalog cannot be loaded: {message}")]
+    NotLoadable { name: String, message: String },
+
     /// Bad host-side configuration (limits, egress entries, grants).
     #[error("{0}")]
     Config(String),

@@ -72,10 +72,19 @@ pub struct PluginRegistry {
 struct Layers {
     base: BTreeMap<String, Component>,
     catalog: BTreeMap<String, Component>,
-    /// Catalog entries not fetched yet, with why.
-    pending: BTreeMap<String, String>,
+    /// Catalog entries not fetched yet: why, and whether a later fetch may succeed.
+    pending: BTreeMap<String, Pending>,
     catalog_names: BTreeSet<String>,
     allow_override: BTreeSet<String>,
+}
+
+/// Why a catalog entry is not loaded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub message: String,
+    /// The source may answer later (network, registry outage); else only a
+    /// change to the catalog or the registry helps.
+    pub retryable: bool,
 }
 
 struct Installed {
@@ -165,7 +174,7 @@ impl PluginRegistry {
     pub fn set_catalog(
         &self,
         components: BTreeMap<String, Component>,
-        pending: BTreeMap<String, String>,
+        pending: BTreeMap<String, Pending>,
     ) -> ApplyReport {
         let mut layers = self.layers.lock().expect("registry lock");
         layers.catalog = components;
@@ -299,10 +308,13 @@ impl PluginRegistry {
         if let Some(err) = self.errors.read().expect("registry lock").get(name) {
             return PluginError::Config(err.clone());
         }
-        if let Some(why) = self.layers.lock().expect("registry lock").pending.get(name) {
-            return PluginError::NotReady {
-                name: name.to_string(),
-                message: why.clone(),
+        if let Some(p) = self.layers.lock().expect("registry lock").pending.get(name) {
+            let message = p.message.clone();
+            let name = name.to_string();
+            return if p.retryable {
+                PluginError::NotReady { name, message }
+            } else {
+                PluginError::NotLoadable { name, message }
             };
         }
         let names: Vec<String> = self
@@ -354,7 +366,7 @@ impl PluginRegistry {
     }
 
     /// Catalog plugins not fetched yet, with why.
-    pub fn pending(&self) -> BTreeMap<String, String> {
+    pub fn pending(&self) -> BTreeMap<String, Pending> {
         self.layers.lock().expect("registry lock").pending.clone()
     }
 }
