@@ -7,6 +7,8 @@
 #   DIR/usr/lib/etcd-operator/plugins/.compiled/  the same, compiled ahead of
 #       time, so an operator on a read-only root filesystem starts without
 #       compiling them (one that cannot use them compiles as before)
+#   DIR/etc/ssl/certs/ca-certificates.crt    the CA bundle plugin sources
+#       (OCI registries, https) are verified against, as in the base image
 #
 #   scripts/build-image-root.sh DIR                              # release build
 #   ETCD_OPERATOR_BIN=path/to/etcd-operator scripts/build-image-root.sh DIR
@@ -28,5 +30,7 @@ install -m 0755 "$(readlink -f "$ETCD_OPERATOR_TOOLS/etcd/3.5/etcdutl")" "$root/
 for p in local s3 abs gcs oss retention; do
   install -m 0644 "$ROOT/plugins/dist/$p.wasm" "$root/usr/lib/etcd-operator/plugins/$p.wasm"
 done
+mkdir -p "$root/etc/ssl/certs"
+install -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 "$root/usr/local/bin/etcd-operator" plugin precompile "$root/usr/lib/etcd-operator/plugins" >/dev/null
 echo "$root"

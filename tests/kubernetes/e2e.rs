@@ -139,7 +139,7 @@ impl Operator {
     }
 
     /// GET a path of a ready operator Pod's metrics/health server: status and body.
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         use http_body_util::BodyExt;
         let pod = self.pods().await.into_iter().find(is_ready)?;
         let addr = format!("{}:{METRICS_PORT}", pod.status?.pod_ip?);

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod catalog;
 mod deploy;
 mod e2e;
 mod faults;

@@ -34,6 +34,27 @@ pub fn default_dir() -> Option<PathBuf> {
     Some(base.join("etcd-operator").join("wasm"))
 }
 
+/// Where a component's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// A read-only directory compiled ahead of time (the image's).
+    Precompiled,
+    /// The writable cache, from an earlier start.
+    Cache,
+    /// Compiled now.
+    Compiled,
+}
+
+impl LoadedFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadedFrom::Precompiled => "precompiled",
+            LoadedFrom::Cache => "cache",
+            LoadedFrom::Compiled => "compiled",
+        }
+    }
+}
+
 /// Hit/miss counters, for tests, metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct CacheStats {
@@ -117,14 +138,14 @@ impl CompileCache {
         engine: &Engine,
         bytes: &[u8],
         digest: &str,
-    ) -> wasmtime::Result<Component> {
+    ) -> wasmtime::Result<(Component, LoadedFrom)> {
         if let Some(component) = self.precompiled(engine, digest) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(component);
+            return Ok((component, LoadedFrom::Precompiled));
         }
         let Some(path) = self.artifact(engine, digest) else {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
-            return Component::from_binary(engine, bytes);
+            return Ok((Component::from_binary(engine, bytes)?, LoadedFrom::Compiled));
         };
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of this
@@ -134,7 +155,7 @@ impl CompileCache {
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(component);
+                    return Ok((component, LoadedFrom::Cache));
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled plugin")
@@ -146,7 +167,7 @@ impl CompileCache {
         if let Err(e) = Self::store(&path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write plugin compile cache; plugins will be compiled at every start");
         }
-        Ok(component)
+        Ok((component, LoadedFrom::Compiled))
     }
 
     fn store(path: &Path, component: &Component) -> anyhow::Result<()> {

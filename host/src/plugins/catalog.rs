@@ -272,6 +272,7 @@ impl CatalogPlugins {
                 }
                 Err(e) => {
                     let retry = e.is_retryable();
+                    crate::metrics::plugin_fetch_failed(&entry.name);
                     tracing::error!(plugin = %entry.name, source = %entry.source, error = %e, retry, "catalog plugin not fetched");
                     pending.insert(
                         entry.name.clone(),

@@ -126,13 +126,17 @@ impl PluginEngine {
     /// blocking context.
     pub fn compile(&self, bytes: &[u8], source_name: &str) -> Result<Component, PluginError> {
         let digest = hex::encode(Sha256::digest(bytes));
-        self.inner
+        let started = Instant::now();
+        let (component, from) = self
+            .inner
             .cache
             .load_or_compile(&self.inner.engine, bytes, &digest)
             .map_err(|e| PluginError::Load {
                 source_name: source_name.to_string(),
                 message: format!("it does not compile as a WebAssembly component: {e:#}"),
-            })
+            })?;
+        crate::metrics::plugin_loaded(source_name, from.as_str(), started.elapsed());
+        Ok(component)
     }
 
     /// Link a compiled component against the host and wrap it in the typed

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::artifacts::{ArtifactStore, StoreError};
-use super::oci::{Credentials, OciClient, OciError, error_chain, parse_roots};
+use super::oci::{Credentials, OciClient, OciError, error_chain, trust_roots};
 use super::source::{PinnedSource, Sha256Digest, Source};
 
 /// The largest component a catalog source may deliver (the JavaScript and
@@ -79,37 +79,17 @@ impl Fetcher {
             }
             None => Credentials::default(),
         };
-        let (oci_roots, http_roots) = match &config.extra_ca {
-            Some(path) => {
-                let shown = path.display().to_string();
-                let pem = std::fs::read(path).map_err(|e| OciError::Ca {
-                    path: shown.clone(),
-                    detail: format!("cannot be read: {e}"),
-                })?;
-                let http =
-                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| OciError::Ca {
-                        path: shown.clone(),
-                        detail: e.to_string(),
-                    })?;
-                (parse_roots(&shown, &pem)?, http)
-            }
-            None => (Vec::new(), Vec::new()),
-        };
-        let oci = OciClient::new(credentials, oci_roots);
+        let roots = trust_roots(config.extra_ca.as_deref())?;
+        let oci = OciClient::new(credentials, &roots)?;
+        let http_roots = reqwest::Certificate::from_pem_bundle(&roots)
+            .map_err(|e| OciError::Client(format!("the trusted certificates: {e}")))?;
         let http = reqwest::Client::builder()
             .https_only(true)
-            .tls_certs_merge(http_roots)
+            .tls_certs_only(http_roots)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| OciError::Ca {
-                path: config
-                    .extra_ca
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                detail: format!("cannot set up https: {e}"),
-            })?;
+            .map_err(|e| OciError::Client(e.to_string()))?;
         Ok(Fetcher {
             store: ArtifactStore::new(config.store_dir.clone()),
             oci,

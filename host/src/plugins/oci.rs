@@ -90,6 +90,8 @@ pub enum OciError {
     Credentials { path: String, detail: String },
     #[error("the registry CA file {path}: {detail}")]
     Ca { path: String, detail: String },
+    #[error("cannot set up an https client for plugin sources: {0}")]
+    Client(String),
 }
 
 impl OciError {
@@ -226,6 +228,49 @@ impl std::fmt::Debug for OciClient {
     }
 }
 
+/// Where the system's CA bundle usually is (Debian, Fedora, Alpine/macOS).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The PEM certificates plugin sources are verified against: the system's
+/// bundle (`$SSL_CERT_FILE`, else the usual places) and `extra` (a private
+/// registry's CA). Read here rather than left to the TLS stack, so that an
+/// image without a bundle gets a clear error, not a failure inside a client.
+pub fn trust_roots(extra: Option<&std::path::Path>) -> Result<Vec<u8>, OciError> {
+    let mut pem = Vec::new();
+    let system = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(std::path::PathBuf::from))
+        .find(|p| p.is_file());
+    if let Some(path) = &system
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        pem.extend(bytes);
+        pem.push(b'\n');
+    }
+    if let Some(path) = extra {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| OciError::Ca {
+            path: shown.clone(),
+            detail: format!("cannot be read: {e}"),
+        })?;
+        parse_roots(&shown, &bytes)?;
+        pem.extend(bytes);
+    }
+    if parse_roots("", &pem).is_err() {
+        return Err(OciError::Client(format!(
+            "no CA certificate to verify registries with: the system has no bundle ({}) and no \
+             --plugin-source-ca was given",
+            SYSTEM_BUNDLES.join(", ")
+        )));
+    }
+    Ok(pem)
+}
+
 /// Parse PEM certificates to trust besides the system's.
 pub fn parse_roots(
     path: &str,
@@ -346,23 +391,21 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl OciClient {
-    /// A client that trusts the system's roots plus `extra_roots`.
-    pub fn new(
-        credentials: Credentials,
-        extra_roots: Vec<oci_client::client::Certificate>,
-    ) -> Self {
+    /// A client that trusts exactly `roots` (see [`trust_roots`]).
+    pub fn new(credentials: Credentials, roots: &[u8]) -> Result<Self, OciError> {
         install_crypto_provider();
         let config = ClientConfig {
             protocol: ClientProtocol::Https,
-            extra_root_certificates: extra_roots,
+            tls_certs_only: parse_roots("the trusted certificates", roots)?,
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(60)),
             ..ClientConfig::default()
         };
-        OciClient {
-            client: Client::new(config),
+        let client = Client::try_from(config).map_err(|e| OciError::Client(e.to_string()))?;
+        Ok(OciClient {
+            client,
             credentials,
-        }
+        })
     }
 
     fn auth(&self, reference: &Reference) -> RegistryAuth {
