@@ -527,6 +527,38 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     )
     .await;
     env.wait_ready("wide", 1, Duration::from_secs(90)).await;
+    // Cluster-wide, tenants stay apart: an EtcdBackup may not point the
+    // operator at etcd endpoints outside its namespace's EtcdClusters (the
+    // operator would stream another tenant's database to this one's bucket).
+    let backups: Api<EtcdBackup> = env.api();
+    let foreign: EtcdBackup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "etcd.database.coreos.com/v1beta2", "kind": "EtcdBackup",
+        "metadata": {"name": "foreign", "namespace": env.ns,
+                     "annotations": {"etcd.database.coreos.com/scope": "clusterwide"}},
+        "spec": {"etcdEndpoints": ["http://wide-abc.wide.e2e-other.svc:2379"],
+                 "storageType": "S3",
+                 "s3": {"path": "b/k", "awsSecret": "aws"}},
+    }))
+    .unwrap();
+    backups
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let reason = eventually(
+        "the foreign endpoints refused",
+        Duration::from_secs(60),
+        || async { backups.get("foreign").await.ok()?.status?.reason },
+    )
+    .await;
+    assert!(
+        reason.contains("not a member of an EtcdCluster in namespace")
+            && reason.contains("wide.e2e-other.svc"),
+        "{reason}"
+    );
+    backups
+        .delete("foreign", &DeleteParams::default())
+        .await
+        .unwrap();
     let wide_reporters: Vec<String> = env
         .events_for("example")
         .await

@@ -514,6 +514,9 @@ async fn run<S: SecretStore>(
     previous: &EtcdBackupStatus,
     now: DateTime<Utc>,
 ) -> Result<Ran, Failure> {
+    // First what to back up: a cluster that does not exist (yet) or endpoints
+    // the operator refuses (another tenant's) say so before anything else.
+    let endpoints = endpoints.map_err(Failure::retry)?;
     let tls = match spec.client_tls_secret.as_deref().filter(|s| !s.is_empty()) {
         Some(secret) => Some(client_tls(storage.secrets.as_ref(), namespace, secret).await?),
         None => None,
@@ -531,7 +534,6 @@ async fn run<S: SecretStore>(
         )),
         None => None,
     };
-    let endpoints = endpoints.map_err(Failure::retry)?;
     let limit = timeout_of(spec);
     let deadline = tokio::time::Instant::now() + limit;
     let started = Instant::now();

@@ -33,9 +33,49 @@ pub struct HostGrants {
     /// Plugin name → the one directory it may use (the `local` plugin's
     /// backup directory). No other plugin gets a filesystem.
     pub dirs: BTreeMap<String, PathBuf>,
+    /// Give each namespace its own subdirectory `<dir>/<namespace>` of those
+    /// directories (cluster-wide mode), so that one tenant cannot list,
+    /// delete or restore another's backups.
+    pub dir_per_namespace: bool,
     /// Private networks plugins may reach (for an in-cluster MinIO or a test
     /// server on loopback); public endpoints need no entry.
     pub private_networks: Vec<String>,
+    /// More private networks, for resources of one namespace only.
+    pub namespace_networks: BTreeMap<String, Vec<String>>,
+}
+
+impl HostGrants {
+    /// The directory `plugin` may use for resources of `namespace`, created
+    /// if it does not exist yet.
+    fn dir_for(&self, plugin: &str, namespace: &str) -> Result<Option<PathBuf>, LocationError> {
+        let Some(dir) = self.dirs.get(plugin) else {
+            return Ok(None);
+        };
+        if !self.dir_per_namespace {
+            return Ok(Some(dir.clone()));
+        }
+        let dir = dir.join(namespace);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            LocationError::Secret(format!(
+                "cannot create the `{plugin}` plugin's directory {} for namespace {namespace}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Some(dir))
+    }
+
+    /// The private networks resources of `namespace` may reach.
+    fn networks_for(&self, namespace: &str) -> Vec<String> {
+        let mut all = self.private_networks.clone();
+        all.extend(
+            self.namespace_networks
+                .get(namespace)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        all
+    }
 }
 
 /// A resolved storage location.
@@ -221,12 +261,12 @@ pub async fn resolve<S: SecretStore>(
             config.push(("endpoint".into(), endpoint.trim().to_string()));
         }
     }
-    let egress = EgressPolicy::from_entries(&endpoints, &host.private_networks)
+    let egress = EgressPolicy::from_entries(&endpoints, &host.networks_for(namespace))
         .map_err(|e| LocationError::Spec(format!("allowed endpoints: {e}")))?;
     Ok(Target {
         grants: Grants {
             egress: Arc::new(egress),
-            dir: host.dirs.get(&plugin).cloned(),
+            dir: host.dir_for(&plugin, namespace)?,
         },
         display: format!("{storage_type} {path}"),
         plugin,
@@ -511,5 +551,40 @@ mod tests {
             .unwrap();
         assert_eq!(other.plugin, "webdav");
         assert!(other.grants.dir.is_none());
+    }
+
+    #[tokio::test]
+    async fn tenants_get_their_own_directory_and_networks() {
+        let root = tempfile::tempdir().unwrap();
+        let p = PluginSource {
+            name: None,
+            path: Some("backups/a".into()),
+            config: BTreeMap::new(),
+            secret_ref: None,
+            allowed_endpoints: vec!["http://10.1.2.3:9000".into()],
+        };
+        let src = BackupSource {
+            plugin: Some(&p),
+            ..Default::default()
+        };
+        let host = HostGrants {
+            dirs: BTreeMap::from([("local".into(), root.path().to_path_buf())]),
+            dir_per_namespace: true,
+            private_networks: vec![],
+            namespace_networks: BTreeMap::from([("tenant-a".into(), vec!["10.1.0.0/16".into()])]),
+        };
+        let s = secrets(&[]);
+        let a = resolve("local", "storageType", src, "tenant-a", &s, &host)
+            .await
+            .unwrap();
+        assert_eq!(a.grants.dir, Some(root.path().join("tenant-a")));
+        assert!(root.path().join("tenant-a").is_dir());
+        let b = resolve("local", "storageType", src, "tenant-b", &s, &host)
+            .await
+            .unwrap();
+        assert_eq!(b.grants.dir, Some(root.path().join("tenant-b")));
+        // The private network is tenant-a's only.
+        assert_eq!(a.grants.egress.private_networks.len(), 1);
+        assert!(b.grants.egress.private_networks.is_empty());
     }
 }

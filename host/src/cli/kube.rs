@@ -53,13 +53,29 @@ pub struct RunArgs {
     /// ConfigMaps add to them.
     #[arg(long, env = "ETCD_OPERATOR_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
-    /// The one directory the `local` storage plugin may use (e.g. a mounted PVC).
+    /// The one directory the `local` storage plugin may use (e.g. a mounted
+    /// PVC). In cluster-wide mode each namespace gets its own subdirectory.
     #[arg(long)]
     pub backup_dir: Option<PathBuf>,
+    /// A private network the plugins of one namespace's resources may reach,
+    /// as NAMESPACE=CIDR (repeatable); --allow-network grants to every namespace.
+    #[arg(long = "allow-network-for", value_name = "NAMESPACE=CIDR", value_parser = parse_namespace_network)]
+    pub namespace_networks: Vec<(String, String)>,
+    /// In cluster-wide mode, let an EtcdBackup's spec.etcdEndpoints name
+    /// endpoints that are not members of an EtcdCluster in its own namespace.
+    #[arg(long)]
+    pub allow_foreign_etcd_endpoints: bool,
     #[command(flatten)]
     pub plugin_limits: PluginLimitArgs,
     #[command(flatten)]
     pub plugin_sources: PluginSourceArgs,
+}
+
+fn parse_namespace_network(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(n, c)| (n.trim().to_string(), c.trim().to_string()))
+        .filter(|(n, c)| !n.is_empty() && !c.is_empty())
+        .ok_or_else(|| format!("`{s}` is not NAMESPACE=CIDR (e.g. tenant-a=10.1.0.0/16)"))
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -104,6 +120,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         plugin_sources: args.plugin_sources.sources(),
         backup_dir: args.backup_dir,
         allow_networks: args.plugin_limits.allow_networks.clone(),
+        namespace_networks: args.namespace_networks.iter().fold(
+            std::collections::BTreeMap::new(),
+            |mut m: std::collections::BTreeMap<String, Vec<String>>, (n, c)| {
+                m.entry(n.clone()).or_default().push(c.clone());
+                m
+            },
+        ),
+        allow_foreign_etcd_endpoints: args.allow_foreign_etcd_endpoints,
         plugin_limits: args.plugin_limits.limits(),
         storage_bounds: args.plugin_limits.bounds(),
         metrics_addr: args.metrics_address,

@@ -25,6 +25,9 @@ pub struct Context {
     pub storage: Arc<Storage<KubeSecrets>>,
     pub recorder: Recorder,
     pub scope: Scope,
+    /// `etcdEndpoints` outside the EtcdBackup's namespace are allowed
+    /// (`--allow-foreign-etcd-endpoints`); only cluster-wide mode checks.
+    pub foreign_endpoints: bool,
     /// Retry pacing per EtcdBackup (namespace/name).
     memory: Mutex<HashMap<String, BackupMemory>>,
 }
@@ -35,12 +38,14 @@ impl Context {
         storage: Arc<Storage<KubeSecrets>>,
         recorder: Recorder,
         scope: Scope,
+        foreign_endpoints: bool,
     ) -> Self {
         Context {
             client,
             storage,
             recorder,
             scope,
+            foreign_endpoints,
             memory: Mutex::default(),
         }
     }
@@ -62,7 +67,21 @@ async fn reconcile_backup(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<
             .map(|c| c.status.unwrap_or_default()),
         None => None,
     };
-    let endpoints = controller::endpoints_of(&backup.spec, cluster.as_ref());
+    let mut endpoints = controller::endpoints_of(&backup.spec, cluster.as_ref());
+    let named = backup
+        .spec
+        .etcd_endpoints
+        .as_ref()
+        .filter(|e| !e.is_empty());
+    if let (Scope::ClusterWide, false, Some(named)) = (&ctx.scope, ctx.foreign_endpoints, named) {
+        let clusters = Api::<EtcdCluster>::namespaced(ctx.client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .map_err(KubeError::Api)?;
+        if let Err(refused) = super::tenancy::check_endpoints(named, &ns, &clusters.items) {
+            endpoints = Err(refused);
+        }
+    }
     let previous = backup.status.clone().unwrap_or_default();
     let mut memory = ctx
         .memory

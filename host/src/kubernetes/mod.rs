@@ -26,6 +26,7 @@ pub mod scope;
 pub mod secrets;
 pub mod snapshots;
 pub mod status;
+pub mod tenancy;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,6 +87,11 @@ pub struct Options {
     /// The one directory the `local` storage plugin may use, if any.
     pub backup_dir: Option<PathBuf>,
     pub allow_networks: Vec<String>,
+    /// Private networks granted to the plugins of one namespace's resources.
+    pub namespace_networks: BTreeMap<String, Vec<String>>,
+    /// In cluster-wide mode, let an EtcdBackup's `etcdEndpoints` name hosts
+    /// outside its namespace's EtcdClusters.
+    pub allow_foreign_etcd_endpoints: bool,
     pub plugin_limits: Limits,
     /// What the operator accepts from storage and policy plugins.
     pub storage_bounds: crate::backup::Bounds,
@@ -246,7 +252,9 @@ pub async fn run(
                 .iter()
                 .map(|d| ("local".to_string(), d.clone()))
                 .collect::<BTreeMap<_, _>>(),
+            dir_per_namespace: matches!(opts.scope, Scope::ClusterWide),
             private_networks: opts.allow_networks.clone(),
+            namespace_networks: opts.namespace_networks.clone(),
         },
         bounds: opts.storage_bounds.clone(),
     });
@@ -288,6 +296,7 @@ pub async fn run(
         storage,
         recorder,
         opts.scope.clone(),
+        opts.allow_foreign_etcd_endpoints,
     ));
     let controllers = futures::future::join3(
         clusters::run(cluster_ctx),

@@ -360,6 +360,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         host: HostGrants {
             dirs: BTreeMap::from([("local".to_string(), backup_dir)]),
             private_networks: opts.allow_networks.clone(),
+            ..Default::default()
         },
         bounds: opts.storage_bounds.clone(),
     });
