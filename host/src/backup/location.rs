@@ -257,6 +257,17 @@ pub async fn resolve<S: SecretStore>(
                     bucket.clone().unwrap_or_default()
                 ));
             }
+            // An IP address has no virtual hosts: address the bucket in
+            // the path (an OSS-compatible server on a private address).
+            let host = base.split_once("://").map(|(_, h)| h).unwrap_or(&base);
+            let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+            if host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+            {
+                config.push(("addressing-style".into(), "path".into()));
+            }
             endpoints.push(base);
             config.push(("endpoint".into(), endpoint.trim().to_string()));
         }
@@ -519,6 +530,25 @@ mod tests {
             ]
         );
         assert_eq!(get(&t, "access-key-id"), Some("id"));
+        assert_eq!(get(&t, "addressing-style"), None);
+    }
+
+    #[tokio::test]
+    async fn an_oss_endpoint_at_an_ip_address_is_addressed_by_path() {
+        let oss = OssSource {
+            path: Some("b/k".into()),
+            oss_secret: Some("creds".into()),
+            endpoint: Some("http://10.0.0.9:9000".into()),
+        };
+        let src = BackupSource {
+            oss: Some(&oss),
+            ..Default::default()
+        };
+        let s = secrets(&[("accessKeyID", "id"), ("accessKeySecret", "secret")]);
+        let t = resolve("OSS", "storageType", src, "ns", &s, &HostGrants::default())
+            .await
+            .unwrap();
+        assert_eq!(get(&t, "addressing-style"), Some("path"));
     }
 
     #[tokio::test]
