@@ -1,8 +1,11 @@
 //! Plugins as OCI artifacts, in the CNCF Wasm layout: a manifest whose
 //! config has media type `application/vnd.wasm.config.v0+json` and whose one
 //! layer is the component, `application/wasm`. Any OCI registry holds them;
-//! `etcd-operator plugin push` writes them, and `wkg oci push` or `oras`
-//! artifacts in this layout are read the same way.
+//! `etcd-operator plugin push` writes them, and artifacts other tools wrote
+//! in this layout (`wkg oci push`) are read the same way. The layout is
+//! written here on `oci-client` directly rather than through `oci-wasm`,
+//! which would bring a second `wit-component` and `oci-client` with its own
+//! TLS provider into the operator for a config struct and two media types.
 //!
 //! Pulls stream the layer to disk with its digest checked ([`ArtifactStore`]);
 //! registry credentials come from a Docker `config.json` (the content of a
