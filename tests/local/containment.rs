@@ -125,6 +125,7 @@ async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succ
         &named("ok", "shared/ok", "shared/ok_{revision}", ""),
     );
     op.apply("short.yaml", &faulty("short", "wrong-size", "", ""));
+    op.apply("unlisted.yaml", &faulty("unlisted", "unlisted", "", ""));
     op.apply(
         "flood.yaml",
         // 200,000 `log` calls in one `open`, 2000 times the per-call budget
@@ -198,6 +199,18 @@ async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succ
         "{reason}"
     );
     assert!(!short.succeeded && short.last_backup_key.is_none());
+    // One that says it kept everything, but whose listing does not show it.
+    let unlisted = op
+        .wait_object::<EtcdBackupStatus>("EtcdBackup", "unlisted", "a retried failure", |s| {
+            cond(&s.conditions, "Retrying").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let reason = unlisted.reason.unwrap();
+    assert!(
+        reason.contains("its listing does not show it") && reason.contains("--list-after-upload"),
+        "{reason}"
+    );
+    assert!(!unlisted.succeeded && unlisted.last_backup_key.is_none());
 
     // 5. A million log lines from one call: a bounded log, and one line
     //    saying how many were dropped.
@@ -227,7 +240,8 @@ async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succ
     // 6. Retention: a huge listing is refused, a long one deletes at most
     //    --retention-max-deletes per pass; events stay small.
     let m = wait_event(&op, "RetentionFailed", "many").await;
-    assert!(m.contains("200000 objects") && m.len() < 1000, "{m}");
+    // The generated keys, the new backup and its metadata.
+    assert!(m.contains("200002 objects") && m.len() < 1000, "{m}");
     let m = wait_event(&op, "BackupsPruned", "some").await;
     assert!(
         m.starts_with("retention deleted 20: ") && m.contains(" and 15 more"),

@@ -20,6 +20,9 @@ pub struct Bounds {
     /// included), unless the EtcdRestore sets `spec.timeoutInSecond`; also the
     /// bound of a quorum-loss recovery's search for a usable backup.
     pub restore_timeout: Duration,
+    /// After each upload, list its key and check the backend shows it with
+    /// the size sent (`--list-after-upload`).
+    pub list_after_upload: bool,
 }
 
 impl Default for Bounds {
@@ -29,6 +32,7 @@ impl Default for Bounds {
             retention_max_deletes: 100,
             max_listed: 100_000,
             restore_timeout: Duration::from_secs(3600),
+            list_after_upload: true,
         }
     }
 }

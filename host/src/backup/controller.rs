@@ -601,7 +601,10 @@ async fn run<S: SecretStore>(
         tls: tls.as_ref(),
         owner: Some(owner.clone()),
     };
-    let meta = snapshot::backup_from(&mut session, source, &key, deadline, limit).await?;
+    let check = snapshot::UploadCheck {
+        list_after_upload: storage.bounds.list_after_upload,
+    };
+    let meta = snapshot::backup_from(&mut session, source, &key, deadline, limit, check).await?;
     let took = started.elapsed();
 
     // Retention: only for periodic backups, only now that a new one exists.

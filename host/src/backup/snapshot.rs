@@ -83,6 +83,12 @@ pub enum BackupError {
          check the storage backend, or fix the plugin (spec.storageType)"
     )]
     Incomplete { key: String, sent: u64, stored: u64 },
+    #[error(
+        "the storage plugin reported `{key}` stored, but its listing does not show it: the backup failed \
+         and what the plugin kept of it was deleted (for a backend whose listings lag behind its writes, the \
+         operator's admin can turn this check off with --list-after-upload=false)"
+    )]
+    NotListed { key: String },
     #[error(transparent)]
     Plugin(#[from] PluginError),
 }
@@ -123,6 +129,26 @@ pub async fn pick_endpoint(
     })
 }
 
+/// What to check of an upload once the plugin reports it complete.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadCheck {
+    /// List the key and compare the size the backend shows with the bytes
+    /// sent (`--list-after-upload`, on by default).
+    pub list_after_upload: bool,
+}
+
+/// Delete what a failed backup made visible: the object, and metadata of an
+/// earlier backup under the same key, which no longer describes it.
+async fn remove_unusable(session: &mut StorageSession, key: &str) {
+    for k in [key.to_string(), meta_key(key)] {
+        match session.delete(&k).await {
+            Ok(()) => {}
+            Err(e) if e.guest_kind() == Some(crate::plugins::GuestErrorKind::NotFound) => {}
+            Err(e) => tracing::warn!(key = %k, error = %e, "deleting an incomplete backup failed"),
+        }
+    }
+}
+
 /// Stream a snapshot of the best endpoint into `key`, then write its
 /// metadata. Memory stays bounded by one chunk whatever the snapshot size.
 /// Past `limit` the upload is aborted and [`BackupError::TimedOut`] returned.
@@ -142,7 +168,10 @@ pub async fn backup_to(
         tls: None,
         owner: None,
     };
-    backup_from(session, source, key, deadline, limit).await
+    let check = UploadCheck {
+        list_after_upload: true,
+    };
+    backup_from(session, source, key, deadline, limit, check).await
 }
 
 /// The member a snapshot is read from.
@@ -162,6 +191,7 @@ pub async fn backup_from(
     key: &str,
     deadline: tokio::time::Instant,
     limit: Duration,
+    check: UploadCheck,
 ) -> Result<BackupMeta, BackupError> {
     let Source {
         endpoint,
@@ -229,23 +259,34 @@ pub async fn backup_from(
     }
     let stored = session.complete(upload).await?;
     if stored != size {
-        // What the plugin made visible is not the snapshot: remove it (and
-        // any metadata of an earlier backup under the same key, which no
-        // longer describes it) so nothing restores from it.
-        for k in [key.to_string(), meta_key(key)] {
-            match session.delete(&k).await {
-                Ok(()) => {}
-                Err(e) if e.guest_kind() == Some(crate::plugins::GuestErrorKind::NotFound) => {}
-                Err(e) => {
-                    tracing::warn!(key = %k, error = %e, "deleting an incomplete backup failed")
-                }
-            }
-        }
+        remove_unusable(session, key).await;
         return Err(BackupError::Incomplete {
             key: key.to_string(),
             sent: size,
             stored,
         });
+    }
+    if check.list_after_upload {
+        // What the backend shows, not what the plugin says: a plugin that
+        // reports success for an object it did not keep is found now, not
+        // at restore time.
+        let listed = session.list(key).await?;
+        match listed.iter().find(|o| o.key == key) {
+            Some(o) if o.size == size => {}
+            found => {
+                remove_unusable(session, key).await;
+                return Err(match found {
+                    Some(o) => BackupError::Incomplete {
+                        key: key.to_string(),
+                        sent: size,
+                        stored: o.size,
+                    },
+                    None => BackupError::NotListed {
+                        key: key.to_string(),
+                    },
+                });
+            }
+        }
     }
     let meta = BackupMeta {
         key: key.to_string(),

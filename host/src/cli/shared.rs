@@ -109,6 +109,11 @@ pub struct PluginLimitArgs {
     /// quorum-loss recovery's search for a usable backup.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub restore_timeout: Duration,
+    /// After each backup upload, list its key and fail the backup unless the
+    /// backend shows it with the size sent (turn off only for a backend
+    /// whose listings lag behind its writes).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub list_after_upload: bool,
 }
 
 impl PluginLimitArgs {
@@ -126,6 +131,7 @@ impl PluginLimitArgs {
             max_backup_bytes: self.max_backup_size,
             retention_max_deletes: self.retention_max_deletes,
             restore_timeout: self.restore_timeout,
+            list_after_upload: self.list_after_upload,
             ..Bounds::default()
         }
     }

@@ -14,6 +14,8 @@
 //! - `write-fails`: open, then fail every upload `write` with a transient
 //!   error (the host must abort the upload);
 //! - `wrong-size`: accept uploads but report 0 bytes stored at `complete`;
+//! - `unlisted`: report every upload stored in full, but never list it (as a
+//!   backend that dropped it would);
 //! - `log-flood`: log `lines` messages (default 1,000,000) from `open`, half
 //!   through the `log` import and half on stderr, then behave;
 //! - `long-read`: every download `read` returns `read-factor` (default 16)
@@ -23,8 +25,9 @@
 //!   `read-ms` (default 500) milliseconds;
 //! - `many-objects`: `list-objects` returns `count` (default 200,000)
 //!   periodic-backup keys under the prefix, and `delete` succeeds;
-//! - anything else or no `fault`: behave (every operation succeeds trivially),
-//!   so the host can be shown to serve calls after a fault.
+//! - anything else or no `fault`: behave (every operation succeeds trivially,
+//!   and what a session uploaded it lists, with its size), so the host can be
+//!   shown to serve calls after a fault.
 
 use etcd_plugin_sdk::config::Config;
 use etcd_plugin_sdk::storage::{Download, Guest, GuestBackend, GuestDownload, GuestUpload, Upload};
@@ -44,33 +47,45 @@ enum Mode {
     Behave,
     WriteFails,
     WrongSize,
+    Unlisted,
     LongRead { factor: u64 },
     Endless,
     SlowRead { ms: u64 },
     ManyObjects { count: u64 },
 }
 
+/// Keys this session completed, with the bytes each was sent.
+type Stored = std::rc::Rc<std::cell::RefCell<Vec<(String, u64)>>>;
+
 struct Backend {
     mode: Mode,
+    stored: Stored,
 }
 
 /// An upload (counting what it was sent) or a download.
 struct Nothing {
     mode: Mode,
+    key: String,
     written: std::cell::Cell<u64>,
+    stored: Stored,
 }
 
 impl Nothing {
     fn new(mode: Mode) -> Self {
         Nothing {
             mode,
+            key: String::new(),
             written: std::cell::Cell::new(0),
+            stored: Stored::default(),
         }
     }
 }
 
 fn backend(mode: Mode) -> Result<etcd_plugin_sdk::storage::Backend, PluginError> {
-    Ok(etcd_plugin_sdk::storage::Backend::new(Backend { mode }))
+    Ok(etcd_plugin_sdk::storage::Backend::new(Backend {
+        mode,
+        stored: Stored::default(),
+    }))
 }
 
 fn spin() -> ! {
@@ -155,6 +170,7 @@ impl GuestBackend for Backend {
             )),
             "write-fails" => backend(Mode::WriteFails),
             "wrong-size" => backend(Mode::WrongSize),
+            "unlisted" => backend(Mode::Unlisted),
             "log-flood" => {
                 let lines = config.u64_or("lines", 1_000_000)?;
                 for i in 0..lines {
@@ -180,8 +196,12 @@ impl GuestBackend for Backend {
         }
     }
 
-    fn start_upload(&self, _key: String) -> Result<Upload, PluginError> {
-        Ok(Upload::new(Nothing::new(self.mode)))
+    fn start_upload(&self, key: String) -> Result<Upload, PluginError> {
+        Ok(Upload::new(Nothing {
+            key,
+            stored: self.stored.clone(),
+            ..Nothing::new(self.mode)
+        }))
     }
 
     fn open_download(&self, key: String) -> Result<Download, PluginError> {
@@ -200,21 +220,37 @@ impl GuestBackend for Backend {
     }
 
     fn list_objects(&self, prefix: String) -> Result<Vec<ObjectInfo>, PluginError> {
-        let Mode::ManyObjects { count } = self.mode else {
-            return Ok(Vec::new());
-        };
-        Ok((0..count)
-            .map(|i| ObjectInfo {
+        let mut objects: Vec<ObjectInfo> = self
+            .stored
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, size)| ObjectInfo {
+                key: k.clone(),
+                size: *size,
+                last_modified_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            })
+            .collect();
+        if let Mode::ManyObjects { count } = self.mode {
+            objects.extend((0..count).map(|i| ObjectInfo {
                 key: format!("{prefix}_v{i}_2026-01-01-00:00:00"),
                 size: 1,
                 last_modified_ms: i,
-            })
-            .collect())
+            }));
+        }
+        Ok(objects)
     }
 
     fn delete(&self, key: String) -> Result<(), PluginError> {
         match self.mode {
-            Mode::ManyObjects { .. } | Mode::WrongSize => Ok(()),
+            Mode::ManyObjects { .. } | Mode::WrongSize | Mode::Unlisted => Ok(()),
+            _ if self.stored.borrow().iter().any(|(k, _)| *k == key) => {
+                self.stored.borrow_mut().retain(|(k, _)| *k != key);
+                Ok(())
+            }
             _ => Err(PluginError::NotFound(format!(
                 "{key} does not exist in the faults plugin"
             ))),
@@ -233,10 +269,13 @@ impl GuestUpload for Nothing {
         Ok(())
     }
     fn complete(&self) -> Result<u64, PluginError> {
-        Ok(match self.mode {
-            Mode::WrongSize => 0,
-            _ => self.written.get(),
-        })
+        let written = self.written.get();
+        match self.mode {
+            Mode::WrongSize => return Ok(0),
+            Mode::Unlisted => {}
+            _ => self.stored.borrow_mut().push((self.key.clone(), written)),
+        }
+        Ok(written)
     }
     fn abort(&self) -> Result<(), PluginError> {
         Ok(())
