@@ -262,6 +262,70 @@ async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succ
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_that_outlasts_the_backup_time_limit_is_stopped_and_deletes_nothing() {
+    let op = Operator::start(&[]);
+    op.apply("c1.yaml", &cluster_yaml("c1", 1, "3.5.1", ""));
+    wait_ready_all(&op, &[("c1", 1)]).await;
+    // Every 2 s a backup; its policy would delete every older one, but
+    // takes 20 s to say so: past the run's 3 s limit.
+    op.apply(
+        "slow.yaml",
+        &backup_yaml(
+            "slow",
+            "c1",
+            "local",
+            "slow/b",
+            "    timeoutInSecond: 3
+    backupIntervalInSecond: 2
+    plugin:
+      name: faults-policy
+      \
+             config:\n        delete-shown: \"true\"\n        retention-ms: \"20000\"\n",
+            "      {}\n",
+        ),
+    );
+    op.apply(
+        "fine.yaml",
+        &backup("fine", "c1", "local", "fine/b", "", "      {}\n"),
+    );
+    let start = std::time::Instant::now();
+    let stopped = loop {
+        let stopped: Vec<String> = op
+            .events_of("RetentionFailed")
+            .into_iter()
+            .filter(|e| e["name"] == "slow")
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect();
+        if stopped.len() >= 2 {
+            break stopped;
+        }
+        assert!(
+            start.elapsed() < crate::harness::DEADLINE,
+            "retention was not stopped twice: {:?}",
+            op.events()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        stopped[0].contains("retention stopped at the backup's time limit of 3s"),
+        "{stopped:?}"
+    );
+    // The backups themselves succeeded, and none was deleted.
+    let s = op
+        .object_status::<EtcdBackupStatus>("EtcdBackup", "slow")
+        .unwrap();
+    assert!(s.succeeded, "{s:?}");
+    let kept = std::fs::read_dir(op.backups().join("slow"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".meta.json"))
+        .count();
+    assert!(kept >= 2, "{kept} backups left");
+    op.wait_object::<EtcdBackupStatus>("EtcdBackup", "fine", "succeeded", |s| s.succeeded)
+        .await;
+}
+
 fn faulty_restore(name: &str, fault: &str, extra: &str) -> String {
     restore_from(
         name,

@@ -6,7 +6,8 @@
 //!   it N times (a huge name). Without `name`, the operator's default;
 //! - `delete`: comma-separated keys `retention` returns, whatever it was shown;
 //!   `delete-shown: true` returns every key it was shown instead;
-//! - `log-lines: N`: `pre-backup` logs N lines first.
+//! - `log-lines: N`: `pre-backup` logs N lines first;
+//! - `retention-ms: N`: `retention` takes N milliseconds before it answers.
 
 use etcd_plugin_sdk::config::Config;
 use etcd_plugin_sdk::policy::{BackupContext, Guest, PreBackupDecision};
@@ -45,6 +46,10 @@ impl Guest for FaultsPolicy {
         _now_ms: u64,
     ) -> Result<Vec<String>, PluginError> {
         let config = Config::new(config);
+        let ms = config.u64_or("retention-ms", 0)?;
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         if config.bool_or("delete-shown", false)? {
             return Ok(backups.into_iter().map(|b| b.key).collect());
         }
