@@ -716,11 +716,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             ));
         }
         let requeue = match action {
-            // Polling is how a local member crash is noticed: keep it short
-            // (an observation is a few status RPCs).
+            // A steady cluster is watched by the runtime's own signals (a
+            // process exit, a Pod event) and this poll, which also notices
+            // what no signal reports (a member that hangs).
             Action::Steady => Duration::from_secs(2),
             Action::Refuse { .. } | Action::Unrecoverable { .. } => Duration::from_secs(10),
-            _ => Duration::from_secs(1),
+            // After acting, look again soon: a restarted member answers
+            // within a fraction of a second (an observation is a few RPCs).
+            _ => Duration::from_millis(500),
         };
         Outcome {
             status,

@@ -210,8 +210,12 @@ fn recovery_source(
 }
 
 /// Reconcile one cluster until it is deleted or the operator stops.
+/// How long after a member process exits its cluster is looked at.
+const EXIT_SETTLE: Duration = Duration::from_millis(200);
+
 async fn cluster_worker(
     reconciler: Arc<Reconciler<LocalRuntime>>,
+    runtime: Arc<LocalRuntime>,
     key: ClusterKey,
     mut desired: watch::Receiver<Option<EtcdCluster>>,
     mut stop: watch::Receiver<bool>,
@@ -220,6 +224,8 @@ async fn cluster_worker(
 ) {
     let path = status_path(&dir, "EtcdCluster", &key.name);
     let mut previous = read_status(&path);
+    // A member process that exits is acted on at once, not at the next tick.
+    let exits = runtime.exit_signal(&key);
     loop {
         let Some(cluster) = desired.borrow_and_update().clone() else {
             match reconciler.delete(&key).await {
@@ -252,6 +258,12 @@ async fn cluster_worker(
         tokio::select! {
             _ = desired.changed() => {}
             _ = tokio::time::sleep(outcome.requeue) => {}
+            _ = exits.notified() => {
+                // Let what killed the process finish first: a member killed
+                // and then wiped (`kill -9; rm -rf`) must be seen wiped, not
+                // restarted on a half-deleted data directory.
+                tokio::time::sleep(EXIT_SETTLE).await;
+            }
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
@@ -402,6 +414,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let spawn_worker = |key: ClusterKey, rx: watch::Receiver<Option<EtcdCluster>>| {
         tokio::spawn(cluster_worker(
             reconciler.clone(),
+            runtime.clone(),
             key,
             rx,
             stop_rx.clone(),

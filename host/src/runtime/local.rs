@@ -6,15 +6,16 @@
 //! the operator when asked to (`--keep-members`) and are re-adopted from
 //! `member.json` on the next start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::binaries::EtcdBinaries;
 use crate::controller::{
@@ -38,8 +39,12 @@ struct MemberRecord {
 pub struct LocalRuntime {
     root: PathBuf,
     binaries: EtcdBinaries,
-    /// Processes this operator spawned, kept to reap them when they exit.
-    children: Mutex<HashMap<i32, tokio::process::Child>>,
+    /// Processes this operator spawned that have exited (each is awaited,
+    /// and so reaped, by a task of its own).
+    exited: Arc<Mutex<HashSet<i32>>>,
+    /// Per cluster, woken when one of its member processes exits, so that
+    /// the cluster is reconciled on the exit rather than at its next tick.
+    exits: Mutex<HashMap<ClusterKey, Arc<Notify>>>,
     /// Time to wait for a graceful stop before SIGKILL.
     stop_grace: Duration,
     /// Serialises port choice, so two reservations never pick one port.
@@ -99,7 +104,8 @@ impl LocalRuntime {
         LocalRuntime {
             root,
             binaries,
-            children: Mutex::default(),
+            exited: Arc::default(),
+            exits: Mutex::default(),
             stop_grace: Duration::from_secs(5),
             reserving: Mutex::default(),
         }
@@ -185,9 +191,7 @@ impl LocalRuntime {
     /// Is `pid` a live etcd process serving `data_dir`? Reaps it if it is our
     /// exited child.
     fn alive(&self, pid: i32, data_dir: &Path) -> bool {
-        if let Some(child) = self.children.lock().expect("children lock").get_mut(&pid)
-            && matches!(child.try_wait(), Ok(Some(_)))
-        {
+        if self.exited.lock().expect("exited lock").contains(&pid) {
             return false;
         }
         if kill(Pid::from_raw(pid), None).is_err() {
@@ -217,7 +221,6 @@ impl LocalRuntime {
         let deadline = Instant::now() + self.stop_grace;
         while Instant::now() < deadline {
             if !self.alive(pid, data_dir) {
-                self.children.lock().expect("children lock").remove(&pid);
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -228,7 +231,17 @@ impl LocalRuntime {
         while self.alive(pid, data_dir) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.children.lock().expect("children lock").remove(&pid);
+    }
+
+    /// Woken whenever a member process of cluster `c` this operator started
+    /// exits (a permit is kept if nobody waits at that moment).
+    pub fn exit_signal(&self, c: &ClusterKey) -> Arc<Notify> {
+        self.exits
+            .lock()
+            .expect("exits lock")
+            .entry(c.clone())
+            .or_default()
+            .clone()
     }
 
     /// Stop every member process of every cluster, keeping data (shutdown).
@@ -415,10 +428,17 @@ impl Runtime for LocalRuntime {
         })?;
         let pid = child.id().map(|p| p as i32);
         if let Some(pid) = pid {
-            self.children
-                .lock()
-                .expect("children lock")
-                .insert(pid, child);
+            // A pid the kernel hands out again is a new process.
+            self.exited.lock().expect("exited lock").remove(&pid);
+            let (exited, signal) = (self.exited.clone(), self.exit_signal(c));
+            let member = name.to_string();
+            let mut child = child;
+            tokio::spawn(async move {
+                let status = child.wait().await;
+                tracing::debug!(member, pid, ?status, "etcd member process exited");
+                exited.lock().expect("exited lock").insert(pid);
+                signal.notify_one();
+            });
         }
         r.pid = pid;
         r.started = true;
