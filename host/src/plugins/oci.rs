@@ -363,7 +363,7 @@ fn classify(
             reference,
             detail,
         },
-        E::ServerError { code, .. } if code == 404 => OciError::NotFound {
+        E::ServerError { code: 404, .. } => OciError::NotFound {
             registry,
             reference,
             detail,
