@@ -209,10 +209,10 @@ fn recovery_source(
     })
 }
 
-/// Reconcile one cluster until it is deleted or the operator stops.
 /// How long after a member process exits its cluster is looked at.
 const EXIT_SETTLE: Duration = Duration::from_millis(200);
 
+/// Reconcile one cluster until it is deleted or the operator stops.
 async fn cluster_worker(
     reconciler: Arc<Reconciler<LocalRuntime>>,
     runtime: Arc<LocalRuntime>,

@@ -293,10 +293,12 @@ impl CatalogPlugins {
     }
 
     /// Read the catalog at `path`, check it against the `bundled` plugin
-    /// names, fetch what it declares (from the cache if there) and keep
-    /// fetching what is still missing in the background. A mistake in the
-    /// catalog is an error; a source that does not answer is not (its
-    /// plugin reports why it is not loaded until it is).
+    /// names, and fetch what it declares in the background (from the cache
+    /// if there), again with backoff for what is still missing. A mistake in
+    /// the catalog is an error; a source that does not answer is not (its
+    /// plugin reports why it is not loaded until it is). Clusters are not
+    /// kept waiting: until its first fetch ends, a catalog plugin is "not
+    /// loaded yet", which is retried.
     pub async fn start(
         registry: Arc<PluginRegistry>,
         path: &Path,
@@ -306,18 +308,38 @@ impl CatalogPlugins {
     ) -> Result<tokio::task::JoinHandle<()>, CatalogError> {
         let catalog = Catalog::load(path)?;
         catalog.check_overrides(&path.display().to_string(), bundled, allow_override)?;
-        registry.declare_catalog(catalog.names(), allow_override.clone());
         // Unreadable credentials or CA files are a mistake to stop at.
         Fetcher::new(fetch).map_err(CatalogError::Fetcher)?;
+        registry.declare_catalog(catalog.names(), allow_override.clone());
+        let fetching = catalog
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    Pending {
+                        message: format!("it is being fetched from {}", e.source),
+                        retryable: true,
+                    },
+                )
+            })
+            .collect();
+        let r = registry.clone();
+        let _ = tokio::task::spawn_blocking(move || r.set_catalog(BTreeMap::new(), fetching)).await;
+        tracing::info!(path = %path.display(), plugins = catalog.entries.len(), "plugin catalog read; fetching its plugins");
         let this = CatalogPlugins {
             catalog,
             fetch: fetch.clone(),
             registry,
         };
-        let mut have = BTreeMap::new();
-        let missing = this.fetch_round(&mut have).await;
-        tracing::info!(path = %path.display(), fetched = have.len(), missing, "plugin catalog read");
-        Ok(this.spawn(have))
+        Ok(tokio::spawn(async move {
+            let mut have = BTreeMap::new();
+            let missing = this.fetch_round(&mut have).await;
+            tracing::info!(fetched = have.len(), missing, "plugin catalog fetched");
+            if missing > 0 {
+                let _ = this.spawn(have).await;
+            }
+        }))
     }
 
     /// Fetch until every entry is in, backing off between rounds.

@@ -65,7 +65,12 @@ pub struct PluginRegistry {
     engine: PluginEngine,
     plugins: RwLock<BTreeMap<String, Installed>>,
     errors: RwLock<BTreeMap<String, String>>,
+    /// What the layers hold; locked only briefly (lookups of pending
+    /// catalog entries run on async workers).
     layers: Mutex<Layers>,
+    /// Serialises loading, which compiles (seconds for a JavaScript engine)
+    /// outside the `layers` lock.
+    applying: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -124,6 +129,7 @@ impl PluginRegistry {
             plugins: RwLock::default(),
             errors: RwLock::default(),
             layers: Mutex::default(),
+            applying: Mutex::default(),
         }
     }
 
@@ -164,9 +170,9 @@ impl PluginRegistry {
                 )
             })
             .collect();
-        let mut layers = self.layers.lock().expect("registry lock");
-        layers.base = base;
-        self.reconcile(&layers)
+        let _applying = self.applying.lock().expect("registry lock");
+        self.layers.lock().expect("registry lock").base = base;
+        self.reconcile()
     }
 
     /// Make the catalog layer `components`, with `pending` the entries not
@@ -176,22 +182,30 @@ impl PluginRegistry {
         components: BTreeMap<String, Component>,
         pending: BTreeMap<String, Pending>,
     ) -> ApplyReport {
-        let mut layers = self.layers.lock().expect("registry lock");
-        layers.catalog = components;
-        layers.pending = pending;
-        self.reconcile(&layers)
+        let _applying = self.applying.lock().expect("registry lock");
+        {
+            let mut layers = self.layers.lock().expect("registry lock");
+            layers.catalog = components;
+            layers.pending = pending;
+        }
+        self.reconcile()
     }
 
     /// Load what the layers hold and the registry does not, unload the rest.
-    fn reconcile(&self, layers: &Layers) -> ApplyReport {
-        let mut wanted: BTreeMap<&String, &Component> = layers.base.iter().collect();
-        for (name, component) in &layers.catalog {
-            if layers.base.contains_key(name) && !layers.allow_override.contains(name) {
-                tracing::error!(plugin = %name, "a catalog entry may not replace the bundled plugin of its name; the bundled one keeps serving (--allow-plugin-override)");
-                continue;
+    /// The caller holds `applying`.
+    fn reconcile(&self) -> ApplyReport {
+        let wanted: BTreeMap<String, Component> = {
+            let layers = self.layers.lock().expect("registry lock");
+            let mut wanted = layers.base.clone();
+            for (name, component) in &layers.catalog {
+                if layers.base.contains_key(name) && !layers.allow_override.contains(name) {
+                    tracing::error!(plugin = %name, "a catalog entry may not replace the bundled plugin of its name; the bundled one keeps serving (--allow-plugin-override)");
+                    continue;
+                }
+                wanted.insert(name.clone(), component.clone());
             }
-            wanted.insert(name, component);
-        }
+            wanted
+        };
         let mut report = ApplyReport::default();
         let current: BTreeMap<String, (String, PluginLimits)> = self
             .plugins
@@ -209,17 +223,17 @@ impl PluginRegistry {
         let mut errors = BTreeMap::new();
         for (name, component) in &wanted {
             let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&component.bytes));
-            if current.get(*name) == Some(&(digest, component.limits.clone())) {
-                report.unchanged.push((*name).clone());
+            if current.get(name) == Some(&(digest, component.limits.clone())) {
+                report.unchanged.push(name.clone());
                 continue;
             }
             match load_with(&self.engine, name, &component.bytes, &component.limits) {
                 Ok(plugin) => {
                     let info = plugin.info();
                     tracing::info!(plugin = %name, world = %info.world, wit = %info.wit_version, sha256 = %info.sha256, size = info.size, "plugin loaded");
-                    report.loaded.push((*name).clone());
+                    report.loaded.push(name.clone());
                     loaded.insert(
-                        (*name).clone(),
+                        name.clone(),
                         Installed {
                             plugin,
                             limits: component.limits.clone(),
@@ -229,8 +243,8 @@ impl PluginRegistry {
                 Err(e) => {
                     // A broken update keeps the previous good version serving.
                     tracing::error!(plugin = %name, error = %e, "plugin not loaded");
-                    report.failed.push(((*name).clone(), e.to_string()));
-                    errors.insert((*name).clone(), e.to_string());
+                    report.failed.push((name.clone(), e.to_string()));
+                    errors.insert(name.clone(), e.to_string());
                 }
             }
         }
