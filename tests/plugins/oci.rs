@@ -267,6 +267,21 @@ async fn a_catalog_plugin_runs_under_its_own_limits_and_reports_why_it_is_not_lo
     assert!(matches!(err, PluginError::NotReady { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert!(err.to_string().contains("r.example.com"), "{err}");
+    // Declared, neither pending nor loaded (being compiled): on its way too.
+    registry.declare_catalog(
+        [
+            "small".to_string(),
+            "later".to_string(),
+            "compiling".to_string(),
+        ]
+        .into(),
+        Default::default(),
+    );
+    let err = registry.storage("compiling").unwrap_err();
+    assert!(
+        matches!(err, PluginError::NotReady { .. }) && err.is_retryable(),
+        "{err:?}"
+    );
 
     // The same bytes with other limits are loaded again.
     let report = registry.set_catalog(

@@ -322,14 +322,25 @@ impl PluginRegistry {
         if let Some(err) = self.errors.read().expect("registry lock").get(name) {
             return PluginError::Config(err.clone());
         }
-        if let Some(p) = self.layers.lock().expect("registry lock").pending.get(name) {
-            let message = p.message.clone();
-            let name = name.to_string();
-            return if p.retryable {
-                PluginError::NotReady { name, message }
-            } else {
-                PluginError::NotLoadable { name, message }
-            };
+        {
+            let layers = self.layers.lock().expect("registry lock");
+            if let Some(p) = layers.pending.get(name) {
+                let message = p.message.clone();
+                let name = name.to_string();
+                return if p.retryable {
+                    PluginError::NotReady { name, message }
+                } else {
+                    PluginError::NotLoadable { name, message }
+                };
+            }
+            // Fetched, and being compiled right now (seconds for a
+            // JavaScript engine): on its way, not missing.
+            if layers.catalog_names.contains(name) {
+                return PluginError::NotReady {
+                    name: name.to_string(),
+                    message: "it is fetched and being compiled".into(),
+                };
+            }
         }
         let names: Vec<String> = self
             .list()
