@@ -63,6 +63,21 @@ fn catalog_args(registry: &Registry, catalog: &Path, auth: &Path, cache: &Path) 
     .collect()
 }
 
+/// Wait until the operator's log says a catalog's first fetch round ended
+/// `starts` times (once per operator start).
+async fn catalog_fetched(op: &Operator, starts: usize) {
+    wait_for(
+        "the catalog's first fetch round",
+        Duration::from_secs(600),
+        || {
+            std::fs::read_to_string(op.path().join("operator.log"))
+                .ok()
+                .filter(|log| log.matches("plugin catalog fetched").count() >= starts)
+        },
+    )
+    .await;
+}
+
 async fn backup_reason(op: &Operator, name: &str, contains: &str) -> String {
     wait_for(
         &format!("EtcdBackup {name} to report `{contains}`"),
@@ -108,6 +123,11 @@ async fn javascript_and_python_plugins_from_a_registry_back_up_and_restore_and_o
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dav = WebDav::start();
     let mut op = Operator::start(&args);
+    // The first start compiles both engines (30 s alone, minutes on a loaded
+    // machine) in the background; backups naming them meanwhile are retried
+    // with backoff. Wait for the catalog so the backoff does not decide the
+    // test's time.
+    catalog_fetched(&op, 1).await;
     dav_secret(&op);
     op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
     let s = op.wait_ready("c", 1).await;
@@ -146,6 +166,7 @@ async fn javascript_and_python_plugins_from_a_registry_back_up_and_restore_and_o
     registry.stop();
     op.kill();
     op.restart();
+    catalog_fetched(&op, 2).await;
     let mut client = crate::harness::client(&s).await;
     client
         .delete(
@@ -184,6 +205,7 @@ async fn javascript_and_python_plugins_from_a_registry_back_up_and_restore_and_o
     let args = catalog_args(&registry, &catalog, &wrong, &cold);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let op = Operator::start(&args);
+    catalog_fetched(&op, 1).await;
     dav_secret(&op);
     op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
     op.wait_ready("c", 1).await;

@@ -326,8 +326,11 @@ async fn upgrades_3_4_to_3_5_under_write_load() {
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     op.wait_upgraded("c", 3, "3.5.1").await;
     let acked = writer.finish().await;
+    // Progress, not speed: since members are restarted on their exit and
+    // looked at again 500 ms after each step, the whole rolling upgrade can
+    // take under 3 s, and a loaded CI machine acks few writes in that.
     assert!(
-        acked.len() > 50,
+        acked.len() > 10,
         "the writer made progress during the upgrade: {}",
         acked.len()
     );
