@@ -42,7 +42,7 @@ use crate::backup::Storage;
 use crate::backup::location::HostGrants;
 use crate::controller::{Reconciler, Tuning};
 use crate::plugins::catalog::CatalogError;
-use crate::plugins::registry::read_dir_source;
+use crate::plugins::registry::dir_names;
 use crate::plugins::{Limits, PluginEngine, PluginRegistry, PluginSources, cache};
 use crate::runtime::binaries::EtcdBinaries;
 use scope::Scope;
@@ -210,12 +210,11 @@ pub async fn run(
         engine.cache().add_precompiled(cache::precompiled_dir(dir));
     }
     let registry = Arc::new(PluginRegistry::new(engine));
-    let bundled = match &opts.plugin_dir {
-        Some(dir) => read_dir_source(dir)
-            .map(|s| s.into_keys().collect())
-            .unwrap_or_default(),
-        None => Default::default(),
-    };
+    let bundled = opts
+        .plugin_dir
+        .as_deref()
+        .map(dir_names)
+        .unwrap_or_default();
     let _catalog = opts
         .plugin_sources
         .start_catalog(&registry, &bundled)

@@ -38,7 +38,11 @@ pub enum StoreError {
     },
     #[error("the download is larger than {max} bytes")]
     TooLarge { max: u64 },
-    #[error("the download has sha256 {actual}, not the pinned {expected}")]
+    #[error(
+        "the download has sha256 {actual}, not the pinned {expected}: the source serves other bytes than \
+         the catalog's `sha256` names; pin the digest the publisher gives (`etcd-operator plugin inspect` \
+         prints it)"
+    )]
     Mismatch {
         expected: Sha256Digest,
         actual: Sha256Digest,

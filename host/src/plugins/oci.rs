@@ -312,62 +312,47 @@ fn classify(
     reference: &str,
     e: oci_client::errors::OciDistributionError,
 ) -> OciError {
-    use oci_client::errors::OciDistributionError as E;
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
     let detail = format!("{e}");
     let (registry, reference) = (registry.to_string(), reference.to_string());
+    // The error codes of a registry's error envelope, if it sent one.
+    let codes: &[_] = match &e {
+        E::RegistryError { envelope, .. } => &envelope.errors,
+        _ => &[],
+    };
+    let has = |wanted: &[C]| codes.iter().any(|c| wanted.contains(&c.code));
+    let unauthorized = matches!(e, E::AuthenticationFailure(_) | E::UnauthorizedError { .. })
+        || matches!(
+            e,
+            E::ServerError {
+                code: 401 | 403,
+                ..
+            }
+        )
+        || has(&[C::Unauthorized, C::Denied]);
+    let not_found = matches!(e, E::ImageManifestNotFoundError(_))
+        || matches!(e, E::ServerError { code: 404, .. })
+        || has(&[
+            C::ManifestUnknown,
+            C::NameUnknown,
+            C::BlobUnknown,
+            C::NotFound,
+        ]);
+    if unauthorized {
+        return OciError::Unauthorized {
+            registry,
+            reference,
+            detail,
+        };
+    }
+    if not_found {
+        return OciError::NotFound {
+            registry,
+            reference,
+            detail,
+        };
+    }
     match e {
-        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => OciError::Unauthorized {
-            registry,
-            reference,
-            detail,
-        },
-        E::ImageManifestNotFoundError(_) => OciError::NotFound {
-            registry,
-            reference,
-            detail,
-        },
-        E::RegistryError { ref envelope, .. }
-            if envelope.errors.iter().any(|c| {
-                matches!(
-                    c.code,
-                    oci_client::errors::OciErrorCode::ManifestUnknown
-                        | oci_client::errors::OciErrorCode::NameUnknown
-                        | oci_client::errors::OciErrorCode::BlobUnknown
-                        | oci_client::errors::OciErrorCode::NotFound
-                )
-            }) =>
-        {
-            OciError::NotFound {
-                registry,
-                reference,
-                detail,
-            }
-        }
-        E::RegistryError { ref envelope, .. }
-            if envelope.errors.iter().any(|c| {
-                matches!(
-                    c.code,
-                    oci_client::errors::OciErrorCode::Unauthorized
-                        | oci_client::errors::OciErrorCode::Denied
-                )
-            }) =>
-        {
-            OciError::Unauthorized {
-                registry,
-                reference,
-                detail,
-            }
-        }
-        E::ServerError { code, .. } if code == 401 || code == 403 => OciError::Unauthorized {
-            registry,
-            reference,
-            detail,
-        },
-        E::ServerError { code: 404, .. } => OciError::NotFound {
-            registry,
-            reference,
-            detail,
-        },
         E::RequestError(ref r) if r.is_connect() || r.is_timeout() => OciError::Unreachable {
             registry,
             reference,

@@ -431,6 +431,13 @@ fn dir_fingerprint(dir: &Path) -> Result<Fingerprint, PluginError> {
         .collect()
 }
 
+/// The plugin names of `dir` (`*.wasm` file stems), without reading the files.
+pub fn dir_names(dir: &Path) -> BTreeSet<String> {
+    wasm_files(dir)
+        .map(|files| files.into_iter().map(|(name, _)| name).collect())
+        .unwrap_or_default()
+}
+
 /// Every `*.wasm` file of `dir` by file stem, with its bytes.
 pub fn read_dir_source(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, PluginError> {
     wasm_files(dir)?
