@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of the local runtime (results in docs/benchmarks.md):
-#   1. apply → 3 healthy members, side by side with a static 3-member bootstrap of
-#      the same etcd binary started by hand (all members at once, no learners);
+#   1. apply → N healthy members for N = 1, 3, 5 (SIZES), each side by side with a
+#      static N-member bootstrap of the same etcd binary started by hand (all
+#      members at once), in a fresh operator directory;
 #   2. SIGKILL of one member → full health again, HEALS times (default 40) with
 #      members picked by a seeded random choice (SEED, default 1; replayable),
 #      median and worst reported;
@@ -47,32 +48,55 @@ PY
 }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-static_bootstrap() { # seconds until 3 hand-started members all answer `endpoint health`
-  local d; d=$(mktemp -d); local names=(a b c) peers=() clients=() pids=()
-  for n in "${names[@]}"; do peers+=("$(free_port)"); clients+=("$(free_port)"); done
-  local initial=""; for i in 0 1 2; do initial+="${names[$i]}=http://127.0.0.1:${peers[$i]},"; done
+static_bootstrap() { # N: seconds until N hand-started members all answer `endpoint health`
+  local n="$1" d; d=$(mktemp -d); local names=() peers=() clients=() pids=()
+  for i in $(seq 0 $((n - 1))); do names+=("m$i"); peers+=("$(free_port)"); clients+=("$(free_port)"); done
+  local initial=""; for i in $(seq 0 $((n - 1))); do initial+="${names[$i]}=http://127.0.0.1:${peers[$i]},"; done
   local t0; t0=$(now)
-  for i in 0 1 2; do
+  for i in $(seq 0 $((n - 1))); do
     "$etcd" --name "${names[$i]}" --data-dir "$d/${names[$i]}" \
       --listen-peer-urls "http://127.0.0.1:${peers[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${peers[$i]}" \
       --listen-client-urls "http://127.0.0.1:${clients[$i]}" --advertise-client-urls "http://127.0.0.1:${clients[$i]}" \
       --initial-cluster "${initial%,}" --initial-cluster-state new >"$d/${names[$i]}.log" 2>&1 &
     pids+=($!)
   done
-  local eps="http://127.0.0.1:${clients[0]},http://127.0.0.1:${clients[1]},http://127.0.0.1:${clients[2]}"
+  local eps=""; for c in "${clients[@]}"; do eps+="http://127.0.0.1:$c,"; done; eps="${eps%,}"
   until ETCDCTL_API=3 "$ETCD_OPERATOR_TOOLS/etcd/3.5/etcdctl" --endpoints "$eps" endpoint health >/dev/null 2>&1; do sleep 0.05; done
   calc "$(now) - $t0"
   kill -9 "${pids[@]}"; wait 2>/dev/null || true; rm -rf "$d"
 }
 
+start_operator() { # dir
+  "$op" local --dir "$1" --member-failure-grace $grace --quorum-loss-timeout $qlt --poll-interval 100ms 2>"$1/op.log" &
+  opid=$!
+}
+apply_bench() { # dir, size
+  printf 'apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdCluster\nmetadata:\n  name: bench\nspec:\n  size: %s\n  version: "3.5.1"\n' "$2" >"$1/bench.yaml"
+}
+
+# Create: the operator against a static bootstrap by hand, interleaved.
+printf "run  size  static  operator  ratio\n"
+for r in $(seq 1 "$runs"); do
+  for n in ${SIZES:-1 3 5}; do
+    base=$(static_bootstrap "$n")
+    d=$(mktemp -d)
+    start_operator "$d"
+    t0=$(now)
+    apply_bench "$d" "$n"
+    wait_for "$d" 120 "^ready: $n/$n" "reason: Steady"
+    create=$(calc "$(now) - $t0")
+    kill -TERM "$opid"; wait "$opid" || true; rm -rf "$d"
+    printf "%3d  %4d  %6.2f  %8.2f  %5.2f\n" "$r" "$n" "$base" "$create" "$(calc "$create / $base")"
+  done
+done
+
 printf "run  static-3  operator-3  ratio  heal-median  heal-worst  majority-serving  majority-full\n"
 for r in $(seq 1 "$runs"); do
-  base=$(static_bootstrap)
+  base=$(static_bootstrap 3)
   d=$(mktemp -d)
-  "$op" local --dir "$d" --member-failure-grace $grace --quorum-loss-timeout $qlt --poll-interval 100ms 2>"$d/op.log" &
-  opid=$!
+  start_operator "$d"
   t0=$(now)
-  printf 'apiVersion: etcd.database.coreos.com/v1beta2\nkind: EtcdCluster\nmetadata:\n  name: bench\nspec:\n  size: 3\n  version: "3.5.1"\n' >"$d/bench.yaml"
+  apply_bench "$d" 3
   wait_for "$d" 120 "^ready: 3/3" "reason: Steady"
   create=$(calc "$(now) - $t0")
 

@@ -9,7 +9,7 @@
 //! acknowledged write lost.
 //!
 //! Points (the step just done → the step not yet done):
-//! `seed-after-delete-extras`, `grow-after-add-learner`,
+//! `seed-after-delete-extras`, `seed-after-first-start`, `grow-after-add-learner`,
 //! `promote-after-promote`, `replace-after-remove`, `shrink-after-remove`,
 //! `upgrade-after-stop`, `recover-after-stop`, `recover-after-start`,
 //! `restore-after-delete`, `restore-after-first-start` (an EtcdRestore),

@@ -190,7 +190,7 @@ pub fn plugin_test_file(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        report.contains("67108864 bytes") && report.contains("8 passed, 0 failed"),
+        report.contains("67108864 bytes") && report.contains("9 passed, 0 failed"),
         "{report}"
     );
     report
@@ -362,6 +362,16 @@ impl Moto {
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         self.boto3(&format!(
             "for o in c.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])"
+        ))
+        .lines()
+        .map(ToString::to_string)
+        .collect()
+    }
+
+    /// Keys of the multipart uploads open in `bucket`, one per upload.
+    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        self.boto3(&format!(
+            "for u in c.list_multipart_uploads(Bucket='{bucket}').get('Uploads', []): print(u['Key'])"
         ))
         .lines()
         .map(ToString::to_string)

@@ -1,7 +1,7 @@
 //! A small Alibaba Cloud OSS server for tests. No OSS emulator exists in any
 //! registry reachable here, so this stands in for one: it implements the
 //! REST calls the `oss` plugin makes (Put/Get/Head/DeleteObject,
-//! ListObjectsV2, the multipart upload calls) over an in-memory store, and
+//! ListObjectsV2, the multipart upload calls, ListMultipartUploads) over an in-memory store, and
 //! checks every request's signature with the header-signature algorithm
 //! (HMAC-SHA1 over VERB, Content-MD5, Content-Type, Date, the `x-oss-`
 //! headers and the canonical resource) as Alibaba's documentation describes
@@ -377,6 +377,35 @@ async fn handle(
     };
     let method = parts.method.as_str();
     match (method, key.is_empty()) {
+        ("GET", true) if q("uploads").is_some() => {
+            // ListMultipartUploads, in one page.
+            let prefix = q("prefix").unwrap_or_default();
+            let mut open: Vec<(&String, &String)> = store
+                .uploads
+                .iter()
+                .filter(|(_, (b, k, _))| *b == bucket && k.starts_with(&prefix))
+                .map(|(id, (_, k, _))| (k, id))
+                .collect();
+            open.sort();
+            let uploads: String = open
+                .iter()
+                .map(|(k, id)| {
+                    format!(
+                        "<Upload><Key>{}</Key><UploadId>{id}</UploadId></Upload>",
+                        xml_escape(k)
+                    )
+                })
+                .collect();
+            ok(
+                StatusCode::OK,
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListMultipartUploadsResult>\
+                     <Bucket>{bucket}</Bucket><Prefix>{}</Prefix><IsTruncated>false</IsTruncated>\
+                     {uploads}</ListMultipartUploadsResult>",
+                    xml_escape(&prefix)
+                ),
+            )
+        }
         ("GET", true) => {
             let prefix = q("prefix").unwrap_or_default();
             let delimiter = q("delimiter").unwrap_or_default();

@@ -1,8 +1,8 @@
 //! What plugins return is checked like user input: a broken or hostile
 //! storage or policy plugin (the test-only `faults` and `faults-policy`)
 //! cannot write over another cluster's backup, escape its path, report a
-//! backup it did not keep, flood the log, make retention unbounded, or keep
-//! a restore busy for ever — and the operator's other EtcdBackups keep
+//! backup it did not keep, leave a crashed upload behind, flood the log,
+//! make retention unbounded, or keep a restore busy for ever — and the operator's other EtcdBackups keep
 //! succeeding meanwhile.
 
 use etcd_operator::api::{Condition, EtcdBackupStatus, EtcdRestoreStatus};
@@ -126,6 +126,7 @@ async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succ
     );
     op.apply("short.yaml", &faulty("short", "wrong-size", "", ""));
     op.apply("unlisted.yaml", &faulty("unlisted", "unlisted", "", ""));
+    op.apply("traps.yaml", &faulty("traps", "write-traps", "", ""));
     op.apply(
         "flood.yaml",
         // 200,000 `log` calls in one `open`, 2000 times the per-call budget
@@ -211,6 +212,26 @@ async fn what_plugins_return_from_backups_is_checked_and_other_backups_keep_succ
         "{reason}"
     );
     assert!(!unlisted.succeeded && unlisted.last_backup_key.is_none());
+
+    // An upload whose sandbox traps: the backup fails naming the crash, and
+    // the plugin's `abandon-uploads` runs in a fresh sandbox for that key.
+    let f = failed_for_good(&op, "traps").await;
+    let m = f.message.unwrap();
+    assert!(m.contains("crashed") && m.contains("write"), "{m}");
+    let log = std::fs::read_to_string(op.path().join("operator.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("faults plugin: abandon-uploads of `x/traps")),
+        "the plugin was not asked to clean up:\n{}",
+        op.log_tail()
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("x/traps")
+                && l.contains("discarded 1 unfinished upload(s) of the key")),
+        "the operator did not report the clean-up:\n{}",
+        op.log_tail()
+    );
 
     // 5. A million log lines from one call: a bounded log, and one line
     //    saying how many were dropped.

@@ -20,6 +20,27 @@ async fn killed_while_seeding_the_next_run_seeds() {
     assert_eq!(member_count(&op, "c"), 1, "one member, no leftover");
 }
 
+/// Killed between the starts of a static bootstrap: the next run starts the
+/// members that were reserved with the first, with the same initial
+/// cluster, instead of waiting out a quorum loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_the_starts_of_a_static_bootstrap_the_next_run_starts_the_rest() {
+    let mut op = Operator::start_armed("seed-after-first-start", &[]);
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    op.wait_killed_at_failpoint().await;
+    assert_eq!(op.pids("c").len(), 1, "one member started before the kill");
+    op.restart_disarmed();
+    let s = op.wait_ready("c", 3).await;
+    assert_eq!(member_count(&op, "c"), 3, "the reserved members were used");
+    assert!(
+        op.events_of("QuorumRecovered").is_empty(),
+        "{:?}",
+        op.events_of("QuorumRecovered")
+    );
+    write_keys(&s, "/seeded", 3).await;
+    assert_eq!(read_prefix(&s, "/seeded").await.len(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_adding_a_learner_the_next_run_starts_it() {
     let mut op = Operator::start_armed("grow-after-add-learner", &[]);

@@ -41,17 +41,28 @@ async fn creates_clusters_of_1_3_and_5() {
         write_keys(&s, &format!("/{name}"), 3).await;
         assert_eq!(read_prefix(&s, &format!("/{name}")).await.len(), 3);
     }
-    let added = op
-        .events()
+    // A new cluster starts all its members at once (a static bootstrap):
+    // one ClusterSeeded per cluster naming every member, no learner added.
+    let events = op.events();
+    let added = events
         .iter()
         .filter(|e| e["reason"] == "MemberAdded")
         .count();
-    assert_eq!(
-        added,
-        2 + 4,
-        "members join one at a time as learners: {}",
-        op.log_tail()
-    );
+    assert_eq!(added, 0, "{}", op.log_tail());
+    for (name, size) in [("one", 1), ("three", 3), ("five", 5)] {
+        let seeded: Vec<&str> = events
+            .iter()
+            .filter(|e| e["reason"] == "ClusterSeeded" && e["name"] == name)
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        assert_eq!(seeded.len(), 1, "{name}: {seeded:?}");
+        let members = op.status(name).unwrap().members.ready;
+        assert!(
+            members.iter().all(|m| seeded[0].contains(m.as_str())),
+            "{name} ({size}): {} does not name {members:?}",
+            seeded[0]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,10 +29,12 @@ fn inspect_shows_world_version_digest_and_imports() {
         text.contains("world:       etcd-operator:plugin/storage-backend"),
         "{text}"
     );
-    assert!(text.contains("wit version: 0.1.0"), "{text}");
+    assert!(text.contains("wit version: 0.1.1"), "{text}");
+    assert!(text.contains("cleans up lost uploads: yes"), "{text}");
     assert!(text.contains(&format!("sha256:      {digest}")), "{text}");
     assert!(
-        text.contains("etcd-operator:plugin/storage@0.1.0"),
+        text.contains("etcd-operator:plugin/storage@0.1.1")
+            && text.contains("etcd-operator:plugin/upload-cleanup@0.1.1"),
         "{text}"
     );
     assert!(
@@ -76,7 +78,7 @@ fn test_passes_for_the_local_plugin() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("8 passed, 0 failed"), "{text}");
+    assert!(text.contains("9 passed, 0 failed"), "{text}");
 }
 
 #[test]

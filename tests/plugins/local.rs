@@ -29,7 +29,54 @@ async fn passes_the_conformance_kit() {
     opts.large_bytes = 12 << 20;
     let report = test_storage(&local(), &opts).await;
     assert!(report.passed(), "{report}");
-    assert_eq!(report.checks.len(), 8, "{report}");
+    assert_eq!(report.checks.len(), 9, "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("discarded 1 unfinished upload(s)"),
+        "{report}"
+    );
+}
+
+/// The part file of an upload whose sandbox was lost (no `abort`, no
+/// destructor) is removed by `abandon-uploads` of its key; another key's
+/// upload in progress keeps its part file and completes.
+#[tokio::test]
+async fn abandon_uploads_removes_only_the_lost_uploads_part_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = dir.path().join(".parts");
+    let count = || std::fs::read_dir(&parts).map(|d| d.count()).unwrap_or(0);
+    let plugin = local();
+    let grants = grant(dir.path());
+    let mut lost = plugin.open(&[], &grants).await.unwrap();
+    let up = lost.start_upload("etcd/lost.db").await.unwrap();
+    lost.write(&up, b"half a snapshot").await.unwrap();
+    let mut live = plugin.open(&[], &grants).await.unwrap();
+    let other = live.start_upload("etcd/other.db").await.unwrap();
+    live.write(&other, b"in progress").await.unwrap();
+    drop(lost);
+    assert_eq!(count(), 2);
+
+    let n = plugin
+        .abandon_uploads(&[], &grants, "etcd/lost.db")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1));
+    assert_eq!(count(), 1, "only the lost upload's part file went");
+    assert_eq!(live.complete(other).await.unwrap(), 11);
+    assert_eq!(
+        std::fs::read(dir.path().join("etcd/other.db")).unwrap(),
+        b"in progress"
+    );
+    assert!(!dir.path().join("etcd/lost.db").exists());
+    assert_eq!(
+        plugin
+            .abandon_uploads(&[], &grants, "etcd/lost.db")
+            .await
+            .unwrap(),
+        Some(0),
+        "nothing left to discard is not an error"
+    );
 }
 
 #[tokio::test]

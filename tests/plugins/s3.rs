@@ -30,6 +30,60 @@ fn s3_passes_plugin_test_against_moto_with_a_64_mib_multipart_round_trip() {
         "{:?}",
         moto.keys("conformance")
     );
+    assert!(
+        report.contains("discarded 1 unfinished upload(s)"),
+        "{report}"
+    );
+    assert_eq!(moto.open_uploads("conformance"), Vec::<String>::new());
+}
+
+/// An upload whose sandbox is gone (as after a trap: no `abort`, no
+/// destructor) leaves a multipart upload open at S3; `abandon-uploads` in a
+/// fresh sandbox aborts it, and only it: another key's upload in progress,
+/// and one whose key merely starts with the same text, stay open.
+#[tokio::test]
+async fn a_lost_multipart_upload_is_aborted_from_a_fresh_sandbox_and_no_other() {
+    let moto = Moto::start();
+    moto.create_bucket("lost-uploads");
+    let LoadedPlugin::Storage(plugin) = common::load(&common::engine(), "s3") else {
+        panic!("s3 is a storage plugin")
+    };
+    let (config, grants) = (config(&moto, "lost-uploads"), grants(&moto));
+    let chunk = vec![7u8; etcd_operator::plugins::storage::CHUNK_SIZE];
+    let mut sessions = Vec::new();
+    for key in ["etcd/lost.db", "etcd/lost.db.longer", "etcd/other.db"] {
+        let mut session = plugin.open(&config, &grants).await.unwrap();
+        let upload = session.start_upload(key).await.unwrap();
+        // Past two 8 MiB parts: opendal has sent the first, so the upload exists at S3.
+        for _ in 0..17 {
+            session.write(&upload, &chunk).await.unwrap();
+        }
+        sessions.push((session, upload));
+    }
+    let mut open = moto.open_uploads("lost-uploads");
+    open.sort();
+    assert_eq!(
+        open,
+        ["etcd/lost.db", "etcd/lost.db.longer", "etcd/other.db"]
+    );
+
+    // The first session is lost with its upload.
+    drop(sessions.remove(0));
+    let n = plugin
+        .abandon_uploads(&config, &grants, "etcd/lost.db")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1));
+    let mut open = moto.open_uploads("lost-uploads");
+    open.sort();
+    assert_eq!(open, ["etcd/lost.db.longer", "etcd/other.db"]);
+
+    // The others finish normally.
+    for (mut session, upload) in sessions {
+        session.abort(upload).await.unwrap();
+    }
+    assert_eq!(moto.open_uploads("lost-uploads"), Vec::<String>::new());
+    assert!(moto.keys("lost-uploads").is_empty());
 }
 
 #[tokio::test]

@@ -87,9 +87,21 @@ pub enum Action {
     Wait {
         reason: String,
     },
-    /// Start the first member (reusing a reserved name after a crash).
+    /// Start a brand-new cluster: all `spec.size` members at once, with a
+    /// static `--initial-cluster` naming every one of them. Safe only
+    /// because nothing of this cluster ever ran (or what ran never served
+    /// and left no data), so no data exists anywhere; growth beyond the
+    /// initial size stays learner-first ([`Action::Grow`]). Members reserved
+    /// but never started keep their names (`reuse`); fresh ones make up the
+    /// rest.
     Seed {
-        name: Option<String>,
+        reuse: Vec<String>,
+    },
+    /// Start the members a static bootstrap reserved but did not start (the
+    /// operator stopped between its starts), with the same
+    /// `--initial-cluster`: every member the runtime holds.
+    StartSeeded {
+        names: Vec<String>,
     },
     /// Add a member: reserve it (or reuse a reserved one), add it as a learner, start it.
     Grow {
@@ -231,11 +243,29 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
         && (m.iter().all(|x| !x.ever_started) || m.iter().all(|x| !x.running && !x.has_data))
     {
         // Nothing ever started, or a first start that never served and left
-        // no data (e.g. the seed could not bind its port): seed (again),
-        // reusing a reserved name but not a failed seed (a fresh name gets
-        // fresh ports; the failed one is deleted).
+        // no data (e.g. a member could not bind its port): seed (again),
+        // reusing reserved names but not a failed seed (a fresh name gets
+        // fresh ports; the failed ones are deleted).
         return Action::Seed {
-            name: m.iter().find(|x| !x.ever_started).map(|x| x.name.clone()),
+            reuse: m
+                .iter()
+                .filter(|x| !x.ever_started)
+                .map(|x| x.name.clone())
+                .take(desired.size)
+                .collect(),
+        };
+    }
+    if !view.ever_served && m.iter().any(|x| x.ever_started) && m.iter().any(|x| x.is_reserved()) {
+        // A static bootstrap cut short: some members started, the others
+        // were reserved with them and never started. A cluster that never
+        // served never grew (growth needs a healthy member), so every
+        // reserved member is one of the seed's.
+        return Action::StartSeeded {
+            names: m
+                .iter()
+                .filter(|x| x.is_reserved())
+                .map(|x| x.name.clone())
+                .collect(),
         };
     }
     if m.iter().all(|x| !x.ever_started) {
@@ -523,11 +553,12 @@ mod tests {
     }
 
     #[test]
-    fn seeds_an_empty_cluster_then_grows_one_at_a_time() {
+    fn seeds_a_new_cluster_at_its_size_then_grows_one_at_a_time() {
         assert_eq!(
             decide(&want(3), &ClusterView::default(), &t()),
-            Action::Seed { name: None }
+            Action::Seed { reuse: vec![] }
         );
+        // Beyond the size it started with, a cluster grows by learners.
         assert_eq!(
             decide(&want(3), &view(vec![healthy("a", 1)]), &t()),
             Action::Grow { name: None }
@@ -835,7 +866,7 @@ mod tests {
         v.ever_served = false;
         assert_eq!(
             decide(&want(1), &v, &t()),
-            Action::Seed { name: None },
+            Action::Seed { reuse: vec![] },
             "a fresh member, not the failed one"
         );
         v.ever_served = true;
@@ -847,6 +878,29 @@ mod tests {
         let mut v = quorum_lost(vec![leaderless("a", 1, 0)], 1000);
         v.ever_served = false;
         assert!(!matches!(decide(&want(1), &v, &t()), Action::Seed { .. }));
+    }
+
+    #[test]
+    fn a_static_bootstrap_cut_short_starts_its_remaining_members() {
+        let reserved = |name: &str| MemberView {
+            name: name.into(),
+            in_runtime: true,
+            ..Default::default()
+        };
+        let mut v = quorum_lost(vec![leaderless("a", 1, 0), reserved("b"), reserved("c")], 5);
+        v.ever_served = false;
+        assert_eq!(
+            decide(&want(3), &v, &t()),
+            Action::StartSeeded {
+                names: vec!["b".into(), "c".into()]
+            }
+        );
+        // A cluster that served grows its reserved members as learners.
+        v.ever_served = true;
+        assert!(!matches!(
+            decide(&want(3), &v, &t()),
+            Action::StartSeeded { .. }
+        ));
     }
 
     #[test]
@@ -898,7 +952,14 @@ mod tests {
         assert_eq!(
             decide(&want(3), &reserved, &t()),
             Action::Seed {
-                name: Some("a".into())
+                reuse: vec!["a".into(), "b".into()]
+            }
+        );
+        // Never more names than the size asks for.
+        assert_eq!(
+            decide(&want(1), &reserved, &t()),
+            Action::Seed {
+                reuse: vec!["a".into()]
             }
         );
     }

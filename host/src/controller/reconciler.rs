@@ -831,24 +831,57 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             | Action::Refuse { .. }
             | Action::Unrecoverable { .. }
             | Action::FinishRestore => return Ok(None),
-            Action::Seed { name } => {
-                let name = name.clone().unwrap_or_else(|| member_name(&key.name));
-                for extra in obs.runtime.iter().filter(|r| r.name != name) {
+            Action::Seed { reuse } => {
+                // Every member at once, each told of all the others: a
+                // static bootstrap, as fast as etcd starts. Safe because
+                // nothing of this cluster ever held data (see `decide`).
+                let mut names = reuse.clone();
+                while names.len() < desired.size.max(1) {
+                    names.push(member_name(&key.name));
+                }
+                for extra in obs.runtime.iter().filter(|r| !names.contains(&r.name)) {
                     rt.delete(key, &extra.name).await?;
                 }
                 crate::failpoints::hit("seed-after-delete-extras");
-                let urls = rt.reserve(key, &name).await?;
-                let plan = Self::plan(
-                    key,
-                    &name,
-                    &version,
-                    vec![(name.clone(), urls.peer)],
-                    StartMode::Seed,
-                );
-                rt.start(key, &plan).await?;
+                let mut initial = Vec::with_capacity(names.len());
+                for name in &names {
+                    initial.push((name.clone(), rt.reserve(key, name).await?.peer));
+                }
+                for (i, name) in names.iter().enumerate() {
+                    let plan = Self::plan(key, name, &version, initial.clone(), StartMode::Seed);
+                    rt.start(key, &plan).await?;
+                    if i == 0 && names.len() > 1 {
+                        crate::failpoints::hit("seed-after-first-start");
+                    }
+                }
                 Event::normal(
                     "ClusterSeeded",
-                    format!("started the first member {name} (etcd {version})"),
+                    match names.as_slice() {
+                        [one] => format!("started the first member {one} (etcd {version})"),
+                        all => format!(
+                            "started the {} members of a new cluster at once, {} (static bootstrap, etcd {version})",
+                            all.len(),
+                            all.join(", ")
+                        ),
+                    },
+                )
+            }
+            Action::StartSeeded { names } => {
+                let initial: Vec<(String, String)> = obs
+                    .runtime
+                    .iter()
+                    .map(|r| (r.name.clone(), r.urls.peer.clone()))
+                    .collect();
+                for name in names {
+                    let plan = Self::plan(key, name, &version, initial.clone(), StartMode::Seed);
+                    rt.start(key, &plan).await?;
+                }
+                Event::normal(
+                    "ClusterSeeded",
+                    format!(
+                        "started {}, the members of the new cluster not started yet (static bootstrap, etcd {version})",
+                        names.join(", ")
+                    ),
                 )
             }
             Action::Grow { name } => {

@@ -19,7 +19,11 @@ fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) ->
 /// Why the cluster is changing, for the Progressing condition.
 pub(crate) fn progress(action: &Action) -> Option<(&'static str, String)> {
     Some(match action {
-        Action::Seed { .. } => ("Creating", "starting the first member".into()),
+        Action::Seed { .. } => ("Creating", "starting the members of a new cluster".into()),
+        Action::StartSeeded { names } => (
+            "Creating",
+            format!("starting {}, the rest of a new cluster", names.join(", ")),
+        ),
         Action::Grow { .. } => ("Scaling", "adding a member".into()),
         Action::StartLearner { name } => ("Scaling", format!("starting new member {name}")),
         Action::Promote { name, .. } => (

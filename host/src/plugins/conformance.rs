@@ -156,6 +156,70 @@ fn expect_not_found<T>(what: &str, r: Result<T, super::PluginError>) -> Result<S
     }
 }
 
+/// An upload whose sandbox is dropped mid-way (as after a trap: no `abort`,
+/// no destructor) is discarded by `abandon-uploads` in a fresh sandbox, and
+/// `abandon-uploads` of a completed key leaves that object alone.
+async fn lost_upload_cleanup(
+    plugin: &StoragePlugin,
+    opts: &StorageOptions,
+    completed: &str,
+) -> Result<String, String> {
+    if !plugin.cleans_up_uploads() {
+        return Ok(
+            "not exported (world storage-backend): what a crashed upload sent stays at the \
+             backend; implement storage-backend-with-cleanup"
+                .into(),
+        );
+    }
+    let lost = format!("{}lost.db", opts.prefix);
+    let mut session = plugin
+        .open(&opts.config, &opts.grants)
+        .await
+        .map_err(|e| e.to_string())?;
+    let up = session
+        .start_upload(&lost)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Two multipart parts and more (opendal sends a part once the next one
+    // starts), so the backend holds an upload in progress.
+    let chunk = vec![7u8; CHUNK_SIZE];
+    for _ in 0..17 {
+        session
+            .write(&up, &chunk)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    drop(session);
+    let n = plugin
+        .abandon_uploads(&opts.config, &opts.grants, &lost)
+        .await
+        .map_err(|e| format!("abandon-uploads of `{lost}`: {e}"))?
+        .unwrap_or(0);
+    plugin
+        .abandon_uploads(&opts.config, &opts.grants, completed)
+        .await
+        .map_err(|e| format!("abandon-uploads of the completed `{completed}`: {e}"))?;
+    let mut session = plugin
+        .open(&opts.config, &opts.grants)
+        .await
+        .map_err(|e| e.to_string())?;
+    let items = session
+        .list(&opts.prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    if items.iter().any(|o| o.key == lost) {
+        return Err(format!("`{lost}` is listed after its upload was lost"));
+    }
+    if !items.iter().any(|o| o.key == completed) {
+        return Err(format!(
+            "abandon-uploads of the completed `{completed}` removed it"
+        ));
+    }
+    Ok(format!(
+        "discarded {n} unfinished upload(s); the completed object was kept"
+    ))
+}
+
 /// Run the storage checks. Stops early only when the plugin cannot be opened.
 pub async fn test_storage(plugin: &StoragePlugin, opts: &StorageOptions) -> Report {
     let mut report = Report {
@@ -241,6 +305,10 @@ pub async fn test_storage(plugin: &StoragePlugin, opts: &StorageOptions) -> Repo
     }
     .await;
     report.record("abort leaves nothing", t, r);
+
+    let t = Instant::now();
+    let r = lost_upload_cleanup(plugin, opts, &small).await;
+    report.record("clean-up of a lost upload", t, r);
 
     let t = Instant::now();
     let r: Result<String, String> = async {

@@ -55,10 +55,31 @@ pub struct PluginInfo {
     pub sha256: String,
 }
 
+impl PluginInfo {
+    /// Whether the plugin exports `upload-cleanup` (world
+    /// `storage-backend-with-cleanup`, WIT 0.1.1), so the operator can have
+    /// it discard an upload whose sandbox was lost.
+    pub fn cleans_up_uploads(&self) -> bool {
+        let prefix = format!("{PACKAGE}/{UPLOAD_CLEANUP}@");
+        self.exports.iter().any(|e| e.starts_with(&prefix))
+    }
+}
+
+/// The optional interface of storage plugins that clean up lost uploads.
+pub const UPLOAD_CLEANUP: &str = "upload-cleanup";
+
 impl std::fmt::Display for PluginInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "name:        {}", self.name)?;
         writeln!(f, "world:       {PACKAGE}/{}", self.world)?;
+        if self.world == World::StorageBackend {
+            let answer = if self.cleans_up_uploads() {
+                "yes"
+            } else {
+                "no (it does not export upload-cleanup: what a crashed upload sent stays at the backend until it expires there)"
+            };
+            writeln!(f, "cleans up lost uploads: {answer}")?;
+        }
         writeln!(f, "wit version: {}", self.wit_version)?;
         writeln!(f, "size:        {} bytes", self.size)?;
         writeln!(f, "sha256:      {}", self.sha256)?;

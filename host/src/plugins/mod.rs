@@ -55,4 +55,4 @@ pub use registry::{LoadedPlugin, PluginRegistry};
 pub use storage::{Grants, ObjectInfo, StoragePlugin, StorageSession};
 
 /// The WIT package version this operator speaks.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";

@@ -3,7 +3,7 @@
 //! does not promise a usable instance after a trap, and a plugin that
 //! misbehaved once gets a fresh start on the next operation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ pub(crate) struct Sandbox {
     /// The plugin's own limits (the engine's, or its catalog entry's).
     limits: Arc<Limits>,
     plugin: Arc<str>,
+    /// The grants the store was made with, for [`Sandbox::renew`].
+    egress: Arc<EgressPolicy>,
+    preopen: Option<PathBuf>,
     discarded: bool,
     /// Its slot in the engine's pool, given back when the sandbox goes.
     _slot: tokio::sync::OwnedSemaphorePermit,
@@ -46,15 +49,46 @@ impl Sandbox {
         preopen: Option<&Path>,
     ) -> Result<Self, PluginError> {
         let slot = engine.slot(pool, &plugin).await?;
-        let (store, denials) = engine.new_store(plugin.clone(), &limits, egress, preopen)?;
+        let (store, denials) =
+            engine.new_store(plugin.clone(), &limits, egress.clone(), preopen)?;
         Ok(Sandbox {
             store,
             denials,
             limits,
             plugin,
+            egress,
+            preopen: preopen.map(Path::to_path_buf),
             discarded: false,
             _slot: slot,
         })
+    }
+
+    /// Replace the store with a fresh one under the same limits and grants,
+    /// keeping this sandbox's slot in the pool (waiting for a second slot
+    /// while holding one could wait forever on a full pool). Everything the
+    /// old store held is gone: instances and resources made in it must not
+    /// be used again.
+    pub(crate) fn renew(&mut self, engine: &PluginEngine) -> Result<(), PluginError> {
+        let (store, denials) = engine.new_store(
+            self.plugin.clone(),
+            &self.limits,
+            self.egress.clone(),
+            self.preopen.as_deref(),
+        )?;
+        self.store = store;
+        self.denials = denials;
+        self.discarded = false;
+        Ok(())
+    }
+
+    /// Whether a trap, timeout or memory fault ended this store.
+    pub(crate) fn is_discarded(&self) -> bool {
+        self.discarded
+    }
+
+    /// Refuse every further call into this store.
+    pub(crate) fn discard(&mut self) {
+        self.discarded = true;
     }
 
     pub(crate) fn plugin(&self) -> &str {

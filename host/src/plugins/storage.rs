@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use wasmtime::component::{Component, ResourceAny};
+use wasmtime::component::{Component, ComponentExportIndex, ResourceAny};
 
-use super::PluginError;
+use super::bindings::WitPluginError;
 use super::bindings::storage::{StorageBackend, StorageBackendPre};
 use super::egress::EgressPolicy;
 use super::engine::{PluginEngine, Pool};
 use super::inspect::PluginInfo;
+use super::inspect::{PACKAGE, UPLOAD_CLEANUP};
 use super::limits::Limits;
 use super::sandbox::{Sandbox, guest_call};
 use super::state::HostState;
+use super::{PluginError, WIT_VERSION};
 
 /// Size of the chunks the host moves through a plugin. Memory use of a
 /// transfer is bounded by a few of these, whatever the object size.
@@ -54,7 +56,13 @@ pub struct StoragePlugin {
     pre: StorageBackendPre<HostState>,
     info: Arc<PluginInfo>,
     limits: Arc<Limits>,
+    /// `upload-cleanup.abandon-uploads`, for plugins that export it.
+    cleanup: Option<ComponentExportIndex>,
 }
+
+/// `abandon-uploads(config, key) -> result<u32, plugin-error>`.
+type AbandonUploads =
+    wasmtime::component::TypedFunc<(Vec<(String, String)>, String), (Result<u32, WitPluginError>,)>;
 
 impl std::fmt::Debug for StoragePlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,13 +82,50 @@ impl StoragePlugin {
         info: PluginInfo,
     ) -> Result<Self, PluginError> {
         let pre = engine.link(component, &info, StorageBackendPre::new)?;
+        // Looked up by the host's version; wasmtime matches any 0.1.x export.
+        let cleanup = component
+            .get_export_index(None, format!("{PACKAGE}/{UPLOAD_CLEANUP}@{WIT_VERSION}"))
+            .and_then(|iface| component.get_export_index(Some(&iface), "abandon-uploads"));
         Ok(StoragePlugin {
             name: info.name.as_str().into(),
             engine: engine.clone(),
             pre,
             info: Arc::new(info),
             limits: Arc::new(engine.limits().clone()),
+            cleanup,
         })
+    }
+
+    /// Whether the plugin can discard an upload the operator lost.
+    pub fn cleans_up_uploads(&self) -> bool {
+        self.cleanup.is_some()
+    }
+
+    /// Have the plugin discard what unfinished uploads of `key` left at the
+    /// backend, in a sandbox of its own; `None` when the plugin does not
+    /// export `upload-cleanup`. Sessions call this themselves when they lose
+    /// an upload; this entry point is for the conformance kit.
+    pub async fn abandon_uploads(
+        &self,
+        config: &[(String, String)],
+        grants: &Grants,
+        key: &str,
+    ) -> Result<Option<u32>, PluginError> {
+        let Some(export) = self.cleanup else {
+            return Ok(None);
+        };
+        let mut sandbox = Sandbox::new(
+            &self.engine,
+            Pool::Storage,
+            self.name.clone(),
+            self.limits.clone(),
+            grants.egress.clone(),
+            grants.dir.as_deref(),
+        )
+        .await?;
+        abandon_in(&mut sandbox, self, export, config, key)
+            .await
+            .map(Some)
     }
 
     /// The same plugin under its own limits instead of the engine's.
@@ -128,12 +173,17 @@ impl StoragePlugin {
             sandbox,
             bindings,
             backend,
+            plugin: self.clone(),
+            config: config.to_vec(),
         })
     }
 }
 
 /// An upload in progress inside a session.
-pub struct Upload(ResourceAny);
+pub struct Upload {
+    resource: ResourceAny,
+    key: String,
+}
 /// A download in progress inside a session.
 pub struct Download(ResourceAny);
 
@@ -142,6 +192,9 @@ pub struct StorageSession {
     sandbox: Sandbox,
     bindings: StorageBackend,
     backend: ResourceAny,
+    /// What the session was opened from, to clean up a lost upload.
+    plugin: StoragePlugin,
+    config: Vec<(String, String)>,
 }
 
 impl StorageSession {
@@ -155,7 +208,10 @@ impl StorageSession {
             .etcd_operator_plugin_storage()
             .backend()
             .call_start_upload(store, backend, key))
-        .map(Upload)
+        .map(|resource| Upload {
+            resource,
+            key: key.to_string(),
+        })
     }
 
     pub async fn write(&mut self, upload: &Upload, chunk: &[u8]) -> Result<(), PluginError> {
@@ -163,27 +219,103 @@ impl StorageSession {
         guest_call!(&mut self.sandbox, "write", |store| b
             .etcd_operator_plugin_storage()
             .upload()
-            .call_write(store, upload.0, chunk))
+            .call_write(store, upload.resource, chunk))
     }
 
+    /// Make the upload visible. If the sandbox is lost on the way, the
+    /// plugin is asked to discard what the upload left at the backend.
     pub async fn complete(&mut self, upload: Upload) -> Result<u64, PluginError> {
         let b = &self.bindings;
-        let size = guest_call!(&mut self.sandbox, "complete", |store| b
+        let completed = guest_call!(&mut self.sandbox, "complete", |store| b
             .etcd_operator_plugin_storage()
             .upload()
-            .call_complete(store, upload.0))?;
-        self.release(upload.0).await;
-        Ok(size)
+            .call_complete(store, upload.resource));
+        match completed {
+            Ok(size) => {
+                self.release(upload.resource).await;
+                Ok(size)
+            }
+            Err(e) => {
+                if self.sandbox.is_discarded() {
+                    self.clean_up_lost_upload(&upload.key).await;
+                }
+                Err(e)
+            }
+        }
     }
 
+    /// Discard the upload. When its sandbox was lost to a trap or a timeout
+    /// (before or during this call) `abort` cannot reach it, so the plugin's
+    /// `abandon-uploads` runs in a fresh sandbox instead.
     pub async fn abort(&mut self, upload: Upload) -> Result<(), PluginError> {
+        if self.sandbox.is_discarded() {
+            self.clean_up_lost_upload(&upload.key).await;
+            return Err(PluginError::Discarded {
+                plugin: self.plugin().to_string(),
+            });
+        }
         let b = &self.bindings;
-        guest_call!(&mut self.sandbox, "abort", |store| b
+        let aborted = guest_call!(&mut self.sandbox, "abort", |store| b
             .etcd_operator_plugin_storage()
             .upload()
-            .call_abort(store, upload.0))?;
-        self.release(upload.0).await;
-        Ok(())
+            .call_abort(store, upload.resource));
+        match aborted {
+            Ok(()) => {
+                self.release(upload.resource).await;
+                Ok(())
+            }
+            Err(e) => {
+                if self.sandbox.is_discarded() {
+                    self.clean_up_lost_upload(&upload.key).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Have the plugin discard what a lost upload of `key` left at the
+    /// backend: `abandon-uploads`, once, in a fresh store on this session's
+    /// slot, under the plugin's call limits. The outcome is logged; the
+    /// session stays unusable (its backend lived in the lost store).
+    async fn clean_up_lost_upload(&mut self, key: &str) {
+        let plugin = self.plugin().to_string();
+        let Some(export) = self.plugin.cleanup else {
+            tracing::warn!(
+                plugin,
+                key,
+                "the plugin's sandbox was lost during an upload and the plugin does not export \
+                 upload-cleanup (WIT 0.1.1), so whatever the upload sent stays at the backend until \
+                 it expires there (for S3, an AbortIncompleteMultipartUpload lifecycle rule); rebuild \
+                 the plugin for the storage-backend-with-cleanup world"
+            );
+            return;
+        };
+        let outcome = self.abandon_uploads(export, key).await;
+        self.sandbox.discard();
+        match outcome {
+            Ok(n) => tracing::info!(
+                plugin,
+                key,
+                discarded = n,
+                "the plugin's sandbox was lost during an upload; the plugin discarded {n} unfinished upload(s) of the key"
+            ),
+            Err(e) => tracing::warn!(
+                plugin,
+                key,
+                error = %e,
+                "the plugin's sandbox was lost during an upload, and cleaning up after it failed: \
+                 what the upload sent may remain at the backend"
+            ),
+        }
+    }
+
+    async fn abandon_uploads(
+        &mut self,
+        export: ComponentExportIndex,
+        key: &str,
+    ) -> Result<u32, PluginError> {
+        self.sandbox.renew(&self.plugin.engine)?;
+        abandon_in(&mut self.sandbox, &self.plugin, export, &self.config, key).await
     }
 
     pub async fn open_download(&mut self, key: &str) -> Result<Download, PluginError> {
@@ -338,6 +470,31 @@ impl StorageSession {
             sha256: hex::encode(hasher.finalize()),
         })
     }
+}
+
+/// Instantiate `plugin` in `sandbox` and call its `abandon-uploads`.
+async fn abandon_in(
+    sandbox: &mut Sandbox,
+    plugin: &StoragePlugin,
+    export: ComponentExportIndex,
+    config: &[(String, String)],
+    key: &str,
+) -> Result<u32, PluginError> {
+    let pre = plugin.pre.instance_pre();
+    let instance = guest_call!(sandbox, "instantiate", |store| async {
+        pre.instantiate_async(store).await.map(Ok)
+    })?;
+    let func: AbandonUploads = instance
+        .get_typed_func(&mut sandbox.store, export)
+        .map_err(|e| PluginError::Contract {
+            plugin: plugin.name().to_string(),
+            operation: "abandon-uploads",
+            message: format!("its upload-cleanup export does not match WIT {WIT_VERSION}: {e:#}"),
+        })?;
+    let args = (config.to_vec(), key.to_string());
+    guest_call!(sandbox, "abandon-uploads", |store| async {
+        func.call_async(store, args).await.map(|(r,)| r)
+    })
 }
 
 /// A streamed transfer failed on the plugin side or on the local side.

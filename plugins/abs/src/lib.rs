@@ -43,6 +43,13 @@ impl Connect for AbsPlugin {
         let op = Operator::new(b).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
         Ok((op, format!("Azure container `{container}` at {endpoint}")))
     }
+
+    /// Nothing to discard that a client can reach: an unfinished upload is
+    /// uncommitted blocks, which no listing shows, no call deletes without
+    /// creating the blob, and Azure drops after a week.
+    fn abandon_uploads(_config: &Config, _key: &str) -> Result<u32, PluginError> {
+        Ok(0)
+    }
 }
 
 etcd_plugin_sdk::export_storage_backend!(AbsPlugin);

@@ -8,7 +8,7 @@
 // only TinyGo accepts; Go's //go:wasmexport takes scalars and
 // unsafe.Pointer. The world is small, so its canonical-ABI lifting and
 // lowering fit in this file. It follows wit/plugin.wit at
-// etcd-operator:plugin@0.1.0; a change to those signatures must change this
+// etcd-operator:plugin@0.1.1; a change to those signatures must change this
 // file too (docs/plugin-authoring.md, "Versioning").
 
 package main
@@ -49,7 +49,7 @@ func cabiRealloc(old unsafe.Pointer, oldSize, align, newSize uint32) unsafe.Poin
 	return p
 }
 
-//go:wasmimport etcd-operator:plugin/log@0.1.0 log
+//go:wasmimport etcd-operator:plugin/log@0.1.1 log
 func hostLog(level uint32, msg unsafe.Pointer, msgLen uint32)
 
 const logDebug = 1
@@ -142,7 +142,7 @@ func withContext(cfg unsafe.Pointer, cfgLen uint32, path unsafe.Pointer, pathLen
 	return unsafe.Pointer(&ret)
 }
 
-//go:wasmexport etcd-operator:plugin/policy@0.1.0#pre-backup
+//go:wasmexport etcd-operator:plugin/policy@0.1.1#pre-backup
 func preBackup(cfg unsafe.Pointer, cfgLen uint32,
 	_ unsafe.Pointer, _ uint32, _ unsafe.Pointer, _ uint32, // namespace, name
 	path unsafe.Pointer, pathLen uint32, revision int64,
@@ -153,7 +153,7 @@ func preBackup(cfg unsafe.Pointer, cfgLen uint32,
 	return withContext(cfg, cfgLen, path, pathLen, revision, lastMsSet, lastMs, now, PreBackup)
 }
 
-//go:wasmexport etcd-operator:plugin/policy@0.1.0#backup-name
+//go:wasmexport etcd-operator:plugin/policy@0.1.1#backup-name
 func backupName(cfg unsafe.Pointer, cfgLen uint32,
 	_ unsafe.Pointer, _ uint32, _ unsafe.Pointer, _ uint32,
 	path unsafe.Pointer, pathLen uint32, revision int64,
@@ -164,7 +164,7 @@ func backupName(cfg unsafe.Pointer, cfgLen uint32,
 	return withContext(cfg, cfgLen, path, pathLen, revision, lastMsSet, lastMs, now, BackupName)
 }
 
-//go:wasmexport etcd-operator:plugin/policy@0.1.0#retention
+//go:wasmexport etcd-operator:plugin/policy@0.1.1#retention
 func retention(cfg unsafe.Pointer, cfgLen uint32, list unsafe.Pointer, listLen uint32, now uint64) unsafe.Pointer {
 	begin()
 	config := liftConfig(cfg, cfgLen)

@@ -19,7 +19,7 @@
 
 import { handle } from "wasi:http/outgoing-handler@0.2.12";
 import { Fields, OutgoingRequest, OutgoingBody } from "wasi:http/types@0.2.12";
-import { log } from "etcd-operator:plugin/log@0.1.0";
+import { log } from "etcd-operator:plugin/log@0.1.1";
 
 const UPLOADS = ".uploads/";
 const encoder = new TextEncoder();

@@ -13,6 +13,8 @@
 //!   error kind (the host must classify permanent and retryable errors);
 //! - `write-fails`: open, then fail every upload `write` with a transient
 //!   error (the host must abort the upload);
+//! - `write-traps`: open, then panic in the first upload `write` (the host
+//!   loses the sandbox and must have `abandon-uploads` clean up in a fresh one);
 //! - `wrong-size`: accept uploads but report 0 bytes stored at `complete`;
 //! - `unlisted`: report every upload stored in full, but never list it (as a
 //!   backend that dropped it would);
@@ -25,6 +27,8 @@
 //!   `read-ms` (default 500) milliseconds;
 //! - `many-objects`: `list-objects` returns `count` (default 200,000)
 //!   periodic-backup keys under the prefix, and `delete` succeeds;
+//! - `abandon-uploads` (the `upload-cleanup` export) logs the key it was
+//!   given and reports one upload discarded (this plugin keeps nothing);
 //! - anything else or no `fault`: behave (every operation succeeds trivially,
 //!   and what a session uploaded it lists, with its size), so the host can be
 //!   shown to serve calls after a fault.
@@ -46,6 +50,7 @@ impl Guest for Faults {
 enum Mode {
     Behave,
     WriteFails,
+    WriteTraps,
     WrongSize,
     Unlisted,
     LongRead { factor: u64 },
@@ -169,6 +174,7 @@ impl GuestBackend for Backend {
                 "the faults plugin's backend is temporarily unavailable".into(),
             )),
             "write-fails" => backend(Mode::WriteFails),
+            "write-traps" => backend(Mode::WriteTraps),
             "wrong-size" => backend(Mode::WrongSize),
             "unlisted" => backend(Mode::Unlisted),
             "log-flood" => {
@@ -260,10 +266,14 @@ impl GuestBackend for Backend {
 
 impl GuestUpload for Nothing {
     fn write(&self, chunk: Vec<u8>) -> Result<(), PluginError> {
-        if self.mode == Mode::WriteFails {
-            return Err(PluginError::Transient(
-                "the faults plugin drops this write".into(),
-            ));
+        match self.mode {
+            Mode::WriteFails => {
+                return Err(PluginError::Transient(
+                    "the faults plugin drops this write".into(),
+                ));
+            }
+            Mode::WriteTraps => panic!("the faults plugin panics in an upload write"),
+            _ => {}
         }
         self.written.set(self.written.get() + chunk.len() as u64);
         Ok(())
@@ -299,6 +309,13 @@ impl GuestDownload for Nothing {
             }
             _ => Vec::new(),
         })
+    }
+}
+
+impl etcd_plugin_sdk::upload_cleanup::Guest for Faults {
+    fn abandon_uploads(_config: Vec<(String, String)>, key: String) -> Result<u32, PluginError> {
+        etcd_plugin_sdk::info(&format!("faults plugin: abandon-uploads of `{key}`"));
+        Ok(1)
     }
 }
 

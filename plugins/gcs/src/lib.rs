@@ -63,6 +63,14 @@ impl Connect for GcsPlugin {
         let op = Operator::new(b).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
         Ok((op, format!("GCS bucket `{bucket}` at {endpoint}")))
     }
+
+    /// Nothing to discard that a client can reach: a backup writes a new
+    /// key, which uploads resumably ([`Connect::CREATE_ONLY_FOR_NEW`]), and an
+    /// unfinished resumable upload is a session whose URI died with the
+    /// sandbox; it stores no object and Google expires it after a week.
+    fn abandon_uploads(_config: &Config, _key: &str) -> Result<u32, PluginError> {
+        Ok(0)
+    }
 }
 
 etcd_plugin_sdk::export_storage_backend!(GcsPlugin);

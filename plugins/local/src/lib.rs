@@ -4,7 +4,8 @@
 //! nothing else. Keys map to paths below it (`a/b` → `ROOT/a/b`). An upload is
 //! written to a hidden part file in [`PARTS`] and renamed into place on
 //! `complete`, so a crashed or aborted upload never leaves a partial object
-//! under its key.
+//! under its key. Part files are named after their key's hash, so
+//! `abandon-uploads` finds the ones an upload the operator lost left behind.
 
 use std::cell::RefCell;
 use std::fs::{self, File};
@@ -15,6 +16,7 @@ use std::time::UNIX_EPOCH;
 
 use etcd_plugin_sdk::storage::{Download, Guest, GuestBackend, GuestDownload, GuestUpload, Upload};
 use etcd_plugin_sdk::types::{ObjectInfo, PluginError};
+use etcd_plugin_sdk::upload_cleanup;
 
 /// Where the host mounts the granted directory inside the sandbox.
 pub const ROOT: &str = "/data";
@@ -130,12 +132,10 @@ impl Backend {
     }
 }
 
-impl GuestBackend for Backend {
-    fn open(
-        _config: Vec<(String, String)>,
-    ) -> Result<etcd_plugin_sdk::storage::Backend, PluginError> {
-        // The operator grants the backup directory and mounts it at ROOT;
-        // the guest only checks that the grant is there. No config keys.
+impl Backend {
+    /// The granted directory. The operator mounts it at ROOT; the guest
+    /// only checks that the grant is there. No config keys.
+    fn granted() -> Result<Backend, PluginError> {
         let root = PathBuf::from(ROOT);
         fs::metadata(&root).map_err(|e| {
             PluginError::InvalidConfig(format!(
@@ -143,8 +143,50 @@ impl GuestBackend for Backend {
                 root.display()
             ))
         })?;
-        sweep_stale_parts(&root.join(PARTS));
-        Ok(etcd_plugin_sdk::storage::Backend::new(Backend { root }))
+        Ok(Backend { root })
+    }
+}
+
+/// The start of the names of `key`'s part files: its FNV-1a hash (stable
+/// across builds, unlike std's hasher), so no key text reaches a file name.
+fn part_prefix(key: &str) -> String {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}-")
+}
+
+impl upload_cleanup::Guest for Local {
+    /// Remove the part files of `key`'s unfinished uploads.
+    fn abandon_uploads(_config: Vec<(String, String)>, key: String) -> Result<u32, PluginError> {
+        let backend = Backend::granted()?;
+        backend.path_of(&key)?;
+        let parts = backend.root.join(PARTS);
+        let entries = match fs::read_dir(&parts) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error("cannot read", &parts, e)),
+        };
+        let prefix = part_prefix(&key);
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl GuestBackend for Backend {
+    fn open(
+        _config: Vec<(String, String)>,
+    ) -> Result<etcd_plugin_sdk::storage::Backend, PluginError> {
+        let backend = Backend::granted()?;
+        sweep_stale_parts(&backend.root.join(PARTS));
+        Ok(etcd_plugin_sdk::storage::Backend::new(backend))
     }
 
     fn start_upload(&self, key: String) -> Result<Upload, PluginError> {
@@ -156,7 +198,8 @@ impl GuestBackend for Backend {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let part = parts.join(format!(
-            "{nanos}-{}",
+            "{}{nanos}-{}",
+            part_prefix(&key),
             NEXT_PART.fetch_add(1, Ordering::Relaxed)
         ));
         let file = File::create(&part).map_err(|e| io_error("cannot create", &part, e))?;

@@ -23,6 +23,8 @@ use ini::Ini;
 use opendal::Operator;
 use opendal::services::S3;
 
+mod cleanup;
+
 struct S3Plugin;
 
 impl Guest for S3Plugin {
@@ -54,33 +56,33 @@ fn ini_value(
         .map(|v| v.trim().to_string()))
 }
 
-impl Connect for S3Plugin {
-    const SIGNED_QUERY: bool = true;
+/// The S3 location and credentials a configuration names.
+pub(crate) struct Settings {
+    pub bucket: String,
+    pub region: String,
+    /// Without a trailing slash, e.g. `https://s3.us-east-1.amazonaws.com`.
+    pub endpoint: String,
+    /// `endpoint/bucket` rather than `bucket.endpoint`.
+    pub path_style: bool,
+    pub access_key: String,
+    pub secret_key: String,
+    pub session_token: Option<String>,
+}
 
-    fn connect(config: &Config) -> Result<(Operator, String), PluginError> {
-        let bucket = config.required("bucket")?;
+impl Settings {
+    fn from_config(config: &Config) -> Result<Settings, PluginError> {
+        let bucket = config.required("bucket")?.to_string();
         let profile = config.get("profile").unwrap_or("default");
         let access_key = ini_value(config, "credentials", profile, "aws_access_key_id")?;
         let secret_key = ini_value(config, "credentials", profile, "aws_secret_access_key")?;
-        let token = ini_value(config, "credentials", profile, "aws_session_token")?;
+        let session_token = ini_value(config, "credentials", profile, "aws_session_token")?;
         let region = match config.get("region") {
             Some(r) => r.to_string(),
             None => ini_value(config, "config", profile, "region")?
                 .unwrap_or_else(|| "us-east-1".to_string()),
         };
-        let mut b = S3::default()
-            .bucket(bucket)
-            .region(&region)
-            .root("/")
-            .disable_config_load()
-            .disable_ec2_metadata();
-        match (access_key, secret_key) {
-            (Some(a), Some(s)) => {
-                b = b.access_key_id(&a).secret_access_key(&s);
-                if let Some(t) = token {
-                    b = b.session_token(&t);
-                }
-            }
+        let (access_key, secret_key) = match (access_key, secret_key) {
+            (Some(a), Some(s)) => (a, s),
             (None, None) => {
                 return Err(PluginError::InvalidConfig(format!(
                     "no credentials: the `credentials` file needs a [{profile}] section with \
@@ -92,17 +94,49 @@ impl Connect for S3Plugin {
                     "the [{profile}] section of `credentials` needs both aws_access_key_id and aws_secret_access_key"
                 )));
             }
-        }
+        };
         let endpoint = match config.get("endpoint") {
             Some(e) => e.trim_end_matches('/').to_string(),
             None => format!("https://s3.{region}.amazonaws.com"),
         };
-        b = b.endpoint(&endpoint);
-        if !config.bool_or("force-path-style", false)? {
+        Ok(Settings {
+            bucket,
+            region,
+            endpoint,
+            path_style: config.bool_or("force-path-style", false)?,
+            access_key,
+            secret_key,
+            session_token,
+        })
+    }
+}
+
+impl Connect for S3Plugin {
+    const SIGNED_QUERY: bool = true;
+
+    fn connect(config: &Config) -> Result<(Operator, String), PluginError> {
+        let s = Settings::from_config(config)?;
+        let mut b = S3::default()
+            .bucket(&s.bucket)
+            .region(&s.region)
+            .root("/")
+            .disable_config_load()
+            .disable_ec2_metadata()
+            .access_key_id(&s.access_key)
+            .secret_access_key(&s.secret_key)
+            .endpoint(&s.endpoint);
+        if let Some(t) = &s.session_token {
+            b = b.session_token(t);
+        }
+        if !s.path_style {
             b = b.enable_virtual_host_style();
         }
         let op = Operator::new(b).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
-        Ok((op, format!("S3 bucket `{bucket}` at {endpoint}")))
+        Ok((op, format!("S3 bucket `{}` at {}", s.bucket, s.endpoint)))
+    }
+
+    fn abandon_uploads(config: &Config, key: &str) -> Result<u32, PluginError> {
+        cleanup::abandon_uploads(&Settings::from_config(config)?, key)
     }
 }
 

@@ -78,6 +78,31 @@ impl HttpTransport for WasiHttp {
     }
 }
 
+/// Send a request opendal has no call for (S3's ListMultipartUploads, for
+/// one) and read its whole response body, refusing one announced as larger
+/// than `limit` bytes (the sandbox's memory limit bounds the rest).
+pub fn exchange(
+    req: http::Request<Buffer>,
+    signed_query: bool,
+    limit: u64,
+) -> Result<(http::StatusCode, Bytes)> {
+    let response = send(req, signed_query)?;
+    let status = response.status();
+    let announced = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(unexpected(
+            "response too large",
+            format!("{announced:?} bytes, at most {limit} expected"),
+        ));
+    }
+    let body = block_on(response.into_body().to_buffer())?;
+    Ok((status, body.to_bytes()))
+}
+
 fn send(req: http::Request<Buffer>, signed_query: bool) -> Result<http::Response<HttpBody>> {
     let (parts, body) = req.into_parts();
     let headers: Vec<(String, Vec<u8>)> = parts

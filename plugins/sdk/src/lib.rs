@@ -7,6 +7,9 @@
 //! use etcd_plugin_sdk::storage::{Guest, GuestBackend, GuestUpload, GuestDownload};
 //! struct MyPlugin;
 //! impl Guest for MyPlugin { type Backend = MyBackend; type Upload = MyUpload; type Download = MyDownload; }
+//! impl etcd_plugin_sdk::upload_cleanup::Guest for MyPlugin {
+//!     fn abandon_uploads(config: Vec<(String, String)>, key: String) -> Result<u32, PluginError> { Ok(0) }
+//! }
 //! etcd_plugin_sdk::export_storage_backend!(MyPlugin);
 //! ```
 //!
@@ -17,6 +20,9 @@ pub mod config;
 /// opendal's HTTP transport over wasi:http.
 #[cfg(feature = "objectstore")]
 pub mod http;
+/// Aborting the open multipart uploads of a key (S3's API, and OSS's).
+#[cfg(feature = "objectstore")]
+pub mod multipart;
 /// A storage plugin over an opendal operator.
 #[cfg(feature = "objectstore")]
 pub mod objectstore;
@@ -28,12 +34,14 @@ compile_error!(
     "enable exactly one of the features `storage` or `policy`: a plugin implements one world"
 );
 
-/// Bindings for the `storage-backend` world.
+/// Bindings for the `storage-backend-with-cleanup` world: the storage
+/// interface plus `upload-cleanup`, which lets the operator have a plugin
+/// discard an upload whose sandbox it lost.
 #[cfg(feature = "storage")]
 pub mod storage_world {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "storage-backend",
+        world: "storage-backend-with-cleanup",
         with: {
             "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
             "wasi:http/types@0.2.12": wasip2::http::types,
@@ -73,6 +81,9 @@ pub use storage_world::export_storage_backend;
 /// The storage interface a storage plugin implements.
 #[cfg(feature = "storage")]
 pub use storage_world::exports::etcd_operator::plugin::storage;
+/// The clean-up a storage plugin implements for uploads the operator lost.
+#[cfg(feature = "storage")]
+pub use storage_world::exports::etcd_operator::plugin::upload_cleanup;
 
 /// The shared types (errors, config, object info) as seen by a policy plugin.
 #[cfg(feature = "policy")]

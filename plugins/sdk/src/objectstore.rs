@@ -4,7 +4,8 @@
 //! - uploads stream through an opendal writer in parts of [`PART_SIZE`]
 //!   (multipart where the service has it), so memory stays at about one part
 //!   whatever the object size; `abort` (or dropping the upload) aborts the
-//!   multipart upload so no partial object appears;
+//!   multipart upload so no partial object appears, and after a lost
+//!   sandbox [`Connect::abandon_uploads`] does;
 //! - downloads stream the object's body and hand it out in the sizes the
 //!   host asks for;
 //! - errors are mapped onto the WIT variant: missing objects and buckets →
@@ -43,6 +44,18 @@ pub trait Connect: 'static {
     /// The service signs requests with SigV4 over the query as decoded and
     /// re-encoded: send the query in exactly that encoding (S3).
     const SIGNED_QUERY: bool = false;
+
+    /// Discard what unfinished uploads of exactly `key` left at the service
+    /// (WIT `upload-cleanup`): the operator calls it after losing an
+    /// upload's sandbox. Return how many were discarded.
+    fn abandon_uploads(config: &Config, key: &str) -> Result<u32, PluginError>;
+}
+
+/// Every opendal plugin cleans up through its [`Connect`].
+impl<C: Connect> crate::upload_cleanup::Guest for C {
+    fn abandon_uploads(config: Vec<(String, String)>, key: String) -> Result<u32, PluginError> {
+        <C as Connect>::abandon_uploads(&Config::new(config), &key)
+    }
 }
 
 /// Map an opendal error onto the WIT variant, naming `location`.
