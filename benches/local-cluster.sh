@@ -61,7 +61,9 @@ static_bootstrap() { # N: seconds until N hand-started members all answer `endpo
     pids+=($!)
   done
   local eps=""; for c in "${clients[@]}"; do eps+="http://127.0.0.1:$c,"; done; eps="${eps%,}"
-  until ETCDCTL_API=3 "$ETCD_OPERATOR_TOOLS/etcd/3.5/etcdctl" --endpoints "$eps" endpoint health >/dev/null 2>&1; do sleep 0.05; done
+  # Short timeouts: a member not listening yet must not hold a check for etcdctl's 5 s default.
+  until ETCDCTL_API=3 "$ETCD_OPERATOR_TOOLS/etcd/3.5/etcdctl" --dial-timeout 200ms --command-timeout 500ms \
+    --endpoints "$eps" endpoint health >/dev/null 2>&1; do sleep 0.05; done
   calc "$(now) - $t0"
   kill -9 "${pids[@]}"; wait 2>/dev/null || true; rm -rf "$d"
 }

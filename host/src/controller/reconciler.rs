@@ -721,6 +721,20 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             // what no signal reports (a member that hangs).
             Action::Steady => Duration::from_secs(2),
             Action::Refuse { .. } | Action::Unrecoverable { .. } => Duration::from_secs(10),
+            // A new cluster's members answer within a few hundred
+            // milliseconds of their start: while they run and it has not
+            // served yet, look often, so creating one costs what etcd's own
+            // bootstrap does (for its first 30 s: a bootstrap that hangs is
+            // looked at like any other cluster).
+            _ if !view.ever_served
+                && view.members.iter().any(|m| m.running)
+                && view
+                    .members
+                    .iter()
+                    .all(|m| m.unhealthy_for < Duration::from_secs(30)) =>
+            {
+                Duration::from_millis(100)
+            }
             // After acting, look again soon: a restarted member answers
             // within a fraction of a second (an observation is a few RPCs).
             _ => Duration::from_millis(500),
