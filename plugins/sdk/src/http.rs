@@ -185,7 +185,7 @@ fn send(req: http::Request<Buffer>, signed_query: bool) -> Result<http::Response
 /// refuse the signature. Decoding is the same, so a server that decodes
 /// reads the same value; only S3 opts in (a GCS emulator compares resumable
 /// upload ids undecoded).
-const QUERY_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+pub(crate) const QUERY_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

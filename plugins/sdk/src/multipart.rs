@@ -8,18 +8,11 @@
 //! aborted: the listing is by prefix and may name longer keys.
 
 use opendal::Buffer;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 
-use crate::http::exchange;
+use crate::http::{QUERY_ENCODE, exchange};
 use crate::objectstore::map_error;
 use crate::types::PluginError;
-
-/// What SigV4 (and OSS) leave unencoded in a path segment or a query value.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Pages of (usually 1,000) uploads read at most: a key with more open
 /// uploads than that is cleaned up over several lost uploads.
@@ -63,8 +56,9 @@ impl BucketUrl {
 /// Signs a request head in place.
 pub type Sign<'a> = &'a dyn Fn(&mut http::request::Parts) -> Result<(), PluginError>;
 
+/// SigV4's (and OSS's) encoding of a path segment or a query value.
 fn encode(s: &str) -> String {
-    utf8_percent_encode(s, UNRESERVED).to_string()
+    utf8_percent_encode(s, QUERY_ENCODE).to_string()
 }
 
 fn encode_path(key: &str) -> String {
