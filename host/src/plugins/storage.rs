@@ -96,6 +96,19 @@ impl StoragePlugin {
         })
     }
 
+    /// A fresh sandbox for one operation under these grants.
+    async fn sandbox(&self, grants: &Grants) -> Result<Sandbox, PluginError> {
+        Sandbox::new(
+            &self.engine,
+            Pool::Storage,
+            self.name.clone(),
+            self.limits.clone(),
+            grants.egress.clone(),
+            grants.dir.as_deref(),
+        )
+        .await
+    }
+
     /// Whether the plugin can discard an upload the operator lost.
     pub fn cleans_up_uploads(&self) -> bool {
         self.cleanup.is_some()
@@ -114,15 +127,7 @@ impl StoragePlugin {
         let Some(export) = self.cleanup else {
             return Ok(None);
         };
-        let mut sandbox = Sandbox::new(
-            &self.engine,
-            Pool::Storage,
-            self.name.clone(),
-            self.limits.clone(),
-            grants.egress.clone(),
-            grants.dir.as_deref(),
-        )
-        .await?;
+        let mut sandbox = self.sandbox(grants).await?;
         abandon_in(&mut sandbox, self, export, config, key)
             .await
             .map(Some)
@@ -152,15 +157,7 @@ impl StoragePlugin {
         config: &[(String, String)],
         grants: &Grants,
     ) -> Result<StorageSession, PluginError> {
-        let mut sandbox = Sandbox::new(
-            &self.engine,
-            Pool::Storage,
-            self.name.clone(),
-            self.limits.clone(),
-            grants.egress.clone(),
-            grants.dir.as_deref(),
-        )
-        .await?;
+        let mut sandbox = self.sandbox(grants).await?;
         let pre = &self.pre;
         let bindings: StorageBackend = guest_call!(&mut sandbox, "instantiate", |store| async {
             pre.instantiate_async(store).await.map(Ok)
