@@ -360,18 +360,18 @@ impl Moto {
 
     /// Keys in a bucket.
     pub fn keys(&self, bucket: &str) -> Vec<String> {
-        self.listed_keys(bucket, "list_objects_v2", "Contents")
+        self.boto3(&format!(
+            "for o in c.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])"
+        ))
+        .lines()
+        .map(ToString::to_string)
+        .collect()
     }
 
     /// Keys of the multipart uploads open in `bucket`, one per upload.
     pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
-        self.listed_keys(bucket, "list_multipart_uploads", "Uploads")
-    }
-
-    /// The `Key` of every item in `field` of boto3's `call` on `bucket`.
-    fn listed_keys(&self, bucket: &str, call: &str, field: &str) -> Vec<String> {
         self.boto3(&format!(
-            "for i in c.{call}(Bucket='{bucket}').get('{field}', []): print(i['Key'])"
+            "for u in c.list_multipart_uploads(Bucket='{bucket}').get('Uploads', []): print(u['Key'])"
         ))
         .lines()
         .map(ToString::to_string)
