@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-
 use super::controller::Storage;
 use super::location::{SecretStore, Target};
 use super::schedule;
@@ -169,6 +167,52 @@ impl Drop for Staged {
         if !self.keep {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Chunks waiting for the staging writer: the plugin's next read overlaps
+/// the hashing and writing of the previous ones, and memory stays at a few
+/// chunks.
+const STAGING_DEPTH: usize = 4;
+
+/// Hashes a download ([`SnapshotDigest`]) and writes it to its staging file
+/// on a blocking thread of its own, so the plugin's reads, the sha256 and
+/// the disk writes run side by side: one pass over the bytes. The staged
+/// file is not synced: it is read back at once by the restore, from the page
+/// cache, and a crash clears the staging directory at the next start
+/// ([`clear_staging`]) rather than trusting what it holds.
+struct StagingWriter {
+    chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
+    done: tokio::task::JoinHandle<std::io::Result<Digests>>,
+}
+
+impl StagingWriter {
+    fn create(path: &Path) -> std::io::Result<Self> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(path)?;
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(STAGING_DEPTH);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut digest = SnapshotDigest::default();
+            while let Some(chunk) = rx.blocking_recv() {
+                digest.update(&chunk);
+                file.write_all(&chunk)?;
+            }
+            Ok(digest.finish())
+        });
+        Ok(Self { chunks, done })
+    }
+
+    /// Queue a chunk; `false` once the writer has stopped on an error.
+    async fn write(&mut self, chunk: Vec<u8>) -> bool {
+        self.chunks.send(chunk).await.is_ok()
+    }
+
+    /// Wait for every queued chunk, and return the digests of them all.
+    async fn finish(self) -> std::io::Result<Digests> {
+        drop(self.chunks);
+        self.done
+            .await
+            .map_err(|e| std::io::Error::other(format!("the staging writer stopped: {e}")))?
     }
 }
 
@@ -338,8 +382,7 @@ async fn download_and_check(
     let reported = session.size(&download).await?;
     let total = meta.as_ref().map(|m| m.size).or(reported);
     let bound = total.unwrap_or(max_bytes).min(max_bytes);
-    let mut file = tokio::fs::File::create(path).await.map_err(staging_err)?;
-    let mut digest = SnapshotDigest::default();
+    let mut staged = StagingWriter::create(path).map_err(staging_err)?;
     let (started, mut reported_at) = (Instant::now(), Instant::now());
     let mut bytes = 0u64;
     loop {
@@ -366,18 +409,17 @@ async fn download_and_check(
                 )),
             });
         }
-        digest.update(&chunk);
-        file.write_all(&chunk).await.map_err(staging_err)?;
+        if !staged.write(chunk).await {
+            break; // The writer failed; `finish` says why.
+        }
         if reported_at.elapsed() >= PROGRESS_EVERY {
             reported_at = Instant::now();
             report(Report::Progress(transferred(bytes, total, started)));
         }
     }
     report(Report::Progress(transferred(bytes, total, started)));
-    file.sync_all().await.map_err(staging_err)?;
-    drop(file);
+    let digests = staged.finish().await.map_err(staging_err)?;
     session.close_download(download).await;
-    let digests = digest.finish();
     let corrupt = |why: String| RestoreError::Corrupt {
         key: key.into(),
         why,
