@@ -94,10 +94,13 @@ peak_rss=$(hwm_mib "$op_pid")
 
 # 2. Restore: the operator (verify + restore + serving) vs etcdutl snapshot restore alone.
 cp "$dir/.backups/bench/full.db" "$dir/direct.db"
+# Dirty pages of the copy would be written back during the next timing: flush first.
+sync
 t0=$(now)
 "$etcdutl" snapshot restore "$dir/direct.db" --data-dir "$dir/direct-data" >/dev/null 2>&1
 direct_restore=$(calc "$(now) - $t0")
 rm -rf "$dir/direct.db" "$dir/direct-data"
+sync
 t0=$(now)
 cat >"$dir/r.yaml" <<'EOF'
 apiVersion: etcd.database.coreos.com/v1beta2

@@ -329,6 +329,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         opts.plugin_sources.cache_dir.clone(),
     )
     .map_err(|e| LocalError::Plugins(e.to_string()))?;
+    // Plugins compiled ahead of time beside them (`plugin precompile DIR`),
+    // as the image ships them: no compile at start, even with no writable cache.
+    if let Some(pdir) = &opts.plugin_dir {
+        engine
+            .cache()
+            .add_precompiled(crate::plugins::cache::precompiled_dir(pdir));
+    }
     let registry = Arc::new(PluginRegistry::new(engine));
     let mut _plugin_watch = None;
     match &opts.plugin_dir {
