@@ -16,12 +16,7 @@ runs="${1:-3}"
 "$ROOT/scripts/setup.sh" >/dev/null
 heals="${HEALS:-40}"
 RANDOM="${SEED:-1}"
-if [ -n "${ETCD_OPERATOR_BIN:-}" ]; then
-  op="$ETCD_OPERATOR_BIN"
-else
-  cargo build --quiet --release --bin etcd-operator
-  op="$CARGO_TARGET_DIR/release/etcd-operator"
-fi
+op=$(bench_operator)
 etcd="$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd"
 grace=5s; qlt=10s
 

@@ -16,12 +16,7 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh" >/dev/null
-if [ -n "${ETCD_OPERATOR_BIN:-}" ]; then
-  op="$ETCD_OPERATOR_BIN"
-else
-  cargo build --quiet --release --bin etcd-operator
-  op="$CARGO_TARGET_DIR/release/etcd-operator"
-fi
+op=$(bench_operator)
 export OP="$op" ETCD_DIR="$ETCD_OPERATOR_TOOLS/etcd/3.5"
 exec python3 - <<'PY'
 import glob, json, os, random, re, signal, statistics, subprocess, sys, tempfile, time, shutil

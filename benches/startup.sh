@@ -14,12 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$ROOT"
 runs="${1:-5}"
-if [ -n "${ETCD_OPERATOR_BIN:-}" ]; then
-  op="$ETCD_OPERATOR_BIN"
-else
-  cargo build --quiet --release --bin etcd-operator
-  op="$CARGO_TARGET_DIR/release/etcd-operator"
-fi
+op=$(bench_operator)
 (cd plugins && ./build.sh >/dev/null)
 work=$(mktemp -d /tmp/etcd-bench-startup.XXXXXX)
 opid=""
