@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bench;
 mod catalog;
 mod deploy;
 mod e2e;
