@@ -223,11 +223,29 @@ impl Env {
     /// The shared node (started on first use), the CRDs installed, and a
     /// fresh namespace `ns`.
     pub(crate) async fn new(ns: &str) -> Env {
+        Env::with_labels(ns, serde_json::json!({})).await
+    }
+
+    /// [`Env::new`] with a namespace that enforces the Pod Security
+    /// `restricted` level: the API server refuses any Pod (member, init
+    /// container, restore probe, the operator's own) that runs as root,
+    /// keeps a capability, may escalate privileges or has no seccomp profile.
+    pub(crate) async fn restricted(ns: &str) -> Env {
+        Env::with_labels(
+            ns,
+            serde_json::json!({"pod-security.kubernetes.io/enforce": "restricted",
+                               "pod-security.kubernetes.io/enforce-version": "latest"}),
+        )
+        .await
+    }
+
+    async fn with_labels(ns: &str, labels: serde_json::Value) -> Env {
         let node = tokio::task::block_in_place(Node::shared);
         let client = node.client().await;
         crate::install_crds(&client).await;
         let namespace: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": labels}}))
+                .unwrap();
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
@@ -590,6 +608,10 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
                 "accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": "1Gi"}},
             },
+            // The node's hostPath provisioner makes root-only (0750)
+            // directories, and hostPath volumes ignore fsGroup: members on
+            // such storage run as root, which the policy must say.
+            "securityContext": {"runAsUser": 0},
         }))
         .unwrap(),
     );
@@ -774,7 +796,9 @@ fn plugin_config_map(ns: &str, kind: &str, name: &str, key: &str, bytes: Vec<u8>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restore() {
-    let env = Env::new("e2e-backup").await;
+    // Restricted: restored members' init containers and the restore probe
+    // meet the Pod Security `restricted` level too.
+    let env = Env::restricted("e2e-backup").await;
     let node = Node::shared();
     // The S3 test server on the node's address, where Pods reach the host.
     let moto = Moto::start_on(&node.ip);
@@ -991,6 +1015,25 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
             "remove-snapshot"
         ]
     );
+    // The token that fetched the database was never in the Pod, and its
+    // Secret is gone once used.
+    let spec_text = serde_json::to_string(pod.spec.as_ref().unwrap()).unwrap();
+    assert!(!spec_text.contains("SNAPSHOT_TOKEN"), "{spec_text}");
+    let member = pod.metadata.name.clone().unwrap();
+    let secrets: Api<Secret> = env.api();
+    eventually(
+        "the used snapshot token's Secret deleted",
+        Duration::from_secs(60),
+        || async {
+            secrets
+                .get_opt(&format!("{member}-snapshot-token"))
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
 
     // Into a new cluster of three, created by the restore.
     restores
@@ -1294,7 +1337,7 @@ async fn a_restore_whose_pods_cannot_fetch_the_snapshot_is_refused_before_anythi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate() {
-    let env = Env::new("e2e-tls").await;
+    let env = Env::restricted("e2e-tls").await;
 
     // Certificates as the CoreOS TLS guide lays them out: members named by
     // a wildcard of the peer Service, plus the client Service.
@@ -1367,6 +1410,19 @@ async fn a_tls_cluster_runs_with_the_operator_presenting_its_client_certificate(
         status.client_urls
     );
     let pod = &env.member_pods("secure").await[0];
+    // Admitted under `restricted`, as a non-root user, and not BestEffort.
+    let status_of = pod.status.as_ref().unwrap();
+    assert_eq!(status_of.qos_class.as_deref(), Some("Burstable"));
+    assert_eq!(
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .security_context
+            .as_ref()
+            .unwrap()
+            .run_as_user,
+        Some(etcd_operator::kubernetes::members::MEMBER_UID)
+    );
     let cmd = pod.spec.as_ref().unwrap().containers[0]
         .command
         .clone()

@@ -7,17 +7,19 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
-    PodAntiAffinity, PodSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    PodAntiAffinity, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
     VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use crate::api::EtcdCluster;
+use crate::api::{EtcdCluster, PodPolicy};
 use crate::controller::{MemberPlan, MemberUrls, StartMode};
 
 pub const LABEL_APP: &str = "app";
@@ -250,6 +252,63 @@ fn busybox(cluster: &EtcdCluster) -> String {
         .unwrap_or_else(|| DEFAULT_BUSYBOX.to_string())
 }
 
+/// The user and group member Pods run as when `spec.pod.securityContext` is
+/// not set: the unprivileged `nonroot` id the operator's own chart uses.
+pub const MEMBER_UID: i64 = 65532;
+
+/// The Pod-level security of member Pods: the policy's `securityContext` as
+/// given (a CoreOS user keeps theirs), else non-root with the data volume
+/// owned by the members' group (`fsGroup`); the runtime's default seccomp
+/// profile unless the policy names one. With [`container_security`] this is
+/// what the Pod Security `restricted` level asks for.
+fn pod_security(policy: &PodPolicy) -> PodSecurityContext {
+    let mut sc = policy
+        .security_context
+        .clone()
+        .unwrap_or_else(|| PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(MEMBER_UID),
+            run_as_group: Some(MEMBER_UID),
+            fs_group: Some(MEMBER_UID),
+            ..Default::default()
+        });
+    sc.seccomp_profile.get_or_insert_with(|| SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    });
+    sc
+}
+
+/// Every container the operator runs for a member (etcd, its init
+/// containers, a restore probe): no privilege escalation, no capabilities,
+/// nothing written outside the data volume. etcd, `etcdutl` and busybox
+/// need none of them.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Requests when `spec.pod.resources` is not set: a floor, so members are
+/// `Burstable` (not the first evicted, as `BestEffort` Pods are) without
+/// claiming much of a small node. No limits: a memory limit kills etcd
+/// under a load spike. Size real clusters with `spec.pod.resources`.
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("50m".into())),
+            ("memory".to_string(), Quantity("64Mi".into())),
+        ])),
+        ..Default::default()
+    }
+}
+
 /// The init container every member starts with: wait until the member's
 /// own DNS name resolves. etcd dials and advertises that name at once, and
 /// a peer with client-certificate authentication checks a joining member's
@@ -295,18 +354,67 @@ done"#
             ),
         ]),
         env: Some(vec![env("MEMBER_HOST", &host)]),
+        security_context: Some(container_security()),
         ..Default::default()
     }
 }
 
+/// The volume of a restoring member's snapshot token, mounted into its
+/// `fetch-snapshot` init container only.
+const TOKEN_VOLUME: &str = "snapshot-token";
+const TOKEN_DIR: &str = "/var/run/etcd-operator/snapshot";
+const TOKEN_KEY: &str = "token";
+
+/// `<member>-snapshot-token`: the Secret of a restoring member's one-use
+/// snapshot token ([`super::snapshots`]).
+pub fn restore_token_secret_name(member: &str) -> String {
+    format!("{member}-snapshot-token")
+}
+
+/// The Secret a restoring member's init container reads its token from.
+/// A Secret, not a Pod field: the members' Pod specs are readable by
+/// anyone allowed to `view` the namespace; its Secrets are not. It carries
+/// the cluster's labels and owner, so it goes with the cluster at the latest;
+/// the operator deletes it once the token is used or expired.
+pub fn restore_token_secret(cluster: &EtcdCluster, member: &str, token: &str) -> Secret {
+    Secret {
+        metadata: meta(cluster, &restore_token_secret_name(member)),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_string(),
+            k8s_openapi::ByteString(token.as_bytes().to_vec()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// Make `pod` a restored member: after the DNS wait, its init containers
+/// fetch, restore and remove the snapshot ([`restore_init_containers`]),
+/// and the token Secret is a volume of the Pod.
+pub fn add_restore(pod: &mut Pod, cluster: &EtcdCluster, plan: &MemberPlan, offer_url: &str) {
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.init_containers
+        .get_or_insert_with(Vec::new)
+        .extend(restore_init_containers(cluster, plan, offer_url));
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: TOKEN_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(restore_token_secret_name(&plan.name)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 /// The init containers of a member restored from a snapshot: fetch it from
-/// the operator (busybox `wget` with the offer's bearer token), restore it
-/// into the data directory with this member's identity (`etcdutl`, or
-/// `etcdctl` on 3.4), and delete the fetched file.
+/// the operator (busybox `wget` with the offer's bearer token, read from the
+/// token Secret's volume), restore it into the data directory with this
+/// member's identity (`etcdutl`, or `etcdctl` on 3.4), and delete the
+/// fetched file.
 pub fn restore_init_containers(
     cluster: &EtcdCluster,
     plan: &MemberPlan,
-    offer: &super::snapshots::Offer,
+    offer_url: &str,
 ) -> Vec<Container> {
     let busybox = busybox(cluster);
     let urls = member_urls(cluster, &plan.name);
@@ -341,14 +449,20 @@ pub fn restore_init_containers(
                 "/bin/sh".into(),
                 "-c".into(),
                 format!(
-                    "wget -q -O {SNAPSHOT_FILE} --header \"Authorization: Bearer $SNAPSHOT_TOKEN\" \"$SNAPSHOT_URL\""
+                    "wget -q -O {SNAPSHOT_FILE} --header \"Authorization: Bearer $(cat {TOKEN_DIR}/{TOKEN_KEY})\" \"$SNAPSHOT_URL\""
                 ),
             ]),
-            env: Some(vec![
-                env("SNAPSHOT_URL", &offer.url),
-                env("SNAPSHOT_TOKEN", &offer.token),
+            env: Some(vec![env("SNAPSHOT_URL", offer_url)]),
+            volume_mounts: Some(vec![
+                data_mount(),
+                VolumeMount {
+                    name: TOKEN_VOLUME.into(),
+                    mount_path: TOKEN_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
             ]),
-            volume_mounts: Some(vec![data_mount()]),
+            security_context: Some(container_security()),
             ..Default::default()
         },
         Container {
@@ -357,6 +471,7 @@ pub fn restore_init_containers(
             command: Some(restore),
             env: etcd34.then(|| vec![env("ETCDCTL_API", "3")]),
             volume_mounts: Some(vec![data_mount()]),
+            security_context: Some(container_security()),
             ..Default::default()
         },
         Container {
@@ -368,6 +483,7 @@ pub fn restore_init_containers(
                 format!("rm -f {SNAPSHOT_FILE}"),
             ]),
             volume_mounts: Some(vec![data_mount()]),
+            security_context: Some(container_security()),
             ..Default::default()
         },
     ]
@@ -458,8 +574,9 @@ pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
             ..Default::default()
         }),
         env: (!env.is_empty()).then_some(env),
-        resources: policy.resources.clone(),
+        resources: Some(policy.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(mounts),
+        security_context: Some(container_security()),
         ..Default::default()
     };
 
@@ -503,7 +620,7 @@ pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
             node_selector: policy.node_selector.clone(),
             affinity,
             tolerations: policy.tolerations.clone(),
-            security_context: policy.security_context.clone(),
+            security_context: Some(pod_security(&policy)),
             // A member never needs the Kubernetes API.
             automount_service_account_token: Some(false),
             ..Default::default()
@@ -546,6 +663,7 @@ pub fn restore_probe_pod(
                     env("SNAPSHOT_TOKEN", &offer.token),
                 ]),
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
+                security_context: Some(container_security()),
                 ..Default::default()
             }],
             restart_policy: Some("Never".into()),
@@ -714,6 +832,96 @@ mod tests {
         assert!(
             probe.command.as_ref().unwrap()[2].contains("Authorization: Bearer $SNAPSHOT_TOKEN")
         );
+    }
+
+    /// What the Pod Security `restricted` level checks of one container.
+    fn assert_restricted(c: &Container) {
+        let sc = c
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}", c.name));
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()]),
+            "{}",
+            c.name
+        );
+        assert!(
+            sc.capabilities.as_ref().unwrap().add.is_none(),
+            "{}",
+            c.name
+        );
+    }
+
+    #[test]
+    fn member_pods_are_hardened_and_requested_unless_the_policy_says_otherwise() {
+        let c = cluster(EtcdClusterSpec {
+            size: 3,
+            ..Default::default()
+        });
+        let offer = super::super::snapshots::Offer {
+            url: "http://10.0.0.1:8080/snapshots/p".into(),
+            token: "t0k".into(),
+        };
+        let mut pod = member_pod(&c, &plan(StartMode::Restore));
+        add_restore(&mut pod, &c, &plan(StartMode::Restore), &offer.url);
+        let spec = pod.spec.unwrap();
+        let sc = spec.security_context.unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(MEMBER_UID));
+        assert_eq!(sc.fs_group, Some(MEMBER_UID), "the data volume is writable");
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let all: Vec<&Container> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .collect();
+        assert_eq!(all.len(), 5, "etcd, check-dns and three restore steps");
+        all.iter().for_each(|c| assert_restricted(c));
+        let requests = spec.containers[0]
+            .resources
+            .clone()
+            .unwrap()
+            .requests
+            .unwrap();
+        assert_eq!(requests["cpu"].0, "50m");
+        assert_eq!(requests["memory"].0, "64Mi");
+        let probe = restore_probe_pod(&c, &plan(StartMode::Restore), &offer, "p");
+        let probe = probe.spec.unwrap();
+        assert_eq!(
+            probe.security_context.unwrap().run_as_user,
+            Some(MEMBER_UID)
+        );
+        assert_restricted(&probe.containers[0]);
+
+        // A CoreOS policy's own securityContext and resources are kept as
+        // given; only an unset seccomp profile is filled in.
+        let own: PodPolicy = serde_json::from_value(serde_json::json!({
+            "securityContext": {"runAsUser": 0},
+            "resources": {"requests": {"cpu": "2"}},
+        }))
+        .unwrap();
+        let c = cluster(EtcdClusterSpec {
+            size: 3,
+            pod: Some(own),
+            ..Default::default()
+        });
+        let spec = member_pod(&c, &plan(StartMode::Seed)).spec.unwrap();
+        let sc = spec.security_context.unwrap();
+        assert_eq!(sc.run_as_user, Some(0));
+        assert_eq!(sc.run_as_non_root, None);
+        assert_eq!(sc.fs_group, None);
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let requests = spec.containers[0]
+            .resources
+            .clone()
+            .unwrap()
+            .requests
+            .unwrap();
+        assert_eq!(requests["cpu"].0, "2");
+        assert!(!requests.contains_key("memory"));
     }
 
     #[test]
@@ -900,11 +1108,11 @@ mod tests {
     #[test]
     fn restored_members_fetch_and_restore_the_snapshot_before_etcd_starts() {
         let c = cluster(EtcdClusterSpec::default());
-        let offer = crate::kubernetes::snapshots::Offer {
-            url: "http://10.0.0.9:8080/snapshots/abc".into(),
-            token: "secret".into(),
-        };
-        let init = restore_init_containers(&c, &plan(StartMode::Restore), &offer);
+        let url = "http://10.0.0.9:8080/snapshots/abc";
+        let mut pod = member_pod(&c, &plan(StartMode::Restore));
+        add_restore(&mut pod, &c, &plan(StartMode::Restore), url);
+        let spec = pod.spec.clone().unwrap();
+        let init = &spec.init_containers.clone().unwrap()[1..];
         let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
@@ -912,9 +1120,46 @@ mod tests {
         );
         assert_eq!(init[0].image.as_deref(), Some(DEFAULT_BUSYBOX));
         let env = init[0].env.clone().unwrap();
+        assert_eq!(env.len(), 1, "the URL only: {env:?}");
+        assert_eq!(env[0].value.as_deref(), Some(url));
+        // The token comes from its Secret, mounted into this one container.
+        assert!(
+            init[0].command.as_ref().unwrap()[2]
+                .contains("$(cat /var/run/etcd-operator/snapshot/token)")
+        );
+        let mounting: Vec<&str> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == TOKEN_VOLUME)
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(mounting, ["fetch-snapshot"]);
+        let volume = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == TOKEN_VOLUME)
+            .unwrap();
         assert_eq!(
-            env[0].value.as_deref(),
-            Some("http://10.0.0.9:8080/snapshots/abc")
+            volume.secret.unwrap().secret_name.as_deref(),
+            Some("example-abc-snapshot-token")
+        );
+        let secret = restore_token_secret(&c, "example-abc", "t0k");
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("example-abc-snapshot-token")
+        );
+        assert_eq!(secret.data.unwrap()["token"].0, b"t0k");
+        assert_eq!(secret.metadata.owner_references.unwrap()[0].name, "example");
+        assert!(
+            !serde_json::to_string(&pod).unwrap().contains("t0k"),
+            "no token in the Pod"
         );
         let restore = init[1].command.clone().unwrap();
         assert_eq!(restore[0], "/usr/local/bin/etcdutl");
@@ -924,7 +1169,7 @@ mod tests {
             version: "3.4.30".into(),
             ..plan(StartMode::Restore)
         };
-        let init = restore_init_containers(&c, &old, &offer);
+        let init = restore_init_containers(&c, &old, url);
         assert_eq!(
             init[1].command.clone().unwrap()[0],
             "/usr/local/bin/etcdctl"

@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::members::{
-    self, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_NODE, cluster_selector, member_pod, member_pvc,
-    member_urls, restore_init_containers, restore_probe_pod, uses_pvc,
+    self, ANNOTATION_VERSION, FIELD_MANAGER, LABEL_NODE, add_restore, cluster_selector, member_pod,
+    member_pvc, member_urls, restore_probe_pod, restore_token_secret, restore_token_secret_name,
+    uses_pvc,
 };
 use super::snapshots::{Offer, SnapshotServer};
 use crate::api::EtcdCluster;
@@ -167,16 +168,18 @@ impl KubeRuntime {
     ) -> Result<(), RuntimeError> {
         self.ensure_pvc(key, cluster, plan).await?;
         let mut pod = member_pod(cluster, plan);
+        let mut offer = None;
         if plan.mode == StartMode::Restore {
-            let offer = self.offer(plan)?;
-            if let Some(spec) = pod.spec.as_mut() {
-                // After the DNS wait: fetch, restore, remove the snapshot.
-                spec.init_containers
-                    .get_or_insert_with(Vec::new)
-                    .extend(restore_init_containers(cluster, plan, &offer));
-            }
+            let o = self.offer(plan)?;
+            self.put_restore_token(key, cluster, plan, &o).await?;
+            add_restore(&mut pod, cluster, plan, &o.url);
+            offer = Some(o);
         }
-        match self.pods(key).create(&PostParams::default(), &pod).await {
+        let created = self.pods(key).create(&PostParams::default(), &pod).await;
+        if let Some(offer) = offer {
+            self.delete_restore_token_when_settled(key, &plan.name, offer);
+        }
+        match created {
             Ok(_) => {
                 tracing::info!(cluster = %key, member = plan.name, version = plan.version, mode = ?plan.mode, "member Pod created");
                 Ok(())
@@ -301,6 +304,60 @@ impl KubeRuntime {
              start and fetch from {url} before the running members are replaced",
             PROBE_TIMEOUT.as_secs()
         ))
+    }
+
+    /// Put a restoring member's one-use token in its Secret (replacing an
+    /// older offer's: that one stays valid until used or expired).
+    async fn put_restore_token(
+        &self,
+        key: &ClusterKey,
+        cluster: &EtcdCluster,
+        plan: &MemberPlan,
+        offer: &Offer,
+    ) -> Result<(), RuntimeError> {
+        let secret = restore_token_secret(cluster, &plan.name, &offer.token);
+        Api::<Secret>::namespaced(self.client.clone(), &key.namespace)
+            .patch(
+                &restore_token_secret_name(&plan.name),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map_err(|e| RuntimeError::Member {
+                member: plan.name.clone(),
+                message: format!(
+                    "cannot write the Secret of its snapshot token: {e}; the operator's Role needs \
+                     create, patch and delete on secrets"
+                ),
+            })?;
+        Ok(())
+    }
+
+    /// Delete the token Secret once its offer is settled (the download
+    /// began, or the offer expired): the token opens nothing any more.
+    /// A Secret left by an operator that stopped first holds a dead token
+    /// and goes with its cluster.
+    fn delete_restore_token_when_settled(&self, key: &ClusterKey, member: &str, offer: Offer) {
+        let Some(server) = self.snapshots.clone() else {
+            return;
+        };
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
+        let name = restore_token_secret_name(member);
+        let key = key.clone();
+        tokio::spawn(async move {
+            while !server.settled(&offer) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match secrets.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(cluster = %key, secret = name, "snapshot token used or expired: its Secret deleted")
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    tracing::warn!(cluster = %key, secret = name, error = %e, "cannot delete a used snapshot token's Secret")
+                }
+            }
+        });
     }
 
     /// Offer the plan's snapshot to the member's init container.

@@ -7,7 +7,13 @@
 //! An offer is a hard link (or copy) of the snapshot under the operator's
 //! own directory, so the caller may delete its file as soon as the Pods are
 //! created; it is served, streamed in bounded chunks, until it expires.
-//! The token is random per snapshot and compared in constant time.
+//!
+//! Each offer is for one Pod and serves one download: its token is random,
+//! compared in constant time, and refused once used, so a token read from
+//! anywhere after the member fetched its snapshot opens nothing. The Pod
+//! gets its token from a Secret mounted only into its fetching init container
+//! ([`super::members::restore_token_secret`]), never from its spec, which
+//! anyone allowed to `view` the namespace can read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +31,8 @@ struct Entry {
     path: PathBuf,
     token: String,
     expires: Instant,
+    /// The one download was authorized.
+    used: bool,
 }
 
 pub struct SnapshotServer {
@@ -34,8 +42,6 @@ pub struct SnapshotServer {
     ttl: Duration,
     /// Offer id → served file.
     entries: Mutex<HashMap<String, Entry>>,
-    /// Source snapshot → offer id, so every member of one restore shares it.
-    by_source: Mutex<HashMap<PathBuf, String>>,
 }
 
 fn random_token(len: usize) -> String {
@@ -59,23 +65,13 @@ impl SnapshotServer {
             base_url: base_url.trim_end_matches('/').to_string(),
             ttl,
             entries: Mutex::default(),
-            by_source: Mutex::default(),
         })
     }
 
-    /// Offer `snapshot` to Pods (the same offer for the same file).
+    /// Offer `snapshot` to one Pod, for one download.
     pub fn offer(&self, snapshot: &Path) -> std::io::Result<Offer> {
         self.expire();
-        let mut by_source = self.by_source.lock().expect("snapshot offers");
         let mut entries = self.entries.lock().expect("snapshot offers");
-        if let Some(id) = by_source.get(snapshot)
-            && let Some(e) = entries.get(id)
-        {
-            return Ok(Offer {
-                url: format!("{}/snapshots/{id}", self.base_url),
-                token: e.token.clone(),
-            });
-        }
         let id = random_token(20).to_ascii_lowercase();
         let path = self.dir.join(format!("{id}.db"));
         if std::fs::hard_link(snapshot, &path).is_err() {
@@ -88,9 +84,9 @@ impl SnapshotServer {
                 path,
                 token: token.clone(),
                 expires: Instant::now() + self.ttl,
+                used: false,
             },
         );
-        by_source.insert(snapshot.to_path_buf(), id.clone());
         Ok(Offer {
             url: format!("{}/snapshots/{id}", self.base_url),
             token,
@@ -111,13 +107,31 @@ impl SnapshotServer {
         offer
     }
 
-    /// The file for `id` if `authorization` is `Bearer <its token>`.
+    /// The file for `id` if `authorization` is `Bearer <its token>` and the
+    /// offer's one download has not been authorized yet. (The file stays
+    /// until the offer expires, so the download in progress keeps it.)
     pub fn authorize(&self, id: &str, authorization: Option<&str>) -> Option<PathBuf> {
         self.expire();
-        let entries = self.entries.lock().expect("snapshot offers");
-        let e = entries.get(id)?;
+        let mut entries = self.entries.lock().expect("snapshot offers");
+        let e = entries.get_mut(id)?;
         let given = authorization?.strip_prefix("Bearer ")?;
-        constant_time_eq(given.as_bytes(), e.token.as_bytes()).then(|| e.path.clone())
+        if e.used || !constant_time_eq(given.as_bytes(), e.token.as_bytes()) {
+            return None;
+        }
+        e.used = true;
+        Some(e.path.clone())
+    }
+
+    /// Is `offer` done with: its download authorized, or expired? Its token
+    /// opens nothing any more, so whatever holds it can go.
+    pub fn settled(&self, offer: &Offer) -> bool {
+        self.expire();
+        let id = offer.url.rsplit('/').next().unwrap_or_default();
+        self.entries
+            .lock()
+            .expect("snapshot offers")
+            .get(id)
+            .is_none_or(|e| e.used)
     }
 
     fn expire(&self) {
@@ -130,10 +144,6 @@ impl SnapshotServer {
             }
             keep
         });
-        self.by_source
-            .lock()
-            .expect("snapshot offers")
-            .retain(|_, id| entries.contains_key(id));
     }
 }
 
@@ -142,7 +152,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn offers_are_shared_per_snapshot_and_need_the_token() {
+    fn an_offer_serves_one_download_and_needs_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let snap = dir.path().join("s.db");
         std::fs::write(&snap, b"snapshot").unwrap();
@@ -153,17 +163,33 @@ mod tests {
         )
         .unwrap();
         let a = server.offer(&snap).unwrap();
-        assert_eq!(server.offer(&snap).unwrap(), a);
+        let b = server.offer(&snap).unwrap();
+        assert_ne!(a, b, "one offer per Pod");
         assert!(a.url.starts_with("http://10.0.0.1:8080/snapshots/"));
         // The caller may delete its file: the offer keeps its own link.
         std::fs::remove_file(&snap).unwrap();
         let id = a.url.rsplit('/').next().unwrap();
+        assert!(server.authorize(id, Some("Bearer wrong")).is_none());
+        assert!(server.authorize(id, None).is_none());
+        assert!(!server.settled(&a), "a wrong token does not use it up");
         let path = server
             .authorize(id, Some(&format!("Bearer {}", a.token)))
             .unwrap();
-        assert_eq!(std::fs::read(path).unwrap(), b"snapshot");
-        assert!(server.authorize(id, Some("Bearer wrong")).is_none());
-        assert!(server.authorize(id, None).is_none());
+        assert_eq!(std::fs::read(&path).unwrap(), b"snapshot");
+        // Used: the same token opens nothing again, and the other Pod's
+        // offer is untouched.
+        assert!(server.settled(&a) && !server.settled(&b));
+        assert!(
+            server
+                .authorize(id, Some(&format!("Bearer {}", a.token)))
+                .is_none()
+        );
+        let b_id = b.url.rsplit('/').next().unwrap();
+        assert!(
+            server
+                .authorize(b_id, Some(&format!("Bearer {}", b.token)))
+                .is_some()
+        );
         assert!(
             server
                 .authorize("other", Some(&format!("Bearer {}", a.token)))
@@ -212,6 +238,7 @@ mod tests {
                 .authorize(id, Some(&format!("Bearer {}", a.token)))
                 .is_none()
         );
+        assert!(server.settled(&a));
         assert_eq!(
             std::fs::read_dir(dir.path().join("served"))
                 .unwrap()

@@ -43,10 +43,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Storage credentials and TLS material named by the resources.
+# Storage credentials and TLS material named by the resources (get); the
+# one-use snapshot token of a restoring member, written for its init
+# container and deleted once used (create, patch, delete).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create", "patch", "delete"]
 # Plugin ConfigMaps (labelled etcd.database.coreos.com/plugin).
 - apiGroups: [""]
   resources: ["configmaps"]
