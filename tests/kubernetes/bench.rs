@@ -241,12 +241,7 @@ async fn kill_and_heal(
     pods.sort_by_key(|p| p.metadata.name.clone());
     let victim = pods.remove(rng.random_range(0..pods.len()));
     let name = victim.metadata.name.clone().unwrap();
-    let container = victim.status.unwrap().container_statuses.unwrap()[0]
-        .container_id
-        .clone()
-        .unwrap();
-    let pid = node.container_pid(&container);
-    crate::common::run_ok(std::process::Command::new("kill").args(["-9", &pid.to_string()]));
+    node.kill_pod_process(&victim);
     let start = Instant::now();
     until(
         &format!("{cluster} healed after {name} was killed"),
@@ -383,12 +378,7 @@ async fn bench_many_clusters() {
     // Steady for a while first: the operator looks at a cluster steady for
     // 30 s less often, which is what a platform team's operator mostly is.
     tokio::time::sleep(Duration::from_secs(40)).await;
-    let pod = op.pods().await.remove(0);
-    let container = pod.status.unwrap().container_statuses.unwrap()[0]
-        .container_id
-        .clone()
-        .unwrap();
-    let pid = Node::shared().container_pid(&container);
+    let pid = Node::shared().pod_pid(&op.pods().await.remove(0));
     let (_, cpu0) = operator_usage(pid);
     let t0 = Instant::now();
     let mut peak = 0;

@@ -197,12 +197,7 @@ async fn the_operator_cut_off_or_handed_over_destroys_nothing_and_loses_no_write
     let pods: Api<Pod> = env.api();
     let victim = env.member_pods("ha").await.remove(0);
     let name = victim.metadata.name.clone().unwrap();
-    let container = victim.status.unwrap().container_statuses.unwrap()[0]
-        .container_id
-        .clone()
-        .unwrap();
-    let pid = node.container_pid(&container);
-    crate::common::run_ok(std::process::Command::new("kill").args(["-9", &pid.to_string()]));
+    node.kill_pod_process(&victim);
     eventually(
         "the killed member replaced",
         Duration::from_secs(240),

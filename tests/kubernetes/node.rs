@@ -179,6 +179,25 @@ impl Node {
             .unwrap_or_else(|| panic!("no running task {id}:\n{tasks}"))
     }
 
+    /// The host PID of a running Pod's first container.
+    pub fn pod_pid(&self, pod: &k8s_openapi::api::core::v1::Pod) -> u32 {
+        let status = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref());
+        let id = status
+            .and_then(|c| c.first()?.container_id.clone())
+            .unwrap_or_else(|| panic!("Pod {:?} has no container yet", pod.metadata.name));
+        self.container_pid(&id)
+    }
+
+    /// SIGKILL the process of a running Pod's first container (a member's
+    /// etcd), as a crash would.
+    pub fn kill_pod_process(&self, pod: &k8s_openapi::api::core::v1::Pod) {
+        let pid = self.pod_pid(pod);
+        crate::common::run_ok(Command::new("kill").args(["-9", &pid.to_string()]));
+    }
+
     /// Run `args` in the network namespace of process `pid` (a Pod's: the
     /// harness made it, through containerd).
     pub fn in_netns(&self, pid: u32, args: &[&str]) {

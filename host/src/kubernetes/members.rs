@@ -834,6 +834,14 @@ mod tests {
         );
     }
 
+    fn etcd_requests(spec: &PodSpec) -> BTreeMap<String, Quantity> {
+        spec.containers[0]
+            .resources
+            .clone()
+            .and_then(|r| r.requests)
+            .unwrap_or_default()
+    }
+
     /// What the Pod Security `restricted` level checks of one container.
     fn assert_restricted(c: &Container) {
         let sc = c
@@ -868,7 +876,7 @@ mod tests {
         let mut pod = member_pod(&c, &plan(StartMode::Restore));
         add_restore(&mut pod, &c, &plan(StartMode::Restore), &offer.url);
         let spec = pod.spec.unwrap();
-        let sc = spec.security_context.unwrap();
+        let sc = spec.security_context.clone().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.run_as_user, Some(MEMBER_UID));
         assert_eq!(sc.fs_group, Some(MEMBER_UID), "the data volume is writable");
@@ -880,12 +888,7 @@ mod tests {
             .collect();
         assert_eq!(all.len(), 5, "etcd, check-dns and three restore steps");
         all.iter().for_each(|c| assert_restricted(c));
-        let requests = spec.containers[0]
-            .resources
-            .clone()
-            .unwrap()
-            .requests
-            .unwrap();
+        let requests = etcd_requests(&spec);
         assert_eq!(requests["cpu"].0, "50m");
         assert_eq!(requests["memory"].0, "64Mi");
         let probe = restore_probe_pod(&c, &plan(StartMode::Restore), &offer, "p");
@@ -909,17 +912,12 @@ mod tests {
             ..Default::default()
         });
         let spec = member_pod(&c, &plan(StartMode::Seed)).spec.unwrap();
-        let sc = spec.security_context.unwrap();
+        let sc = spec.security_context.clone().unwrap();
         assert_eq!(sc.run_as_user, Some(0));
         assert_eq!(sc.run_as_non_root, None);
         assert_eq!(sc.fs_group, None);
         assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
-        let requests = spec.containers[0]
-            .resources
-            .clone()
-            .unwrap()
-            .requests
-            .unwrap();
+        let requests = etcd_requests(&spec);
         assert_eq!(requests["cpu"].0, "2");
         assert!(!requests.contains_key("memory"));
     }
