@@ -119,17 +119,23 @@ async fn all_serve(pods: &[Pod]) -> bool {
     true
 }
 
-async fn delete_and_wait_gone(env: &Env, cluster: &str) {
-    let _ = env
-        .api::<EtcdCluster>()
-        .delete(cluster, &DeleteParams::default())
-        .await;
+/// Wait until no member Pod of `cluster` is left, so the next run starts on
+/// an idle node.
+async fn wait_pods_gone(env: &Env, cluster: &str) {
     until(
         &format!("{cluster}'s Pods gone"),
         Duration::from_secs(120),
         || async { env.member_pods(cluster).await.is_empty() },
     )
     .await;
+}
+
+async fn delete_and_wait_gone(env: &Env, cluster: &str) {
+    let _ = env
+        .api::<EtcdCluster>()
+        .delete(cluster, &DeleteParams::default())
+        .await;
+    wait_pods_gone(env, cluster).await;
 }
 
 /// The hand-made reference: the members the operator would start for a new
@@ -196,12 +202,7 @@ async fn static_bootstrap(env: &Env, name: &str, size: usize) -> Duration {
         .api::<Service>()
         .delete(name, &DeleteParams::default())
         .await;
-    until(
-        &format!("the static {name}'s Pods gone"),
-        Duration::from_secs(120),
-        || async { env.member_pods(name).await.is_empty() },
-    )
-    .await;
+    wait_pods_gone(env, name).await;
     took
 }
 
@@ -313,8 +314,9 @@ async fn bench_create_and_heal() {
     );
 }
 
-/// The operator container's host process: (RSS in KiB, CPU seconds so far).
-fn operator_usage(pid: u32) -> (u64, f64) {
+/// The operator container's host process: (RSS in KiB, CPU seconds so far),
+/// with `hz` clock ticks per second.
+fn operator_usage(pid: u32, hz: f64) -> (u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let rss = status
         .lines()
@@ -331,10 +333,6 @@ fn operator_usage(pid: u32) -> (u64, f64) {
         .split_whitespace()
         .collect();
     let ticks: u64 = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
-    let hz: f64 = crate::common::run_ok(std::process::Command::new("getconf").arg("CLK_TCK"))
-        .trim()
-        .parse()
-        .unwrap();
     (rss, ticks as f64 / hz)
 }
 
@@ -379,14 +377,18 @@ async fn bench_many_clusters() {
     // 30 s less often, which is what a platform team's operator mostly is.
     tokio::time::sleep(Duration::from_secs(40)).await;
     let pid = Node::shared().pod_pid(&op.pods().await.remove(0));
-    let (_, cpu0) = operator_usage(pid);
+    let hz: f64 = crate::common::run_ok(std::process::Command::new("getconf").arg("CLK_TCK"))
+        .trim()
+        .parse()
+        .unwrap();
+    let (_, cpu0) = operator_usage(pid, hz);
     let t0 = Instant::now();
     let mut peak = 0;
     while t0.elapsed() < Duration::from_secs(window) {
-        peak = peak.max(operator_usage(pid).0);
+        peak = peak.max(operator_usage(pid, hz).0);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (rss, cpu1) = operator_usage(pid);
+    let (rss, cpu1) = operator_usage(pid, hz);
     println!(
         "steady over {window} s: operator RSS {:.1} MiB (peak {:.1} MiB), CPU {:.1} % of one core",
         rss as f64 / 1024.0,
