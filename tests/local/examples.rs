@@ -190,3 +190,76 @@ async fn javascript_storage_with_python_and_go_policies_backs_up_and_restores_a_
     assert_eq!(read_prefix(&s, "/dav/").await, written, "every key is back");
     assert_eq!(read_prefix(&s, "/dav-more").await.len(), 1);
 }
+
+/// Plugins compile after the operator starts: a cluster does not wait for a
+/// cold compile of the JavaScript engine, and a backup naming the plugin is
+/// told it is being compiled, retries, and succeeds once it is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_starts_while_its_plugins_compile_and_a_backup_waits_for_them() {
+    let plugins = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        crate::common::example_path("webdav"),
+        plugins.path().join("webdav.wasm"),
+    )
+    .unwrap();
+    // An empty compile cache: the component is compiled from cold (about
+    // 20 s on two cores), as on an operator's first start.
+    let cache = tempfile::tempdir().unwrap();
+    let dav = WebDav::start();
+    let op = Operator::start_compiling(
+        plugins.path(),
+        &[
+            "--allow-network",
+            "127.0.0.1/32",
+            "--plugin-cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+    );
+    op.apply(
+        "secret.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dav\nstringData:\n  username: {}\n  password: {}\n",
+            webdav::USER,
+            webdav::PASSWORD
+        ),
+    );
+    op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
+    let s = op.wait_ready("c", 1).await;
+    assert!(
+        !op.plugins_loaded(),
+        "the cluster was ready only after the plugins were compiled:\n{}",
+        op.log_tail()
+    );
+    write_keys(&s, "/early", 10).await;
+    op.apply("b.yaml", &backup_yaml("b", "", &dav, "c/early"));
+
+    wait_until(&op, "a retry while the plugin compiles", || {
+        !events_of(&op, "b", "BackupRetrying").is_empty()
+    })
+    .await;
+    let retrying = events_of(&op, "b", "BackupRetrying");
+    let message = retrying[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`webdav` is bundled with the operator and still being compiled"),
+        "{message}"
+    );
+    let start = Instant::now();
+    while !op.plugins_loaded() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_until(&op, "the backup once the plugin is loaded", || {
+        !events_of(&op, "b", "BackupSucceeded").is_empty()
+    })
+    .await;
+    assert!(
+        events_of(&op, "b", "BackupFailed").is_empty(),
+        "{:?}",
+        op.events()
+    );
+    assert_eq!(stored(&dav, "c/early").len(), 1, "{:?}", dav.keys());
+}

@@ -10,6 +10,8 @@ use etcd_operator::api::EtcdClusterStatus;
 use crate::common::writer::Writer;
 
 pub const DEADLINE: Duration = Duration::from_secs(120);
+/// For compiling every plugin of the operator's directory from cold.
+const PLUGIN_COMPILE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// One operator process and its directory.
 pub struct Operator {
@@ -58,6 +60,19 @@ impl Operator {
             args,
             failpoints: None,
         }
+    }
+
+    /// [`Operator::start_with_plugins`] without waiting for the plugins to
+    /// compile: for the scenario that checks what happens meanwhile.
+    pub fn start_compiling(plugin_dir: &Path, extra: &[&str]) -> Operator {
+        let mut op = Operator::new(plugin_dir, extra);
+        op.spawn_process();
+        op
+    }
+
+    /// Whether the operator has finished compiling its plugins since it started.
+    pub fn plugins_loaded(&self) -> bool {
+        self.plugin_loads() > 0
     }
 
     /// An operator that is killed when it reaches failpoint `point`.
@@ -111,7 +126,45 @@ impl Operator {
         self.dir.path()
     }
 
+    /// How many times this operator's log says its plugin directory was
+    /// loaded (or could not be read): once per start.
+    fn plugin_loads(&self) -> usize {
+        std::fs::read_to_string(self.path().join("operator.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains("plugins loaded") || l.contains("cannot read the plugin directory")
+            })
+            .count()
+    }
+
+    /// Start the operator and wait until it has compiled its plugins (or
+    /// exited): it compiles them in the background, and a scenario should
+    /// not race its own backup against a cold compile. A fresh build of the
+    /// Python and JavaScript examples is never in the compile cache
+    /// (componentize-py's output differs from build to build), and compiling
+    /// one takes about a minute on two busy cores.
     fn spawn(&mut self) {
+        let before = self.plugin_loads();
+        self.spawn_process();
+        let start = Instant::now();
+        while self.plugin_loads() == before {
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().unwrap().is_some()
+            {
+                return;
+            }
+            if start.elapsed() > PLUGIN_COMPILE_DEADLINE {
+                panic!(
+                    "the operator did not load its plugins within {PLUGIN_COMPILE_DEADLINE:?}\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

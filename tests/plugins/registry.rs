@@ -113,6 +113,48 @@ fn reloads_changed_plugins_and_unloads_removed_ones() {
     ));
 }
 
+/// Bundled plugins compile after the operator starts: until then a name the
+/// plugin directory holds is on its way (retryable), not missing.
+#[test]
+fn an_announced_plugin_is_loading_until_applied_then_served() {
+    let registry = PluginRegistry::new(common::engine());
+    registry.expect_base(["local".to_string(), "retention".to_string()].into());
+
+    let err = registry.storage("local").unwrap_err();
+    assert!(matches!(err, PluginError::Loading { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("still being compiled"), "{err}");
+    // A name the directory does not hold is missing at once.
+    assert!(matches!(
+        registry.storage("s3"),
+        Err(PluginError::Missing { .. })
+    ));
+
+    let report = registry.apply(BTreeMap::from([
+        ("local".to_string(), common::plugin_bytes("local")),
+        ("retention".to_string(), common::plugin_bytes("retention")),
+    ]));
+    assert_eq!(report.loaded, ["local", "retention"]);
+    assert!(registry.storage("local").is_ok());
+    // Loaded as the other world: a wrong name, not a compile under way.
+    assert!(matches!(
+        registry.storage("retention"),
+        Err(PluginError::Missing { .. })
+    ));
+
+    // A directory that cannot be read leaves nothing announced.
+    registry.expect_base(["gone".to_string()].into());
+    assert!(
+        registry
+            .load_dir(std::path::Path::new("/nonexistent/plugins"))
+            .is_err()
+    );
+    assert!(matches!(
+        registry.storage("gone"),
+        Err(PluginError::Missing { .. })
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_directory_is_picked_up_without_restart() {
     let registry = Arc::new(PluginRegistry::new(common::engine()));

@@ -226,6 +226,9 @@ pub async fn run(
         allow_override: opts.plugin_sources.allow_override.clone(),
         recorder: recorder.clone(),
     };
+    // Loaded in the background: a resource naming a bundled plugin meanwhile
+    // is told it is being compiled, and retries.
+    registry.expect_base(bundled.clone());
     let plugin_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &opts.namespace);
     let _plugins = tokio::spawn(plugin_source.run(plugin_maps));
     health.ready.store(true, Ordering::Relaxed);

@@ -11,7 +11,7 @@ mod backups;
 pub mod manifests;
 mod restores;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -338,20 +338,30 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     }
     let registry = Arc::new(PluginRegistry::new(engine));
     let mut _plugin_watch = None;
+    let mut bundled = BTreeSet::new();
     match &opts.plugin_dir {
         Some(pdir) => {
+            // Compiled in the background, so clusters start at once: a cold
+            // compile of a JavaScript or Python component takes a minute on
+            // two cores. Meanwhile a resource naming one is told it is being
+            // compiled, and retries.
+            bundled = crate::plugins::registry::dir_names(pdir);
+            registry.expect_base(bundled.clone());
             let r = registry.clone();
             let pd = pdir.clone();
-            match tokio::task::spawn_blocking(move || r.load_dir(&pd)).await {
-                Ok(Ok(report)) => {
-                    tracing::info!(dir = %pdir.display(), loaded = ?report.loaded, "plugins loaded");
-                    for (name, e) in report.failed {
-                        tracing::error!(plugin = name, error = %e, "plugin not loaded; other plugins keep working");
+            tokio::spawn(async move {
+                let dir = pd.clone();
+                match tokio::task::spawn_blocking(move || r.load_dir(&pd)).await {
+                    Ok(Ok(report)) => {
+                        tracing::info!(dir = %dir.display(), loaded = ?report.loaded, "plugins loaded");
+                        for (name, e) in report.failed {
+                            tracing::error!(plugin = name, error = %e, "plugin not loaded; other plugins keep working");
+                        }
                     }
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot read the plugin directory"),
+                    Err(e) => tracing::error!(error = %e, "loading plugins panicked"),
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot read the plugin directory"),
-                Err(e) => tracing::error!(error = %e, "loading plugins panicked"),
-            }
+            });
             _plugin_watch = Some(registry.watch_dir(pdir.clone(), Duration::from_secs(2)));
         }
         None if opts.plugin_sources.catalog.is_none() => tracing::warn!(
@@ -359,7 +369,6 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         ),
         None => {}
     }
-    let bundled = registry.list().into_iter().map(|i| i.name).collect();
     let _catalog = opts
         .plugin_sources
         .start_catalog(&registry, &bundled)

@@ -123,6 +123,16 @@ pub enum PluginError {
     )]
     NotReady { name: String, message: String },
 
+    /// A plugin from the operator's own plugin directory that is still being
+    /// compiled: the operator compiles them after it starts, so clusters come
+    /// up without waiting, and a cold compile of a JavaScript or Python
+    /// component takes a minute on a small machine.
+    #[error(
+        "plugin `{name}` is bundled with the operator and still being compiled (a minute or so for a large \
+         component on its first start; `etcd-operator plugin precompile DIR` does it ahead of time); the operator retries"
+    )]
+    Loading { name: String },
+
     /// A catalog plugin whose source answered with something that cannot
     /// run (a moved tag, a wrong digest, refused credentials).
     #[error("plugin `{name}` of the operator's plugin catalog cannot be loaded: {message}")]
@@ -158,7 +168,8 @@ impl PluginError {
             PluginError::Timeout { .. }
             | PluginError::Host { .. }
             | PluginError::Busy { .. }
-            | PluginError::NotReady { .. } => true,
+            | PluginError::NotReady { .. }
+            | PluginError::Loading { .. } => true,
             _ => false,
         }
     }

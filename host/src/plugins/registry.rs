@@ -81,6 +81,9 @@ struct Layers {
     pending: BTreeMap<String, Pending>,
     catalog_names: BTreeSet<String>,
     allow_override: BTreeSet<String>,
+    /// Base plugins announced by [`PluginRegistry::expect_base`] and not yet
+    /// through their first apply: being compiled, not missing.
+    loading: BTreeSet<String>,
 }
 
 /// Why a catalog entry is not loaded yet.
@@ -155,6 +158,14 @@ impl PluginRegistry {
             .clone()
     }
 
+    /// Announce the base plugins about to be applied (a plugin directory's
+    /// names), so that until [`PluginRegistry::apply`] has compiled them a
+    /// resource naming one is told it is on its way, and retries, rather
+    /// than that it does not exist.
+    pub fn expect_base(&self, names: BTreeSet<String>) {
+        self.layers.lock().expect("registry lock").loading = names;
+    }
+
     /// Make the base layer exactly `source` (name → component bytes).
     /// Compiles synchronously: call from a blocking context.
     pub fn apply(&self, source: BTreeMap<String, Vec<u8>>) -> ApplyReport {
@@ -172,7 +183,9 @@ impl PluginRegistry {
             .collect();
         let _applying = self.applying.lock().expect("registry lock");
         self.layers.lock().expect("registry lock").base = base;
-        self.reconcile()
+        let report = self.reconcile();
+        self.layers.lock().expect("registry lock").loading.clear();
+        report
     }
 
     /// Make the catalog layer `components`, with `pending` the entries not
@@ -264,7 +277,14 @@ impl PluginRegistry {
 
     /// Read every `*.wasm` in `dir` (the file stem is the plugin name) and apply it.
     pub fn load_dir(&self, dir: &Path) -> Result<ApplyReport, PluginError> {
-        Ok(self.apply(read_dir_source(dir)?))
+        match read_dir_source(dir) {
+            Ok(source) => Ok(self.apply(source)),
+            Err(e) => {
+                // Nothing is on its way any more: say missing, not loading.
+                self.layers.lock().expect("registry lock").loading.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Rescan `dir` every `interval` and apply changes, until the registry is dropped.
@@ -331,6 +351,18 @@ impl PluginRegistry {
                     PluginError::NotReady { name, message }
                 } else {
                     PluginError::NotLoadable { name, message }
+                };
+            }
+            // A base plugin announced or applied and not loaded, with no
+            // error: its compile is under way.
+            let loaded = self
+                .plugins
+                .read()
+                .expect("registry lock")
+                .contains_key(name);
+            if !loaded && (layers.loading.contains(name) || layers.base.contains_key(name)) {
+                return PluginError::Loading {
+                    name: name.to_string(),
                 };
             }
             // Fetched, and being compiled right now (seconds for a
