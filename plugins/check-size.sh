@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 limit=$((1 << 20))
 status=0
 printf "%-12s %10s %10s\n" plugin raw gzipped
-for f in dist/*.wasm; do
+for f in dist/*.wasm test-dist/*.wasm; do
+  [ -L "$f" ] && continue
   raw=$(stat -c %s "$f")
   gz=$(gzip -9c "$f" | wc -c)
   printf "%-12s %10d %10d\n" "$(basename "$f" .wasm)" "$raw" "$gz"

@@ -26,9 +26,9 @@ fi
 mkdir -p "$root/usr/local/bin" "$root/usr/lib/etcd-operator/plugins"
 install -m 0755 "$bin" "$root/usr/local/bin/etcd-operator"
 install -m 0755 "$(readlink -f "$ETCD_OPERATOR_TOOLS/etcd/3.5/etcdutl")" "$root/usr/local/bin/etcdutl"
-# Every plugin but the test-only fault injector.
-for p in local s3 abs gcs oss retention; do
-  install -m 0644 "$ROOT/plugins/dist/$p.wasm" "$root/usr/lib/etcd-operator/plugins/$p.wasm"
+# Every shipped plugin (the test-only ones are built into plugins/test-dist).
+for f in "$ROOT"/plugins/dist/*.wasm; do
+  install -m 0644 "$f" "$root/usr/lib/etcd-operator/plugins/$(basename "$f")"
 done
 mkdir -p "$root/etc/ssl/certs"
 install -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"

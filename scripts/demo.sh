@@ -26,4 +26,5 @@ echo "desired state: $demo/*.yaml"
 echo "status:        $demo/.status/etcdcluster/example.yaml"
 echo "events:        $demo/.status/events.log"
 echo "backups:       $demo/.backups/example/ (EtcdBackup example-periodic, every 60 s)"
-exec "$op" local --dir "$demo" --plugin-dir "$ROOT/plugins/dist"
+# From the checkout, the operator finds plugins/dist without --plugin-dir.
+exec "$op" local --dir "$demo"

@@ -19,9 +19,15 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// A built plugin from `plugins/dist/`.
+/// What the tests load as a plugin directory: the shipped plugins (links
+/// into `plugins/dist/`) and the test-only ones (`faults`, `faults-policy`).
+pub fn test_plugin_dir() -> PathBuf {
+    repo().join("plugins/test-dist")
+}
+
+/// A built plugin from [`test_plugin_dir`].
 pub fn plugin_path(name: &str) -> PathBuf {
-    let path = repo().join("plugins/dist").join(format!("{name}.wasm"));
+    let path = test_plugin_dir().join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run plugins/build.sh first",

@@ -25,7 +25,7 @@ pub struct Operator {
 impl Operator {
     /// Start an operator with short failure thresholds.
     pub fn start(extra: &[&str]) -> Operator {
-        Operator::start_with_plugins(&crate::common::repo().join("plugins/dist"), extra)
+        Operator::start_with_plugins(&crate::common::test_plugin_dir(), extra)
     }
 
     /// [`Operator::start`] with plugins from `plugin_dir`.
@@ -77,7 +77,7 @@ impl Operator {
 
     /// An operator that is killed when it reaches failpoint `point`.
     pub fn start_armed(point: &str, extra: &[&str]) -> Operator {
-        let mut op = Operator::new(&crate::common::repo().join("plugins/dist"), extra);
+        let mut op = Operator::new(&crate::common::test_plugin_dir(), extra);
         op.failpoints = Some(point.to_string());
         op.spawn();
         op

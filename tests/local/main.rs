@@ -10,6 +10,7 @@ mod catalog;
 mod containment;
 mod examples;
 mod failpoints;
+mod first_run;
 mod harness;
 mod safety;
 

@@ -32,7 +32,7 @@ fn pinned(source: &str, sha256: Option<&Sha256Digest>) -> PinnedSource {
 fn every_plugin_is_pushed_and_inspected_back_by_digest() {
     let registry = Registry::start();
     let cache = tempfile::tempdir().unwrap();
-    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(common::repo().join("plugins/dist"))
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(common::test_plugin_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "wasm"))

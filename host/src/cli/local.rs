@@ -30,7 +30,10 @@ pub struct LocalArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// Directory of storage and backup-policy plugins (`<name>.wasm`),
-    /// rescanned while running. Without it backups and restores cannot run.
+    /// rescanned while running [default: the first of
+    /// /usr/lib/etcd-operator/plugins, <binary>/../lib/etcd-operator/plugins
+    /// and ./plugins/dist that holds a plugin]. Without plugins backups and
+    /// restores cannot run.
     #[arg(long, env = "ETCD_OPERATOR_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
     /// The one directory the `local` storage plugin may use [default: DIR/.backups].
@@ -51,16 +54,40 @@ fn default_etcd_dirs() -> Vec<PathBuf> {
     tools.map(|t| vec![t.join("etcd")]).unwrap_or_default()
 }
 
+/// Where the bundled plugins sit when nobody says: where the image and a
+/// package install them, beside a binary installed under a prefix, and in a
+/// checkout where `plugins/build.sh` ran.
+fn default_plugin_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/lib/etcd-operator/plugins")];
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(PathBuf::from))
+    {
+        dirs.push(bin.join("../lib/etcd-operator/plugins"));
+    }
+    dirs.push(PathBuf::from("plugins/dist"));
+    dirs
+}
+
 pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let mut etcd_dirs = args.etcd_dirs;
     etcd_dirs.extend(default_etcd_dirs());
+    let searched = default_plugin_dirs();
+    let plugin_dir = args.plugin_dir.or_else(|| {
+        let found = searched
+            .iter()
+            .find(|d| !etcd_operator::plugins::registry::dir_names(d).is_empty())?;
+        tracing::info!(dir = %found.display(), "plugins found without --plugin-dir");
+        Some(found.clone())
+    });
     let opts = Options {
         dir: args.dir,
         keep_members: args.keep_members,
         etcd_dirs,
         tuning: args.tuning.tuning(),
         poll_interval: args.poll_interval,
-        plugin_dir: args.plugin_dir,
+        plugin_dir,
+        plugin_dirs_searched: searched,
         backup_dir: args.backup_dir,
         allow_networks: args.plugin_limits.allow_networks.clone(),
         plugin_limits: args.plugin_limits.limits(),

@@ -42,6 +42,9 @@ pub struct Options {
     pub poll_interval: Duration,
     /// Storage and backup-policy plugins (`*.wasm`, rescanned while running).
     pub plugin_dir: Option<PathBuf>,
+    /// Where the plugins were looked for when `plugin_dir` was not given
+    /// (named when none was found there).
+    pub plugin_dirs_searched: Vec<PathBuf>,
     /// The one directory the `local` storage plugin may use (default DIR/.backups).
     pub backup_dir: Option<PathBuf>,
     /// Private networks storage plugins may reach (e.g. 127.0.0.1/32 for a
@@ -364,9 +367,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
             });
             _plugin_watch = Some(registry.watch_dir(pdir.clone(), Duration::from_secs(2)));
         }
-        None if opts.plugin_sources.catalog.is_none() => tracing::warn!(
-            "no --plugin-dir: EtcdBackup and EtcdRestore cannot run (build plugins with plugins/build.sh)"
-        ),
+        None if opts.plugin_sources.catalog.is_none() => {
+            let searched: Vec<String> = opts
+                .plugin_dirs_searched
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            tracing::warn!(
+                searched = %searched.join(", "),
+                "no plugins: EtcdBackup and EtcdRestore cannot run. Pass --plugin-dir, or build the plugins with \
+                 plugins/build.sh and start from the checkout (plugins/dist)"
+            )
+        }
         None => {}
     }
     let _catalog = opts
