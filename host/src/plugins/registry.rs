@@ -232,7 +232,6 @@ impl PluginRegistry {
                 )
             })
             .collect();
-        let mut loaded = BTreeMap::new();
         let mut errors = BTreeMap::new();
         for (name, component) in &wanted {
             let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&component.bytes));
@@ -245,7 +244,9 @@ impl PluginRegistry {
                     let info = plugin.info();
                     tracing::info!(plugin = %name, world = %info.world, wit = %info.wit_version, sha256 = %info.sha256, size = info.size, "plugin loaded");
                     report.loaded.push(name.clone());
-                    loaded.insert(
+                    // Served at once: a resource waiting for this plugin
+                    // need not wait for the slower ones compiled after it.
+                    self.plugins.write().expect("registry lock").insert(
                         name.clone(),
                         Installed {
                             plugin,
@@ -270,7 +271,6 @@ impl PluginRegistry {
             }
             keep
         });
-        plugins.extend(loaded);
         *self.errors.write().expect("registry lock") = errors;
         report
     }
