@@ -10,6 +10,14 @@ use super::{Process, free_port, run_ok, serve_on};
 pub const USER: &str = "etcd";
 pub const PASSWORD: &str = "s3cret-dav";
 
+/// A `v1` Secret named `dav` holding the server's credentials, as the
+/// `webdav` plugin's `secretRef` reads them.
+pub fn secret_yaml() -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dav\nstringData:\n  username: {USER}\n  password: {PASSWORD}\n"
+    )
+}
+
 pub struct WebDav {
     _process: Process,
     dir: tempfile::TempDir,

@@ -17,14 +17,7 @@ use crate::common::{example_path, wait_for};
 use crate::harness::{Operator, cluster_yaml, read_prefix, write_keys};
 
 fn dav_secret(op: &Operator) {
-    op.apply(
-        "secret.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dav\nstringData:\n  username: {}\n  password: {}\n",
-            webdav::USER,
-            webdav::PASSWORD
-        ),
-    );
+    op.apply("secret.yaml", &webdav::secret_yaml());
 }
 
 fn webdav_block(dav: &WebDav, path: &str) -> String {

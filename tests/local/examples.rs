@@ -75,14 +75,7 @@ async fn javascript_storage_with_python_and_go_policies_backs_up_and_restores_a_
             "128",
         ],
     );
-    op.apply(
-        "secret.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dav\nstringData:\n  username: {}\n  password: {}\n",
-            webdav::USER,
-            webdav::PASSWORD
-        ),
-    );
+    op.apply("secret.yaml", &webdav::secret_yaml());
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
     let s = op.wait_ready("c", 3).await;
     let written = write_keys(&s, "/dav", 200).await;
@@ -215,14 +208,7 @@ async fn a_cluster_starts_while_its_plugins_compile_and_a_backup_waits_for_them(
             cache.path().to_str().unwrap(),
         ],
     );
-    op.apply(
-        "secret.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dav\nstringData:\n  username: {}\n  password: {}\n",
-            webdav::USER,
-            webdav::PASSWORD
-        ),
-    );
+    op.apply("secret.yaml", &webdav::secret_yaml());
     op.apply("c.yaml", &cluster_yaml("c", 1, "3.5.1", ""));
     let s = op.wait_ready("c", 1).await;
     assert!(
