@@ -144,13 +144,18 @@ async fn javascript_storage_with_python_and_go_policies_backs_up_and_restores_a_
         events_of(&op, "daily", "BackupSucceeded").len() == 2
     })
     .await;
-    let daily: EtcdBackupStatus = op.object_status("EtcdBackup", "daily").unwrap();
-    let newest = daily.last_backup_key.clone().unwrap();
-    assert!(
-        stored(&dav, "c/daily").contains(&newest),
-        "{:?}",
-        dav.keys()
-    );
+    // The Event is written before the status: wait for the status to name
+    // the newest daily backup the server holds (the first is pruned, unless
+    // the two fall on different UTC days; the names sort by time).
+    let last_daily = || {
+        op.object_status::<EtcdBackupStatus>("EtcdBackup", "daily")
+            .and_then(|s| s.last_backup_key)
+    };
+    wait_until(&op, "the status to name the stored daily backup", || {
+        last_daily().is_some_and(|k| stored(&dav, "c/daily").iter().max() == Some(&k))
+    })
+    .await;
+    let newest = last_daily().unwrap();
     op.remove("daily.yaml");
     op.remove("counted.yaml");
 
