@@ -193,3 +193,41 @@ async fn failed_completes_and_dead_uploads_leave_no_part_files() {
     assert!(!old.exists(), "the dead upload's part was swept");
     assert!(young.exists(), "a recent part is left alone");
 }
+
+/// Two EtcdBackups may share a directory, and one's retention deletes while
+/// the other lists. A deleted entry once ended the sandbox's directory read
+/// early, so the listing came back short without an error (and retention
+/// kept backups it should have pruned). Every round here deletes 40 files
+/// while listing; the 40 that stay must always all be listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_is_never_short_while_another_writer_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let stays: Vec<String> = (0..40).map(|i| format!("shared/prod_v{i}")).collect();
+    for k in &stays {
+        std::fs::write(dir.path().join(k), b"x").unwrap();
+    }
+    let mut s = local().open(&[], &grant(dir.path())).await.unwrap();
+    for round in 0..200 {
+        let doomed: Vec<_> = (0..40)
+            .map(|i| shared.join(format!("prod-eu_v{round}_{i}")))
+            .collect();
+        for d in &doomed {
+            std::fs::write(d, b"x").unwrap();
+        }
+        let deleter = std::thread::spawn(move || {
+            for d in doomed {
+                std::fs::remove_file(d).unwrap();
+            }
+        });
+        let listed = s.list("shared/prod").await.unwrap();
+        deleter.join().unwrap();
+        let keys: std::collections::HashSet<String> = listed.into_iter().map(|o| o.key).collect();
+        let missing: Vec<_> = stays.iter().filter(|k| !keys.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: the listing lacks {missing:?}"
+        );
+    }
+}

@@ -49,6 +49,40 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> PluginError {
     }
 }
 
+/// How often [`dir_names`] starts a directory over before it gives up.
+const DIR_READ_ATTEMPTS: usize = 20;
+
+/// The names in `dir`, or `None` if it does not exist.
+///
+/// Why not iterate `read_dir` directly: in the sandbox, an entry deleted
+/// while the directory is being read (another EtcdBackup's retention, an
+/// upload renaming its part file) ends the iteration with `NotFound`, and
+/// every entry after it is lost. Skipping that error made a listing silently
+/// short. So a read that meets it starts over; one that keeps meeting it is
+/// a transient error, never a short list.
+fn dir_names(dir: &Path) -> Result<Option<Vec<String>>, PluginError> {
+    'attempt: for _ in 0..DIR_READ_ATTEMPTS {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("cannot list", dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => names.push(entry.file_name().to_string_lossy().into_owned()),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue 'attempt,
+                Err(e) => return Err(io_error("cannot list", dir, e)),
+            }
+        }
+        return Ok(Some(names));
+    }
+    Err(PluginError::Transient(format!(
+        "cannot list {}: its entries kept changing during {DIR_READ_ATTEMPTS} reads in a row",
+        dir.display()
+    )))
+}
+
 impl Backend {
     /// Map a key to a path below the root, refusing anything that could
     /// escape it or collide with the part-file directory.
@@ -80,24 +114,14 @@ impl Backend {
         prefix: &str,
         out: &mut Vec<ObjectInfo>,
     ) -> Result<(), PluginError> {
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_error("cannot list", dir, e)),
+        let Some(names) = dir_names(dir)? else {
+            return Ok(());
         };
-        // Another writer may delete or rename files here while we list (two
-        // EtcdBackups sharing a directory): an entry that vanished between
-        // the directory read and its stat is simply no longer there.
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error("cannot list", dir, e)),
-            };
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in names {
             if rel.is_empty() && name == PARTS {
                 continue;
             }
+            let path = dir.join(&name);
             let key = if rel.is_empty() {
                 name
             } else {
@@ -107,13 +131,16 @@ impl Backend {
             if !(key.starts_with(prefix) || prefix.starts_with(&format!("{key}/"))) {
                 continue;
             }
-            let meta = match entry.metadata() {
+            // Another writer may delete a file between the directory read
+            // and this stat (two EtcdBackups sharing a directory): it is
+            // simply no longer there.
+            let meta = match fs::symlink_metadata(&path) {
                 Ok(meta) => meta,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error("cannot stat", &entry.path(), e)),
+                Err(e) => return Err(io_error("cannot stat", &path, e)),
             };
             if meta.is_dir() {
-                self.walk(&entry.path(), &key, prefix, out)?;
+                self.walk(&path, &key, prefix, out)?;
             } else if key.starts_with(prefix) {
                 let modified = meta
                     .modified()
@@ -162,18 +189,18 @@ impl upload_cleanup::Guest for Local {
         let backend = Backend::granted()?;
         backend.path_of(&key)?;
         let parts = backend.root.join(PARTS);
-        let entries = match fs::read_dir(&parts) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io_error("cannot read", &parts, e)),
+        let Some(names) = dir_names(&parts)? else {
+            return Ok(0);
         };
         let prefix = part_prefix(&key);
         let mut removed = 0;
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let path = entry.path();
-                fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
-                removed += 1;
+        for name in names.iter().filter(|n| n.starts_with(&prefix)) {
+            let path = parts.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                // Its upload completed or was aborted meanwhile.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("cannot remove", &path, e)),
             }
         }
         Ok(removed)
@@ -239,19 +266,19 @@ const STALE_PART: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Remove part files of uploads that died without `abort`.
 fn sweep_stale_parts(parts: &Path) {
-    let Ok(entries) = fs::read_dir(parts) else {
+    let Ok(Some(names)) = dir_names(parts) else {
         return;
     };
     let now = std::time::SystemTime::now();
-    for entry in entries.flatten() {
-        let stale = entry
-            .metadata()
+    for name in names {
+        let path = parts.join(name);
+        let stale = fs::symlink_metadata(&path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > STALE_PART);
         if stale {
-            let _ = fs::remove_file(entry.path());
+            let _ = fs::remove_file(&path);
         }
     }
 }
