@@ -5,7 +5,8 @@
 #
 # Desired state: $DEMO_DIR/*.yaml (default ~/.cache/etcd-operator/demo), seeded
 # from examples/local/. Edit `size` or `version` there and save to watch the
-# operator act; status appears in $DEMO_DIR/.status/etcdcluster/example.yaml.
+# operator act; status appears in $DEMO_DIR/.status/etcdcluster/example.yaml
+# (`etcd-operator local get --dir $DEMO_DIR` shows it as kubectl get would).
 # A periodic EtcdBackup writes snapshots to $DEMO_DIR/.backups through the
 # `local` storage plugin.
 set -euo pipefail
@@ -29,6 +30,7 @@ done
 echo "desired state: $demo/*.yaml"
 echo "status:        $demo/.status/etcdcluster/example.yaml"
 echo "events:        $demo/.status/events.log"
+echo "at a glance:   $op local get --dir $demo   (like kubectl get; -o yaml for everything)"
 echo "backups:       $demo/.backups/example/ (EtcdBackup example-periodic, every 60 s)"
 # From the checkout, the operator finds plugins/dist without --plugin-dir.
 exec "$op" local --dir "$demo"

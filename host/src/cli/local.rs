@@ -1,19 +1,23 @@
-//! `etcd-operator local --dir DIR`.
+//! `etcd-operator local --dir DIR`, and `local get` to read what it made.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use super::shared::{PluginLimitArgs, PluginSourceArgs, TuningArgs};
-use clap::Args;
+use clap::{Args, Subcommand, ValueEnum};
+use etcd_operator::local::view::{self, Kind};
 use etcd_operator::local::{self, Options};
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct LocalArgs {
+    #[command(subcommand)]
+    pub command: Option<LocalCommand>,
     /// Directory of EtcdCluster/EtcdBackup/EtcdRestore YAML (desired state).
     /// Status goes to DIR/.status, member data to DIR/.data.
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[arg(long, required = true)]
+    pub dir: Option<PathBuf>,
     /// Leave members running at exit; the next run re-adopts them.
     #[arg(long)]
     pub keep_members: bool,
@@ -45,6 +49,83 @@ pub struct LocalArgs {
     pub plugin_sources: PluginSourceArgs,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum LocalCommand {
+    /// Show the objects of a local-mode directory as `kubectl get` shows
+    /// them: the CRDs' printer columns, or the objects with their status.
+    Get(GetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// etcdclusters, etcdbackups or etcdrestores (or their short names
+    /// etcdc, etcdbk, etcdrs), comma-separated [default: all three].
+    pub kinds: Option<String>,
+    /// Only this object (needs exactly one kind).
+    pub name: Option<String>,
+    /// The directory `etcd-operator local --dir` runs on.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+/// `local get`: print, and say on stderr what could not be read.
+fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let kinds = Kind::parse_list(args.kinds.as_deref())?;
+    let view::Listing {
+        kinds: listed,
+        errors,
+    } = view::read(&args.dir, &kinds)?;
+    for e in &errors {
+        eprintln!("warning: {e} (this file's objects are not shown)");
+    }
+    if let Some(name) = &args.name {
+        let (kind, object) = view::only(listed, name, &args.dir)?;
+        match args.output {
+            Output::Table => print!(
+                "{}",
+                view::table(kind, &[object], chrono::Utc::now(), false)
+            ),
+            Output::Yaml => print!("{}", serde_yaml::to_string(&object)?),
+            Output::Json => println!("{}", serde_json::to_string_pretty(&object)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match args.output {
+        Output::Table => {
+            let now = chrono::Utc::now();
+            let shown: Vec<_> = listed.iter().filter(|(_, o)| !o.is_empty()).collect();
+            if shown.is_empty() {
+                eprintln!("No resources found in {}.", args.dir.display());
+            }
+            let qualified = kinds.len() > 1;
+            let tables: Vec<String> = shown
+                .iter()
+                .map(|(kind, objects)| view::table(*kind, objects, now, qualified))
+                .collect();
+            print!("{}", tables.join("\n"));
+        }
+        Output::Yaml | Output::Json => {
+            let items = listed.into_iter().flat_map(|(_, o)| o).collect();
+            let list = view::list_value(items);
+            match args.output {
+                Output::Yaml => print!("{}", serde_yaml::to_string(&list)?),
+                _ => println!("{}", serde_json::to_string_pretty(&list)?),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn default_etcd_dirs() -> Vec<PathBuf> {
     let tools = std::env::var_os("ETCD_OPERATOR_TOOLS")
         .map(PathBuf::from)
@@ -70,6 +151,10 @@ fn default_plugin_dirs() -> Vec<PathBuf> {
 }
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
+    if let Some(LocalCommand::Get(get_args)) = args.command {
+        return get(get_args);
+    }
+    let dir = args.dir.expect("clap requires --dir without a subcommand");
     let mut etcd_dirs = args.etcd_dirs;
     etcd_dirs.extend(default_etcd_dirs());
     let searched = default_plugin_dirs();
@@ -81,7 +166,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         Some(found.clone())
     });
     let opts = Options {
-        dir: args.dir,
+        dir,
         keep_members: args.keep_members,
         etcd_dirs,
         tuning: args.tuning.tuning(),

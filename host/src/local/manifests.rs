@@ -129,6 +129,11 @@ impl Manifests {
         errors
     }
 
+    /// Each manifest file with its objects, in file-name order.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &[Object])> {
+        self.files.iter().map(|(p, o)| (p.as_path(), o.as_slice()))
+    }
+
     pub fn objects(&self) -> impl Iterator<Item = &Object> {
         self.files.values().flatten()
     }

@@ -10,6 +10,7 @@
 mod backups;
 pub mod manifests;
 mod restores;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
