@@ -89,6 +89,21 @@ if [ ! -x "$helm_dir/helm" ]; then
   mv "$tmp/helm/helm" "$helm_dir/helm"
   rm -rf "$tmp"
 fi
+# promtool (checks and unit-tests the chart's alert rules): from Debian's
+# prometheus package, unpacked rather than installed (no service, no deps).
+prom_dir="$ETCD_OPERATOR_TOOLS/prometheus"
+if [ ! -x "$prom_dir/promtool" ]; then
+  tmp="$(mktemp -d)"
+  if ! (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null); then
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p "$prom_dir"
+  mv "$tmp/x/usr/bin/promtool" "$prom_dir/promtool"
+  rm -rf "$tmp"
+fi
 # Toolchains of the example plugins in other languages (plugins/examples/):
 # componentize-py (Python), componentize-js (JavaScript; it also brings the
 # WASI preview-1 reactor adapter), wasm-tools (to wrap Go's wasip1 module

@@ -37,6 +37,12 @@ struct BackupLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackupName {
+    namespace: String,
+    backup: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginCall {
     plugin: String,
     function: String,
@@ -64,6 +70,10 @@ struct Metrics {
     cluster_unreachable: Family<ClusterLabel, Gauge>,
     backups: Family<BackupLabel, Counter>,
     backup_seconds: Family<BackupLabel, Histogram>,
+    backup_last_success: Family<BackupName, Gauge>,
+    backup_interval: Family<BackupName, Gauge>,
+    /// The EtcdBackups the two gauges above hold, so those deleted can go.
+    backups_known: std::sync::Mutex<std::collections::HashSet<BackupName>>,
     plugin_seconds: Family<PluginCall, Histogram>,
     plugin_log_suppressed: Family<PluginLabel, Counter>,
     plugin_loads: Family<PluginLoad, Counter>,
@@ -132,6 +142,20 @@ fn metrics() -> &'static Metrics {
             "Time a backup run took",
             backup_seconds.clone(),
         );
+        let backup_last_success = Family::<BackupName, Gauge>::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When an EtcdBackup last succeeded (status.lastSuccessDate), in seconds since the epoch; \
+             absent until its first success",
+            backup_last_success.clone(),
+        );
+        let backup_interval = Family::<BackupName, Gauge>::default();
+        registry.register(
+            "backup_interval_seconds",
+            "An EtcdBackup's spec.backupPolicy.backupIntervalInSecond (0: one-shot), so alerts can \
+             compare the age of its last success with its schedule",
+            backup_interval.clone(),
+        );
         let plugin_seconds = Family::<PluginCall, Histogram>::new_with_constructor(plugin_buckets);
         registry.register(
             "plugin_call_duration_seconds",
@@ -175,6 +199,9 @@ fn metrics() -> &'static Metrics {
             cluster_unreachable,
             backups,
             backup_seconds,
+            backup_last_success,
+            backup_interval,
+            backups_known: Default::default(),
             plugin_seconds,
             plugin_log_suppressed,
         }
@@ -231,6 +258,46 @@ pub fn backup_run(namespace: &str, backup: &str, result: &str, took: Duration) {
     m.backup_seconds
         .get_or_create(&l)
         .observe(took.as_secs_f64());
+}
+
+/// An EtcdBackup's schedule and last success, after each of its reconciles.
+pub fn backup_schedule(
+    namespace: &str,
+    backup: &str,
+    last_success_unix: Option<i64>,
+    interval_secs: u64,
+) {
+    let m = metrics();
+    let l = BackupName {
+        namespace: namespace.into(),
+        backup: backup.into(),
+    };
+    match last_success_unix {
+        Some(t) => {
+            m.backup_last_success.get_or_create(&l).set(t);
+        }
+        None => {
+            m.backup_last_success.remove(&l);
+        }
+    }
+    m.backup_interval
+        .get_or_create(&l)
+        .set(i64::try_from(interval_secs).unwrap_or(i64::MAX));
+    m.backups_known.lock().expect("backups known").insert(l);
+}
+
+/// Only the EtcdBackups in `present` (namespace, name) exist: the schedule
+/// gauges of the others go, so a deleted EtcdBackup does not look stale.
+pub fn backups_present(present: &std::collections::HashSet<(String, String)>) {
+    let m = metrics();
+    m.backups_known.lock().expect("backups known").retain(|l| {
+        let keep = present.contains(&(l.namespace.clone(), l.backup.clone()));
+        if !keep {
+            m.backup_last_success.remove(l);
+            m.backup_interval.remove(l);
+        }
+        keep
+    });
 }
 
 /// One call into a plugin returned (or trapped, or timed out).
@@ -312,5 +379,31 @@ mod tests {
         assert!(text.contains(r#"etcd_operator_plugin_call_duration_seconds_count{plugin="s3",function="write",result="error"} 1"#), "{text}");
         cluster_deleted("ns", "c1");
         assert!(!encode().contains(r#"cluster="c1""#));
+    }
+
+    #[test]
+    fn a_deleted_backups_schedule_gauges_go() {
+        backup_schedule("ns", "kept", Some(1_700_000_000), 3600);
+        backup_schedule("ns", "gone", Some(1_700_000_100), 60);
+        backup_schedule("ns", "never", None, 60);
+        let text = encode();
+        assert!(
+            text.contains(r#"etcd_operator_backup_last_success_timestamp_seconds{namespace="ns",backup="kept"} 1700000000"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"etcd_operator_backup_interval_seconds{namespace="ns",backup="never"} 60"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"etcd_operator_backup_last_success_timestamp_seconds{namespace="ns",backup="never"}"#),
+            "no success yet, no timestamp: {text}"
+        );
+        backups_present(&[("ns".to_string(), "kept".to_string())].into());
+        let text = encode();
+        assert!(!text.contains(r#"backup="gone""#), "{text}");
+        assert!(text.contains(r#"backup="kept""#), "{text}");
     }
 }

@@ -103,6 +103,8 @@ fn the_chart_lints_strictly_and_renders_each_mode() {
             "replicas=2",
             "etcdCluster.create=true",
             "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.grafanaDashboard.enabled=true",
         ],
     ] {
         let mut args = vec!["lint", "--strict"];
@@ -188,6 +190,8 @@ fn the_chart_lints_strictly_and_renders_each_mode() {
             "etcdCluster.create=true",
             "etcdCluster.size=5",
             "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.grafanaDashboard.enabled=true",
         ],
     );
     let cluster = docs.iter().find(|d| d["kind"] == "EtcdCluster").unwrap();

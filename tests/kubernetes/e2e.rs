@@ -933,6 +933,32 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         "{key}"
     );
     assert!(moto.keys("etcd-backups").contains(&key));
+    // Its schedule gauges, for the EtcdBackupStale alert: the last success
+    // from status, and the interval.
+    let succeeded_at =
+        chrono::DateTime::parse_from_rfc3339(named.last_success_date.as_deref().unwrap())
+            .unwrap()
+            .timestamp();
+    let last_success = format!(
+        r#"etcd_operator_backup_last_success_timestamp_seconds{{namespace="{}",backup="dated"}} {succeeded_at}"#,
+        env.ns
+    );
+    let metrics = eventually(
+        "the backup's last success in the metrics",
+        Duration::from_secs(30),
+        || async {
+            let (_, metrics) = op.get("/metrics").await?;
+            metrics.contains(&last_success).then_some(metrics)
+        },
+    )
+    .await;
+    assert!(
+        metrics.contains(&format!(
+            r#"etcd_operator_backup_interval_seconds{{namespace="{}",backup="dated"}} 3600"#,
+            env.ns
+        )),
+        "{metrics}"
+    );
     backups.delete("dated", &Default::default()).await.unwrap();
 
     // Written after the backup: a restore must take the cluster back before it.
@@ -980,6 +1006,17 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .unwrap();
     let done = completed("example").await;
     assert!(done.succeeded);
+    // The deleted EtcdBackup's gauges went (within 30 s of its deletion), so
+    // it cannot look stale to an alert.
+    eventually(
+        "the deleted backup's gauges gone",
+        Duration::from_secs(60),
+        || async {
+            let (_, metrics) = op.get("/metrics").await?;
+            (!metrics.contains(r#"backup="dated""#)).then_some(())
+        },
+    )
+    .await;
     let status = env.wait_ready("example", 1, Duration::from_secs(90)).await;
     assert!(!status.members.ready.iter().any(|m| old_pods.contains(m)));
     let mut kv = env.etcd_of("example").await;

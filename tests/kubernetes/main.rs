@@ -13,6 +13,7 @@ mod catalog;
 mod deploy;
 mod e2e;
 mod faults;
+mod monitoring;
 mod node;
 
 use std::time::{Duration, Instant};

@@ -76,6 +76,43 @@ pub struct BackupOutcome {
     pub events: Vec<Event>,
     /// Call again after this long at the latest.
     pub requeue: Duration,
+    /// How the run this call made ended; `None` when none was due.
+    pub ran: Option<RunResult>,
+}
+
+/// How one backup run ended, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunResult {
+    Succeeded,
+    /// The backup-policy plugin declined this run.
+    Skipped,
+    /// Failed, whether it is retried or not.
+    Failed,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Succeeded => "succeeded",
+            RunResult::Skipped => "skipped",
+            RunResult::Failed => "failed",
+        }
+    }
+}
+
+/// When the last backup succeeded, in seconds since the epoch (from
+/// `status.lastSuccessDate`, so it survives operator restarts).
+pub fn last_success_unix(status: &EtcdBackupStatus) -> Option<i64> {
+    status
+        .last_success_date
+        .as_deref()
+        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.timestamp())
+}
+
+/// `spec.backupPolicy.backupIntervalInSecond`; zero for a one-shot backup.
+pub fn interval_secs(spec: &EtcdBackupSpec) -> u64 {
+    interval_of(spec).as_secs()
 }
 
 /// Where the cluster to back up answers: `etcdEndpoints`, or the client URLs
@@ -249,6 +286,7 @@ pub async fn reconcile<S: SecretStore>(
                 status,
                 events: vec![Event::warning("InternalError", message)],
                 requeue: Duration::from_secs(60),
+                ran: Some(RunResult::Failed),
             }
         }
     }
@@ -269,6 +307,7 @@ async fn reconcile_step<S: SecretStore>(
         status,
         events: Vec::new(),
         requeue,
+        ran: None,
     };
 
     if let Some((failed_spec, failed_secrets)) = &memory.gave_up_on {
@@ -313,6 +352,11 @@ async fn reconcile_step<S: SecretStore>(
     let result = run(storage, namespace, name, spec, endpoints, previous, now).await;
     let stamp = rfc3339(Utc::now());
     let mut events = Vec::new();
+    let ran = match &result {
+        Ok(Ran::Done { .. }) => RunResult::Succeeded,
+        Ok(Ran::Skipped(_)) => RunResult::Skipped,
+        Err(_) => RunResult::Failed,
+    };
     let requeue = match result {
         Ok(Ran::Done {
             meta,
@@ -437,6 +481,7 @@ async fn reconcile_step<S: SecretStore>(
         status,
         events,
         requeue,
+        ran: Some(ran),
     }
 }
 
@@ -478,6 +523,7 @@ async fn gave_up<S: SecretStore>(
         status,
         events: vec![Event::warning("BackupFailed", message)],
         requeue: Duration::from_secs(60),
+        ran: Some(RunResult::Failed),
     }
 }
 

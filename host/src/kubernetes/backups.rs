@@ -2,7 +2,7 @@
 //! the runtime-agnostic backup controller: the operator streams the snapshot
 //! from a member (the EtcdCluster's client URLs) through the storage plugin.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,16 +102,16 @@ async fn reconcile_backup(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<
             .map_err(KubeError::Api)?;
     }
     let reference = backup.object_ref(&());
+    if let Some(ran) = outcome.ran {
+        crate::metrics::backup_run(&ns, &name, ran.as_str(), started.elapsed());
+    }
+    crate::metrics::backup_schedule(
+        &ns,
+        &name,
+        controller::last_success_unix(&outcome.status),
+        controller::interval_secs(&backup.spec),
+    );
     for e in &outcome.events {
-        let result = match e.reason.as_str() {
-            "BackupSucceeded" => Some("succeeded"),
-            "BackupSkipped" => Some("skipped"),
-            "BackupRetrying" | "BackupFailed" => Some("failed"),
-            _ => None,
-        };
-        if let Some(result) = result {
-            crate::metrics::backup_run(&ns, &name, result, started.elapsed());
-        }
         events::publish(&ctx.recorder, &reference, "Backup", e).await;
     }
     crate::metrics::reconciled("EtcdBackup", started.elapsed(), true);
@@ -123,9 +123,37 @@ fn error_policy(_: Arc<EtcdBackup>, error: &KubeError, _: Arc<Context>) -> Actio
     Action::requeue(Duration::from_secs(5))
 }
 
+/// How often the schedule gauges of deleted EtcdBackups are dropped (an
+/// EtcdBackup has no finalizer, so its reconcile never sees the deletion).
+const FORGET_DELETED_EVERY: Duration = Duration::from_secs(30);
+
 pub async fn run_backups(ctx: Arc<Context>) {
     let api: Api<EtcdBackup> = ctx.scope.api(&ctx.client);
-    Controller::new(api, watcher::Config::default())
+    let controller = Controller::new(api, watcher::Config::default());
+    let store = controller.store();
+    let forget = {
+        let ctx = ctx.clone();
+        async move {
+            // Until the first list the store is empty, not the truth.
+            if store.wait_until_ready().await.is_err() {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(FORGET_DELETED_EVERY).await;
+                let present: HashSet<(String, String)> = store
+                    .state()
+                    .iter()
+                    .map(|b| (b.namespace().unwrap_or_default(), b.name_any()))
+                    .collect();
+                crate::metrics::backups_present(&present);
+                ctx.memory.lock().expect("backup memory").retain(|id, _| {
+                    id.split_once('/')
+                        .is_some_and(|(ns, n)| present.contains(&(ns.to_string(), n.to_string())))
+                });
+            }
+        }
+    };
+    let run = controller
         .run(
             |obj, ctx| async move {
                 let (object, recorder) = (obj.clone(), ctx.recorder.clone());
@@ -134,6 +162,10 @@ pub async fn run_backups(ctx: Arc<Context>) {
             error_policy,
             ctx,
         )
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    // The controller's run decides when this ends; forgetting never does.
+    tokio::select! {
+        _ = run => {}
+        _ = forget => {}
+    }
 }
