@@ -68,6 +68,8 @@ struct Metrics {
     cluster_size: Family<ClusterLabel, Gauge>,
     cluster_ready: Family<ClusterLabel, Gauge>,
     cluster_unreachable: Family<ClusterLabel, Gauge>,
+    defrags: Family<ClusterLabel, Counter>,
+    defrag_reclaimed: Family<ClusterLabel, Counter>,
     backups: Family<BackupLabel, Counter>,
     backup_seconds: Family<BackupLabel, Histogram>,
     backup_last_success: Family<BackupName, Gauge>,
@@ -129,6 +131,18 @@ fn metrics() -> &'static Metrics {
             "cluster_unreachable_members",
             "Members of an EtcdCluster that run (per the runtime) but do not answer the operator",
             cluster_unreachable.clone(),
+        );
+        let defrags = Family::<ClusterLabel, Counter>::default();
+        registry.register(
+            "defrags",
+            "Members of an EtcdCluster defragmented (spec.maintenance.defrag)",
+            defrags.clone(),
+        );
+        let defrag_reclaimed = Family::<ClusterLabel, Counter>::default();
+        registry.register(
+            "defrag_reclaimed_bytes",
+            "Bytes of database files that defragmenting an EtcdCluster's members gave back",
+            defrag_reclaimed.clone(),
         );
         let backups = Family::<BackupLabel, Counter>::default();
         registry.register(
@@ -197,6 +211,8 @@ fn metrics() -> &'static Metrics {
             cluster_size,
             cluster_ready,
             cluster_unreachable,
+            defrags,
+            defrag_reclaimed,
             backups,
             backup_seconds,
             backup_last_success,
@@ -234,6 +250,17 @@ pub fn cluster_members(namespace: &str, cluster: &str, size: i64, ready: i64, un
     m.cluster_unreachable.get_or_create(&l).set(unreachable);
 }
 
+/// A member of a cluster was defragmented and gave back `reclaimed` bytes.
+pub fn defragmented(namespace: &str, cluster: &str, reclaimed: u64) {
+    let m = metrics();
+    let l = ClusterLabel {
+        namespace: namespace.into(),
+        cluster: cluster.into(),
+    };
+    m.defrags.get_or_create(&l).inc();
+    m.defrag_reclaimed.get_or_create(&l).inc_by(reclaimed);
+}
+
 /// A cluster was deleted: its gauges go.
 pub fn cluster_deleted(namespace: &str, cluster: &str) {
     let m = metrics();
@@ -244,6 +271,8 @@ pub fn cluster_deleted(namespace: &str, cluster: &str) {
     m.cluster_size.remove(&l);
     m.cluster_ready.remove(&l);
     m.cluster_unreachable.remove(&l);
+    m.defrags.remove(&l);
+    m.defrag_reclaimed.remove(&l);
 }
 
 /// A backup run ended with `result` (succeeded, failed, skipped).

@@ -1006,14 +1006,19 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
         .unwrap();
     let done = completed("example").await;
     assert!(done.succeeded);
-    // The deleted EtcdBackup's gauges went (within 30 s of its deletion), so
-    // it cannot look stale to an alert.
+    // The deleted EtcdBackup's schedule gauges went (within 30 s of its
+    // deletion), so it cannot look stale to an alert; its run counters stay.
+    let gauges = [
+        "etcd_operator_backup_last_success_timestamp_seconds",
+        "etcd_operator_backup_interval_seconds",
+    ]
+    .map(|g| format!(r#"{g}{{namespace="{}",backup="dated"}}"#, env.ns));
     eventually(
         "the deleted backup's gauges gone",
         Duration::from_secs(60),
         || async {
             let (_, metrics) = op.get("/metrics").await?;
-            (!metrics.contains(r#"backup="dated""#)).then_some(())
+            (!gauges.iter().any(|g| metrics.contains(g))).then_some(())
         },
     )
     .await;

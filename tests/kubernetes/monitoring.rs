@@ -92,6 +92,7 @@ fn exported() -> BTreeSet<String> {
     let took = std::time::Duration::from_millis(1);
     m::reconciled("EtcdCluster", took, true);
     m::cluster_members("ns", "c", 3, 3, 0);
+    m::defragmented("ns", "c", 1);
     m::backup_run("ns", "b", "succeeded", took);
     m::backup_schedule("ns", "b", Some(1), 60);
     m::plugin_call("s3", "write", took, true);

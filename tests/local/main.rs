@@ -12,6 +12,7 @@ mod examples;
 mod failpoints;
 mod first_run;
 mod harness;
+mod maintenance;
 mod safety;
 
 use std::time::{Duration, Instant};

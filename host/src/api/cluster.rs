@@ -62,6 +62,38 @@ pub struct EtcdClusterSpec {
     /// Static TLS for peer, client and operator connections.
     #[serde(rename = "TLS", default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsPolicy>,
+
+    /// Routine care the operator gives the cluster while every member is
+    /// healthy (an addition to the CoreOS API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenancePolicy>,
+}
+
+/// Routine maintenance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenancePolicy {
+    /// Defragment members whose database file is mostly free space, one at a
+    /// time, followers first and the leader last, only while every member
+    /// is healthy. A member does not serve while it is defragmented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defrag: Option<DefragPolicy>,
+}
+
+/// When a member is defragmented: when both minimums of free space in its
+/// database file (etcd's `dbSize` less `dbSizeInUse`) are met.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefragPolicy {
+    /// Free space as a percentage of the file, 1 to 99. Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub min_free_percent: Option<i32>,
+    /// Free space in bytes, so small databases are left alone. Default
+    /// 67108864 (64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_free_bytes: Option<i64>,
 }
 
 /// Pod shape of each member (CoreOS `PodPolicy`).

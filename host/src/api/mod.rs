@@ -16,8 +16,8 @@ pub mod source;
 
 pub use backup::{BackupPolicy, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus};
 pub use cluster::{
-    EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, MembersStatus, PodPolicy, RestoreInProgress,
-    TlsPolicy,
+    DefragPolicy, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, MaintenancePolicy,
+    MembersStatus, PodPolicy, RestoreInProgress, TlsPolicy,
 };
 pub use condition::Condition;
 pub use restore::{EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus, RestoreProgress};

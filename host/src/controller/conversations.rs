@@ -417,3 +417,105 @@ async fn a_shrink_removes_through_the_other_members_then_deletes() {
         ]
     );
 }
+
+fn defragmenting(size: i32) -> EtcdClusterSpec {
+    EtcdClusterSpec {
+        maintenance: Some(crate::api::MaintenancePolicy {
+            defrag: Some(crate::api::DefragPolicy::default()),
+        }),
+        ..spec(size)
+    }
+}
+
+#[tokio::test]
+async fn fragmented_members_are_defragmented_one_per_step_followers_first_and_only_while_all_are_healthy()
+ {
+    let s = stage(vec![running("a"), running("b"), running("c")]);
+    s.etcd.set_membership(&[("a", 1), ("b", 2), ("c", 3)]);
+    let fragmented = |m: &str, id: u64| {
+        // `a` (id 1) leads; each file is 400 MiB with 100 MiB in use.
+        s.etcd.answers(m, id, 1, 100);
+        s.etcd.db(m, 400 << 20, 100 << 20);
+    };
+    fragmented("a", 1);
+    fragmented("b", 2);
+    s.etcd.times_out("c");
+    let status = served();
+    // A member the operator cannot reach: nothing is defragmented.
+    let out = s
+        .reconciler
+        .reconcile(&key(), &defragmenting(3), Some(&status))
+        .await;
+    assert!(
+        !matches!(out.action, Action::Defragment { .. }),
+        "{:?}",
+        out.action
+    );
+    assert_eq!(s.calls(), Vec::<String>::new());
+
+    fragmented("c", 3);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let out = s
+            .reconciler
+            .reconcile(&key(), &defragmenting(3), Some(&status))
+            .await;
+        if let Action::Defragment { name, .. } = &out.action {
+            order.push(name.clone());
+            assert_eq!(out.defragmented, Some(300 << 20));
+            let event = out
+                .events
+                .iter()
+                .find(|e| e.reason == "MemberDefragmented")
+                .expect("an Event for each member");
+            assert!(
+                event
+                    .message
+                    .contains("from 400.0 MiB to 100.0 MiB (300.0 MiB given back"),
+                "{}",
+                event.message
+            );
+        } else {
+            assert_eq!(out.action, Action::Steady, "done once all are compact");
+        }
+    }
+    assert_eq!(order, ["b", "c", "a"], "followers by name, then the leader");
+    assert_eq!(
+        s.calls(),
+        [
+            "etcd defragment http://b:2379",
+            "etcd defragment http://c:2379",
+            "etcd defragment http://a:2379"
+        ]
+    );
+
+    // Paused: nothing, however fragmented.
+    fragmented("b", 2);
+    let paused = EtcdClusterSpec {
+        paused: Some(true),
+        ..defragmenting(3)
+    };
+    let out = s.reconciler.reconcile(&key(), &paused, Some(&status)).await;
+    assert!(!matches!(out.action, Action::Defragment { .. }));
+    assert_eq!(s.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn an_out_of_range_defrag_policy_is_refused_naming_the_field() {
+    let s = stage(vec![running("a")]);
+    let mut spec = defragmenting(1);
+    spec.maintenance
+        .as_mut()
+        .unwrap()
+        .defrag
+        .as_mut()
+        .unwrap()
+        .min_free_percent = Some(0);
+    let out = s.reconciler.reconcile(&key(), &spec, Some(&served())).await;
+    assert!(
+        matches!(&out.action, Action::Refuse { reason } if reason.contains("spec.maintenance.defrag.minFreePercent is 0")),
+        "{:?}",
+        out.action
+    );
+    assert_eq!(s.calls(), Vec::<String>::new());
+}

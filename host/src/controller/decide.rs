@@ -35,6 +35,9 @@ pub struct MemberView {
     pub raft_index: Option<u64>,
     pub is_leader: bool,
     pub version: Option<Version>,
+    /// Its database file's size and the part of it in use, when it answers.
+    pub db_size: Option<i64>,
+    pub db_size_in_use: Option<i64>,
 }
 
 /// The whole cluster as observed.
@@ -143,6 +146,15 @@ pub enum Action {
     /// one-member cluster; the rest is deleted and the cluster grows back.
     Recover {
         survivor: String,
+    },
+    /// Defragment one member (`spec.maintenance.defrag`); chosen only when
+    /// the cluster is otherwise steady ([`super::defrag::next`]).
+    Defragment {
+        name: String,
+        is_leader: bool,
+        /// Its database file and the free space in it when it was chosen.
+        db_size: i64,
+        free: i64,
     },
     /// Go on with the recovery from a backup recorded in status: start the
     /// recorded members that do not run yet, delete every other member.

@@ -173,10 +173,19 @@ impl FakeEtcd {
                 revision: 10,
                 version: "3.5.1".into(),
                 db_size: 1 << 20,
+                db_size_in_use: 1 << 20,
                 is_learner: false,
                 errors: Vec::new(),
             }),
         );
+    }
+
+    /// Member `name`'s database file is `db_size` bytes, `in_use` of them data.
+    pub fn db(&self, name: &str, db_size: i64, in_use: i64) {
+        if let Some(Answer::Status(s)) = self.answers.lock().unwrap().get_mut(&urls(name).client) {
+            s.db_size = db_size;
+            s.db_size_in_use = in_use;
+        }
     }
 
     pub fn times_out(&self, name: &str) {
@@ -270,5 +279,20 @@ impl EtcdApi for FakeEtcd {
         self.reachable(endpoints)?;
         self.membership.lock().unwrap().retain(|m| m.id != id);
         Ok(())
+    }
+
+    /// A defragmented member's file shrinks to what is in use.
+    async fn defragment(&self, endpoint: &str, _tls: Option<&ClientTls>) -> Result<(), EtcdError> {
+        record(&self.log, format!("etcd defragment {endpoint}"));
+        match self.answers.lock().unwrap().get_mut(endpoint) {
+            Some(Answer::Status(s)) => {
+                s.db_size = s.db_size_in_use;
+                Ok(())
+            }
+            _ => Err(EtcdError::Unreachable {
+                endpoints: endpoint.into(),
+                message: "connection timed out".into(),
+            }),
+        }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`runtime`]: the contract a member runtime fulfils;
 //! - [`decide`]: the pure decision of the next step;
+//! - [`defrag`]: which member to defragment next, when the cluster is steady;
 //! - [`version`]: versions and upgrade rules;
 //! - [`reconciler`]: observe → decide → act, and the resulting status;
 //! - [`status`]: the EtcdCluster status from an observation.
@@ -12,6 +13,7 @@
 #[cfg(test)]
 mod conversations;
 pub mod decide;
+pub mod defrag;
 pub mod events;
 #[cfg(test)]
 mod fakes;

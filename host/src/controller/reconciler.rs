@@ -11,6 +11,7 @@ use crate::api::{EtcdClusterSpec, EtcdClusterStatus, RestoreInProgress};
 use crate::etcd::{self, EtcdApi, EtcdError};
 
 use super::decide::{Action, ClusterView, Desired, MemberView, Tuning, decide};
+use super::defrag;
 use super::events::Event;
 use super::runtime::{ClusterKey, MemberPlan, Runtime, RuntimeError, RuntimeMember, StartMode};
 use super::status;
@@ -26,6 +27,8 @@ pub struct Outcome {
     pub action: Action,
     /// Members the runtime runs but the operator could not reach.
     pub unreachable: usize,
+    /// A member was defragmented in this step: the bytes it gave back.
+    pub defragmented: Option<u64>,
 }
 
 /// What the reconciler remembers between steps about one cluster (timers
@@ -37,6 +40,8 @@ struct Memory {
     quorum_lost_since: Option<Instant>,
     /// Since when every step found the cluster steady.
     steady_since: Option<Instant>,
+    /// When each member was last defragmented (see [`defrag::COOLDOWN`]).
+    defragmented_at: HashMap<String, Instant>,
 }
 
 /// How often a cluster that just became steady is looked at.
@@ -475,6 +480,8 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 raft_index: status.map(|s| s.raft_index),
                 is_leader: status.is_some_and(|s| s.leader != 0 && s.leader == s.member_id),
                 version: Version::parse(&r.version).ok(),
+                db_size: status.map(|s| s.db_size),
+                db_size_in_use: status.map(|s| s.db_size_in_use),
             });
         }
         // Membership entries with no runtime object (a Pod and its emptyDir
@@ -575,6 +582,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                     requeue: Duration::from_secs(10),
                     action: Action::Wait { reason: message },
                     unreachable: 0,
+                    defragmented: None,
                 }
             }
         }
@@ -608,6 +616,10 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         let desired = Desired {
             size: spec.size.max(0) as usize,
             version: desired_version,
+        };
+        let defrag_policy = match defrag::Policy::of(spec) {
+            Ok(p) => p,
+            Err(reason) => return self.refused(previous, spec, &reason, &now),
         };
         let obs = match self.observe(key).await {
             Ok(o) => o,
@@ -647,7 +659,10 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 ),
             }
         } else {
-            decide(&desired, &view, &self.tuning)
+            match decide(&desired, &view, &self.tuning) {
+                Action::Steady => self.maintenance(key, defrag_policy.as_ref(), &view),
+                other => other,
+            }
         };
         let client_urls: Vec<String> = obs
             .runtime
@@ -675,12 +690,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 requeue: Duration::from_secs(2),
                 action,
                 unreachable,
+                defragmented: None,
             };
         }
         // The record of a recovery from a backup stays while the restore
         // is unfinished, is written by the step that begins one, and goes
         // with any other step.
         status.restoring = None;
+        let mut defragmented = None;
         let acted = match (&action, &recorded) {
             (Action::Unrecoverable { .. }, _) if self.recovery.is_some() => {
                 let begun = self.begin_recovery_from_backup(key, spec, &obs).await;
@@ -695,6 +712,28 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 status.restoring = Some(record.clone());
                 self.finish_recovery_from_backup(key, spec, record, &obs)
                     .await
+            }
+            (
+                Action::Defragment {
+                    name,
+                    is_leader,
+                    db_size,
+                    free,
+                },
+                _,
+            ) => {
+                let pick = defrag::Pick {
+                    name: name.clone(),
+                    is_leader: *is_leader,
+                    db_size: *db_size,
+                    free: *free,
+                };
+                self.defragment(key, &obs, pick)
+                    .await
+                    .map(|(event, reclaimed)| {
+                        defragmented = Some(reclaimed);
+                        Some(event)
+                    })
             }
             _ => self.act(key, &desired, &view, &obs, &action).await,
         };
@@ -756,7 +795,99 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             requeue,
             action,
             unreachable,
+            defragmented,
         }
+    }
+
+    /// What a steady cluster gets: the next member to defragment, if the
+    /// policy names one; otherwise it stays steady.
+    fn maintenance(
+        &self,
+        key: &ClusterKey,
+        policy: Option<&defrag::Policy>,
+        view: &ClusterView,
+    ) -> Action {
+        let Some(policy) = policy else {
+            return Action::Steady;
+        };
+        let mut memory = self.memory();
+        let recent = &mut memory.entry(key.clone()).or_default().defragmented_at;
+        recent.retain(|_, at| at.elapsed() < defrag::COOLDOWN);
+        match defrag::next(policy, view, |name| recent.contains_key(name)) {
+            Some(pick) => Action::Defragment {
+                name: pick.name,
+                is_leader: pick.is_leader,
+                db_size: pick.db_size,
+                free: pick.free,
+            },
+            None => Action::Steady,
+        }
+    }
+
+    /// Defragment the member an [`Action::Defragment`] names, and say how
+    /// much it gave back. The member does not serve meanwhile, so this is
+    /// checked against the Lease like a destructive step: two operators
+    /// must never take two members out at once.
+    async fn defragment(
+        &self,
+        key: &ClusterKey,
+        obs: &Observation,
+        pick: defrag::Pick,
+    ) -> Result<(Event, u64), StepError> {
+        let defrag::Pick {
+            name,
+            is_leader,
+            db_size,
+            free,
+        } = pick;
+        self.still_leading()?;
+        let Some(member) = obs.runtime.iter().find(|m| m.name == name) else {
+            return Err(StepError::Runtime(RuntimeError::Member {
+                member: name,
+                message: "no longer held by the runtime".into(),
+            }));
+        };
+        self.memory()
+            .entry(key.clone())
+            .or_default()
+            .defragmented_at
+            .insert(name.clone(), Instant::now());
+        let started = Instant::now();
+        let url = member.urls.client.clone();
+        self.etcd.defragment(&url, obs.tls.as_ref()).await?;
+        let took = started.elapsed();
+        let after = self
+            .etcd
+            .status(&url, obs.tls.as_ref())
+            .await
+            .ok()
+            .map(|s| s.db_size);
+        let reclaimed = after.map_or(0, |a| u64::try_from(db_size - a).unwrap_or(0));
+        let mib = |b: i64| b as f64 / f64::from(1 << 20);
+        let role = if is_leader {
+            "the leader"
+        } else {
+            "a follower"
+        };
+        let message = match after {
+            Some(a) => format!(
+                "defragmented member {name} ({role}) in {:.1}s: its database file went from {:.1} MiB \
+                 to {:.1} MiB ({:.1} MiB given back; {:.1} MiB were free)",
+                took.as_secs_f64(),
+                mib(db_size),
+                mib(a),
+                mib(reclaimed as i64),
+                mib(free),
+            ),
+            None => format!(
+                "defragmented member {name} ({role}) in {:.1}s; {:.1} MiB of its {:.1} MiB database \
+                 file were free (its new size could not be read yet)",
+                took.as_secs_f64(),
+                mib(free),
+                mib(db_size),
+            ),
+        };
+        Ok((Event::normal("MemberDefragmented", message), reclaimed))
     }
 
     /// When to look at a steady cluster again. A steady cluster is watched
@@ -813,6 +944,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             requeue: Duration::from_secs(10),
             action,
             unreachable: 0,
+            defragmented: None,
         }
     }
 
@@ -876,7 +1008,9 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             | Action::Wait { .. }
             | Action::Refuse { .. }
             | Action::Unrecoverable { .. }
-            | Action::FinishRestore => return Ok(None),
+            | Action::FinishRestore
+            // Taken by `defragment`, which also reports what it gave back.
+            | Action::Defragment { .. } => return Ok(None),
             Action::Seed { reuse } => {
                 // Every member at once, each told of all the others: a
                 // static bootstrap, as fast as etcd starts. Safe because

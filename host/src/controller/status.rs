@@ -40,6 +40,19 @@ pub(crate) fn progress(action: &Action) -> Option<(&'static str, String)> {
             ("Recovering", format!("replacing member {name}: {why}"))
         }
         Action::Cleanup { name } => ("Recovering", format!("deleting stray member {name}")),
+        Action::Defragment {
+            name, is_leader, ..
+        } => (
+            "Defragmenting",
+            format!(
+                "defragmenting member {name} ({})",
+                if *is_leader {
+                    "the leader"
+                } else {
+                    "a follower"
+                }
+            ),
+        ),
         Action::Recover { survivor } => (
             "Recovering",
             format!(

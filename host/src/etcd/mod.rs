@@ -95,7 +95,11 @@ pub struct Status {
     /// Revision of the key space (the response header's revision).
     pub revision: i64,
     pub version: String,
+    /// Size of the database file.
     pub db_size: i64,
+    /// How much of the file holds data; the rest is free pages that only a
+    /// defragmentation gives back.
+    pub db_size_in_use: i64,
     pub is_learner: bool,
     /// Alarms or errors the member reports (e.g. NOSPACE).
     pub errors: Vec<String>,
@@ -196,11 +200,47 @@ pub async fn status_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<Stat
             revision: header.map(|h| h.revision()).unwrap_or_default(),
             version: s.version().to_string(),
             db_size: s.db_size(),
+            db_size_in_use: s.raft_used_db_size(),
             is_learner: s.is_learner(),
             errors: s.errors().to_vec(),
         })
     })
     .await
+}
+
+/// How long one member's defragmentation may take: it rewrites the whole
+/// database file (about a second per few hundred MiB on a busy disk).
+pub const DEFRAG_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Defragment the single member at `endpoint` (it stops serving meanwhile).
+pub async fn defragment_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<(), EtcdError> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(DEFRAG_TIMEOUT);
+    let opts = match tls {
+        Some(t) => t.apply(opts),
+        None => opts,
+    };
+    let endpoints = [endpoint.to_string()];
+    let work = async {
+        let mut client =
+            Client::connect(&endpoints, Some(opts))
+                .await
+                .map_err(|e| EtcdError::Unreachable {
+                    endpoints: endpoint.to_string(),
+                    message: e.to_string(),
+                })?;
+        client.defragment().await.map_err(request("defragment"))?;
+        Ok(())
+    };
+    tokio::time::timeout(DEFRAG_TIMEOUT + REQUEST_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EtcdError::Request {
+                operation: "defragment",
+                message: "timed out".into(),
+            })
+        })
 }
 
 /// The etcd calls the reconcile core makes, behind a trait so that its
@@ -237,6 +277,12 @@ pub trait EtcdApi: Send + Sync + 'static {
         endpoints: &[String],
         tls: Option<&ClientTls>,
         id: u64,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// Defragment the single member at `endpoint`.
+    fn defragment(
+        &self,
+        endpoint: &str,
+        tls: Option<&ClientTls>,
     ) -> impl Future<Output = Result<(), EtcdError>> + Send;
 }
 
@@ -292,6 +338,10 @@ impl EtcdApi for Grpc {
             .await?
             .remove(id)
             .await
+    }
+
+    async fn defragment(&self, endpoint: &str, tls: Option<&ClientTls>) -> Result<(), EtcdError> {
+        defragment_with(endpoint, tls).await
     }
 }
 

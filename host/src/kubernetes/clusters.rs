@@ -75,6 +75,9 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
     for e in &outcome.events {
         events::publish(&ctx.recorder, &reference, "Reconcile", e).await;
     }
+    if let Some(reclaimed) = outcome.defragmented {
+        crate::metrics::defragmented(&key.namespace, &key.name, reclaimed);
+    }
     crate::metrics::cluster_members(
         &key.namespace,
         &key.name,
