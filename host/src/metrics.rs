@@ -30,6 +30,13 @@ struct ClusterLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlarmLabel {
+    namespace: String,
+    cluster: String,
+    alarm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackupLabel {
     namespace: String,
     backup: String,
@@ -68,6 +75,7 @@ struct Metrics {
     cluster_size: Family<ClusterLabel, Gauge>,
     cluster_ready: Family<ClusterLabel, Gauge>,
     cluster_unreachable: Family<ClusterLabel, Gauge>,
+    cluster_alarms: Family<AlarmLabel, Gauge>,
     defrags: Family<ClusterLabel, Counter>,
     defrag_reclaimed: Family<ClusterLabel, Counter>,
     backups: Family<BackupLabel, Counter>,
@@ -131,6 +139,12 @@ fn metrics() -> &'static Metrics {
             "cluster_unreachable_members",
             "Members of an EtcdCluster that run (per the runtime) but do not answer the operator",
             cluster_unreachable.clone(),
+        );
+        let cluster_alarms = Family::<AlarmLabel, Gauge>::default();
+        registry.register(
+            "cluster_alarms",
+            "Members of an EtcdCluster that raised an etcd alarm (NOSPACE, CORRUPT), by alarm",
+            cluster_alarms.clone(),
         );
         let defrags = Family::<ClusterLabel, Counter>::default();
         registry.register(
@@ -211,6 +225,7 @@ fn metrics() -> &'static Metrics {
             cluster_size,
             cluster_ready,
             cluster_unreachable,
+            cluster_alarms,
             defrags,
             defrag_reclaimed,
             backups,
@@ -250,6 +265,31 @@ pub fn cluster_members(namespace: &str, cluster: &str, size: i64, ready: i64, un
     m.cluster_unreachable.get_or_create(&l).set(unreachable);
 }
 
+/// The alarms kinds etcd knows, always exported (0 when not raised) so an
+/// alert can say `> 0`.
+const ALARM_KINDS: [&str; 2] = ["NOSPACE", "CORRUPT"];
+
+/// How many members of a cluster raised each alarm (`status.alarms`).
+pub fn cluster_alarms(namespace: &str, cluster: &str, alarms: &[crate::api::ClusterAlarm]) {
+    let m = metrics();
+    let mut kinds: Vec<&str> = ALARM_KINDS.to_vec();
+    for a in alarms {
+        if !kinds.contains(&a.alarm.as_str()) {
+            kinds.push(&a.alarm);
+        }
+    }
+    for kind in kinds {
+        let raised = alarms.iter().filter(|a| a.alarm == kind).count();
+        m.cluster_alarms
+            .get_or_create(&AlarmLabel {
+                namespace: namespace.into(),
+                cluster: cluster.into(),
+                alarm: kind.into(),
+            })
+            .set(raised as i64);
+    }
+}
+
 /// A member of a cluster was defragmented and gave back `reclaimed` bytes.
 pub fn defragmented(namespace: &str, cluster: &str, reclaimed: u64) {
     let m = metrics();
@@ -273,6 +313,13 @@ pub fn cluster_deleted(namespace: &str, cluster: &str) {
     m.cluster_unreachable.remove(&l);
     m.defrags.remove(&l);
     m.defrag_reclaimed.remove(&l);
+    for kind in ALARM_KINDS {
+        m.cluster_alarms.remove(&AlarmLabel {
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+            alarm: kind.into(),
+        });
+    }
 }
 
 /// A backup run ended with `result` (succeeded, failed, skipped).

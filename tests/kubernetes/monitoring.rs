@@ -93,6 +93,7 @@ fn exported() -> BTreeSet<String> {
     m::reconciled("EtcdCluster", took, true);
     m::cluster_members("ns", "c", 3, 3, 0);
     m::defragmented("ns", "c", 1);
+    m::cluster_alarms("ns", "c", &[]);
     m::backup_run("ns", "b", "succeeded", took);
     m::backup_schedule("ns", "b", Some(1), 60);
     m::plugin_call("s3", "write", took, true);

@@ -120,3 +120,147 @@ async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on(
     assert!(!acked.is_empty());
     assert_all_acked_readable(&op, "c", "/acked", &acked).await;
 }
+
+/// A cluster whose database reached its quota raises NOSPACE on every
+/// member. The members still answer and hold a quorum: the operator must
+/// say so (Alarm condition, Event) and not take them for unhealthy, must
+/// not scale while the alarm lasts, and must go on once it is disarmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scaling_back() {
+    // etcd reads its flags from ETCD_* too; members inherit the operator's
+    // environment. 4 MB is etcd's quota for this cluster.
+    let op = Operator::start_with_env(&[("ETCD_QUOTA_BACKEND_BYTES", "4000000")]);
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    let status = op.wait_ready("c", 3).await;
+    let mut kv = client(&status).await;
+    let value = "x".repeat(100_000);
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(e) = kv.put(format!("/fill/{i:03}"), value.clone(), None).await {
+            refused = Some(e.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("the quota was reached");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+
+    let alarmed = op
+        .wait("c", "the Alarm condition", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Alarm" && c.status == "True")
+        })
+        .await;
+    let alarm = alarmed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Alarm")
+        .unwrap();
+    assert_eq!(alarm.reason.as_deref(), Some("NOSPACE"), "{alarm:?}");
+    assert!(
+        alarm
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("refuses writes") && m.contains("etcdctl alarm disarm")),
+        "{alarm:?}"
+    );
+    assert_eq!(alarmed.alarms.len(), 1, "{:?}", alarmed.alarms);
+    assert_eq!(alarmed.alarms[0].alarm, "NOSPACE");
+    assert!(
+        alarmed.alarms[0].member.starts_with("c-"),
+        "{:?}",
+        alarmed.alarms
+    );
+    let available = alarmed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .unwrap();
+    assert_eq!(
+        available.status, "True",
+        "reads still served: {available:?}"
+    );
+    assert_eq!(alarmed.members.ready.len(), 3, "{alarmed:?}");
+    assert_eq!(op.events_of("AlarmRaised").len(), 1, "{:?}", op.events());
+
+    // Scaling waits; past the member failure grace (4 s here) nothing is
+    // replaced.
+    op.apply("c.yaml", &cluster_yaml("c", 5, "3.5.1", ""));
+    let held = op
+        .wait("c", "scaling held back by the alarm", |s| {
+            s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("etcd alarm NOSPACE"))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(op.status("c").unwrap().size, 3, "{held:?}");
+    for reason in [
+        "MemberReplaced",
+        "MemberAdded",
+        "QuorumRecovered",
+        "StepFailed",
+    ] {
+        assert!(
+            op.events_of(reason).is_empty(),
+            "{reason}: {:?}",
+            op.events()
+        );
+    }
+    assert_eq!(
+        op.events_of("AlarmRaised").len(),
+        1,
+        "raised once: {:?}",
+        op.events()
+    );
+
+    // The fix etcd documents: delete, compact, defragment, disarm.
+    kv.delete(
+        "/fill/",
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    let revision = kv
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    kv.compact(
+        revision,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    for url in &status.client_urls {
+        etcd_operator::etcd::defragment_with(url, None)
+            .await
+            .unwrap();
+    }
+    // As `etcdctl alarm disarm` does: each member's alarm by its id.
+    let raised = kv
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    for a in raised.alarms() {
+        let mut options = etcd_client::AlarmOptions::new();
+        options.with_member(a.member_id());
+        kv.alarm(
+            etcd_client::AlarmAction::Deactivate,
+            etcd_client::AlarmType::Nospace,
+            Some(options),
+        )
+        .await
+        .unwrap();
+    }
+    op.wait_ready("c", 5).await;
+    assert_eq!(op.events_of("AlarmCleared").len(), 1, "{:?}", op.events());
+    let s = op.status("c").unwrap();
+    assert!(s.alarms.is_empty(), "{:?}", s.alarms);
+}

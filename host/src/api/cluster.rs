@@ -230,6 +230,22 @@ pub struct EtcdClusterStatus {
     /// members hold a quorum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restoring: Option<RestoreInProgress>,
+    /// Alarms etcd has raised and nobody has disarmed yet (the `Alarm`
+    /// condition says what each means and what to do).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<ClusterAlarm>,
+}
+
+/// One of etcd's alarms (`etcdctl alarm list`).
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub struct ClusterAlarm {
+    /// `NOSPACE` (a database reached its quota: writes are refused) or
+    /// `CORRUPT` (a member's data differs from the others').
+    pub alarm: String,
+    /// The member that raised it (`member-<id>` if its name is unknown).
+    pub member: String,
 }
 
 /// See [`EtcdClusterStatus::restoring`].

@@ -16,7 +16,7 @@ pub mod source;
 
 pub use backup::{BackupPolicy, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus};
 pub use cluster::{
-    DefragPolicy, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, MaintenancePolicy,
+    ClusterAlarm, DefragPolicy, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, MaintenancePolicy,
     MembersStatus, PodPolicy, RestoreInProgress, TlsPolicy,
 };
 pub use condition::Condition;

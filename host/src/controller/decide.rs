@@ -40,6 +40,15 @@ pub struct MemberView {
     pub db_size_in_use: Option<i64>,
 }
 
+/// `NOSPACE (raised by c-1, c-2), CORRUPT (raised by c-3)`.
+pub fn alarm_summary(alarms: &[crate::api::ClusterAlarm]) -> String {
+    super::status::alarms_by_kind(alarms)
+        .iter()
+        .map(|(kind, members)| format!("{kind} (raised by {})", members.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The whole cluster as observed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterView {
@@ -54,6 +63,8 @@ pub struct ClusterView {
     /// The members of a recovery from a backup that was recorded in status
     /// (`status.restoring`) and may not have finished.
     pub restoring: Option<Vec<String>>,
+    /// etcd's alarms, as any member reported them (they are cluster-wide).
+    pub alarms: Vec<crate::api::ClusterAlarm>,
 }
 
 /// What the user asked for.
@@ -465,6 +476,18 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
         };
     }
 
+    // An alarm stops upgrades and scaling: restarting or adding members
+    // does not clear it, and a NOSPACE cluster cannot take the writes a
+    // new member's join needs.
+    if !view.alarms.is_empty() {
+        return Action::Wait {
+            reason: format!(
+                "etcd alarm {}: no upgrade or scaling until it is disarmed (see the Alarm condition)",
+                alarm_summary(&view.alarms)
+            ),
+        };
+    }
+
     // Everyone is healthy: upgrade, then scale.
     let versions: Vec<Version> = voters.iter().filter_map(|x| x.version).collect();
     if let Some(current) = versions.iter().min()
@@ -547,6 +570,7 @@ mod tests {
             quorum_lost_for: None,
             ever_served: true,
             restoring: None,
+            alarms: Vec::new(),
         }
     }
 
@@ -708,6 +732,7 @@ mod tests {
             quorum_lost_for: Some(Duration::from_secs(for_secs)),
             ever_served: true,
             restoring: None,
+            alarms: Vec::new(),
         }
     }
 
@@ -916,6 +941,38 @@ mod tests {
     }
 
     #[test]
+    fn an_alarm_holds_back_scaling_but_not_a_restart() {
+        let alarms = vec![crate::api::ClusterAlarm {
+            alarm: "NOSPACE".into(),
+            member: "a".into(),
+        }];
+        let v = ClusterView {
+            members: vec![healthy("a", 1), healthy("b", 2), healthy("c", 3)],
+            membership_known: true,
+            ever_served: true,
+            alarms: alarms.clone(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(decide(&want(5), &v, &t()), Action::Wait { reason } if reason.contains("etcd alarm NOSPACE (raised by a)")),
+            "{:?}",
+            decide(&want(5), &v, &t())
+        );
+        let v = ClusterView {
+            members: vec![
+                healthy("a", 1),
+                healthy("b", 2),
+                dead(healthy("c", 3), true, 5),
+            ],
+            ..v
+        };
+        assert_eq!(
+            decide(&want(3), &v, &t()),
+            Action::Restart { name: "c".into() }
+        );
+    }
+
+    #[test]
     fn quorum_loss_restarts_members_with_data_first() {
         let v = ClusterView {
             members: vec![
@@ -927,6 +984,7 @@ mod tests {
             quorum_lost_for: Some(Duration::from_secs(100)),
             ever_served: true,
             restoring: None,
+            alarms: Vec::new(),
         };
         assert_eq!(
             decide(&want(3), &v, &t()),
@@ -945,6 +1003,7 @@ mod tests {
             quorum_lost_for: Some(Duration::from_secs(100)),
             ever_served: true,
             restoring: None,
+            alarms: Vec::new(),
         };
         assert!(matches!(
             decide(&want(3), &v, &t()),

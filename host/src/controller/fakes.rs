@@ -176,6 +176,7 @@ impl FakeEtcd {
                 db_size_in_use: 1 << 20,
                 is_learner: false,
                 errors: Vec::new(),
+                alarms: Vec::new(),
             }),
         );
     }

@@ -552,12 +552,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         } else {
             None
         };
+        let alarms = alarms_of(obs, &members);
         ClusterView {
             ever_served: ever_served || members.iter().any(|m| m.healthy),
             members,
             membership_known: obs.membership.is_some(),
             quorum_lost_for: memory.quorum_lost_since.map(|t| now - t),
             restoring,
+            alarms,
         }
     }
 
@@ -677,6 +679,13 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             status.members.unready = lost.clone();
         }
         let mut events = unreachable_events(previous, &view);
+        // Alarms are only known from members that answered: with none
+        // answering, the previous ones stand.
+        if obs.statuses.is_empty() {
+            status.alarms = previous.map(|p| p.alarms.clone()).unwrap_or_default();
+        } else {
+            events.extend(alarm_events(previous, &view.alarms));
+        }
         let unreachable = view
             .members
             .iter()
@@ -938,6 +947,8 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             now,
         );
         status.target_version = spec.version.clone();
+        // Nothing was observed: the alarms last seen stand.
+        status.alarms = previous.map(|p| p.alarms.clone()).unwrap_or_default();
         Outcome {
             status,
             events: vec![Event::warning("SpecRefused", reason)],
@@ -1417,6 +1428,61 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
 ///
 /// Whether the cluster held data is [`EtcdClusterStatus::has_served`]; these
 /// names only make the message concrete.
+/// The alarms any member reported, each with the name of the member that
+/// raised it.
+fn alarms_of(obs: &Observation, members: &[MemberView]) -> Vec<crate::api::ClusterAlarm> {
+    let mut out: Vec<crate::api::ClusterAlarm> = obs
+        .statuses
+        .values()
+        .flat_map(|s| s.alarms.iter())
+        .map(|a| crate::api::ClusterAlarm {
+            alarm: a.kind.clone(),
+            member: members
+                .iter()
+                .find(|m| m.id == Some(a.member_id))
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| format!("member-{:x}", a.member_id)),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Events for kinds of alarm raised or cleared since the previous status
+/// (one per kind: several members often raise the same NOSPACE).
+fn alarm_events(
+    previous: Option<&EtcdClusterStatus>,
+    now: &[crate::api::ClusterAlarm],
+) -> Vec<Event> {
+    let before: &[crate::api::ClusterAlarm] =
+        previous.map(|p| p.alarms.as_slice()).unwrap_or_default();
+    let (before, now) = (status::alarms_by_kind(before), status::alarms_by_kind(now));
+    let mut events = Vec::new();
+    for (kind, members) in now
+        .iter()
+        .filter(|(k, _)| !before.iter().any(|(b, _)| b == k))
+    {
+        events.push(Event::warning(
+            "AlarmRaised",
+            status::alarm_message(kind, members),
+        ));
+    }
+    for (kind, members) in before
+        .iter()
+        .filter(|(k, _)| !now.iter().any(|(n, _)| n == k))
+    {
+        events.push(Event::normal(
+            "AlarmCleared",
+            format!(
+                "etcd alarm {kind} (raised by {}) was disarmed",
+                members.join(", ")
+            ),
+        ));
+    }
+    events
+}
+
 fn lost_members(previous: Option<&EtcdClusterStatus>, view: &ClusterView) -> Vec<String> {
     match previous {
         Some(p) if view.members.is_empty() => p

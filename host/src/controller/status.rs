@@ -71,6 +71,38 @@ pub(crate) fn progress(action: &Action) -> Option<(&'static str, String)> {
     })
 }
 
+/// The alarms by kind, each with the members that raised it, in order.
+pub(crate) fn alarms_by_kind(alarms: &[crate::api::ClusterAlarm]) -> Vec<(&str, Vec<&str>)> {
+    let mut kinds: Vec<(&str, Vec<&str>)> = Vec::new();
+    for a in alarms {
+        match kinds.iter_mut().find(|(k, _)| *k == a.alarm) {
+            Some((_, members)) => members.push(&a.member),
+            None => kinds.push((&a.alarm, vec![&a.member])),
+        }
+    }
+    kinds
+}
+
+/// What an alarm means and what to do about it, for the `Alarm` condition
+/// and the `AlarmRaised` Event.
+pub(crate) fn alarm_message(kind: &str, members: &[&str]) -> String {
+    let by = members.join(", ");
+    match kind {
+        "NOSPACE" => format!(
+            "NOSPACE (raised by {by}): a member's database reached its quota (etcd's \
+             --quota-backend-bytes, 2 GiB unless set), so the cluster serves reads and deletes but \
+             refuses writes. Delete keys or compact, defragment the members, then disarm the alarm \
+             (etcdctl alarm disarm)."
+        ),
+        "CORRUPT" => format!(
+            "CORRUPT (raised by {by}): etcd found a member's data inconsistent with the others' and \
+             refuses writes. Find the member whose hash differs (etcdctl endpoint hashkv), replace it \
+             (the operator does not: it cannot tell which copy is right), then disarm the alarm."
+        ),
+        other => format!("{other} (raised by {by}): see etcdctl alarm list."),
+    }
+}
+
 /// Status after observing `view` and choosing `action`.
 pub fn compute(
     previous: Option<&EtcdClusterStatus>,
@@ -115,6 +147,7 @@ pub fn compute(
         .map(|v| v.to_string());
     s.target_version = Some(desired.version.to_string());
     s.client_urls = client_urls;
+    s.alarms = view.alarms.clone();
 
     let all_ready = ready_voters == desired.size
         && voters.len() == desired.size
@@ -152,10 +185,30 @@ pub fn compute(
         None => condition("Progressing", false, "Steady", "nothing to do"),
     };
     set_condition(&mut s.conditions, progressing, now);
+    let alarm = if view.alarms.is_empty() {
+        condition("Alarm", false, "NoAlarm", "etcd reports no alarm")
+    } else {
+        let kinds = alarms_by_kind(&view.alarms);
+        condition(
+            "Alarm",
+            true,
+            &kinds.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(","),
+            kinds
+                .iter()
+                .map(|(k, members)| alarm_message(k, members))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    };
+    set_condition(&mut s.conditions, alarm, now);
     let unreachable = reported_unreachable(&view.members);
     let degraded = match action {
         Action::Refuse { reason } => Some(("SpecRefused", reason.clone())),
         Action::Unrecoverable { reason } => Some(("Unrecoverable", reason.clone())),
+        _ if !view.alarms.is_empty() => Some((
+            "Alarm",
+            format!("etcd alarm {}", super::decide::alarm_summary(&view.alarms)),
+        )),
         _ if unreachable.is_some() => Some((
             "MembersUnreachable",
             format!(

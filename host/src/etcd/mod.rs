@@ -101,8 +101,46 @@ pub struct Status {
     /// defragmentation gives back.
     pub db_size_in_use: i64,
     pub is_learner: bool,
-    /// Alarms or errors the member reports (e.g. NOSPACE).
+    /// Errors the member reports about itself (e.g. no leader); alarms are
+    /// apart, in [`Status::alarms`].
     pub errors: Vec<String>,
+    /// The cluster's alarms, which every member reports alike.
+    pub alarms: Vec<Alarm>,
+}
+
+/// An alarm etcd raised (`etcdctl alarm list`), e.g. NOSPACE when a
+/// member's database reached its quota. Alarms are raft state: every member
+/// reports all of them, and only a disarm clears one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Alarm {
+    /// The member that raised it.
+    pub member_id: u64,
+    /// `NOSPACE` or `CORRUPT`.
+    pub kind: String,
+}
+
+/// Split a status's `errors` into the member's own errors and the alarms
+/// (`memberID:<id> alarm:<KIND> `, as etcd formats them).
+pub fn split_errors(errors: &[String]) -> (Vec<String>, Vec<Alarm>) {
+    let mut own = Vec::new();
+    let mut alarms = Vec::new();
+    for e in errors {
+        let parsed = e.trim().split_once(' ').and_then(|(id, kind)| {
+            let member_id = id.strip_prefix("memberID:")?.parse().ok()?;
+            let kind = kind.trim().strip_prefix("alarm:")?;
+            (!kind.is_empty() && kind != "NONE").then(|| Alarm {
+                member_id,
+                kind: kind.to_string(),
+            })
+        });
+        match parsed {
+            Some(a) => alarms.push(a),
+            None => own.push(e.clone()),
+        }
+    }
+    alarms.sort();
+    alarms.dedup();
+    (own, alarms)
 }
 
 /// Client certificates for a cluster that requires TLS (the CoreOS
@@ -192,6 +230,7 @@ pub async fn status_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<Stat
         let mut client = connect_with(&[endpoint.to_string()], tls).await?;
         let s = client.status().await.map_err(request("status"))?;
         let header = s.header();
+        let (errors, alarms) = split_errors(s.errors());
         Ok(Status {
             member_id: header.map(|h| h.member_id()).unwrap_or_default(),
             leader: s.leader(),
@@ -202,7 +241,8 @@ pub async fn status_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<Stat
             db_size: s.db_size(),
             db_size_in_use: s.raft_used_db_size(),
             is_learner: s.is_learner(),
-            errors: s.errors().to_vec(),
+            errors,
+            alarms,
         })
     })
     .await
@@ -420,5 +460,34 @@ impl Cluster {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarms_are_told_apart_from_a_members_own_errors() {
+        let (own, alarms) = split_errors(&[
+            "memberID:10276657743932975437 alarm:NOSPACE ".to_string(),
+            "etcdserver: no leader".to_string(),
+            "memberID:7 alarm:CORRUPT".to_string(),
+            "memberID:10276657743932975437 alarm:NOSPACE ".to_string(),
+        ]);
+        assert_eq!(own, ["etcdserver: no leader"]);
+        assert_eq!(
+            alarms,
+            [
+                Alarm {
+                    member_id: 7,
+                    kind: "CORRUPT".into()
+                },
+                Alarm {
+                    member_id: 10276657743932975437,
+                    kind: "NOSPACE".into()
+                },
+            ]
+        );
     }
 }

@@ -75,6 +75,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Actio
     for e in &outcome.events {
         events::publish(&ctx.recorder, &reference, "Reconcile", e).await;
     }
+    crate::metrics::cluster_alarms(&key.namespace, &key.name, &status.alarms);
     if let Some(reclaimed) = outcome.defragmented {
         crate::metrics::defragmented(&key.namespace, &key.name, reclaimed);
     }
