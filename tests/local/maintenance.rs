@@ -124,19 +124,25 @@ async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on(
 /// A cluster whose database reached its quota raises NOSPACE on every
 /// member. The members still answer and hold a quorum: the operator must
 /// say so (Alarm condition, Event) and not take them for unhealthy, must
-/// not scale while the alarm lasts, and must go on once it is disarmed.
+/// not scale while the alarm lasts (its defrag policy goes on), and must go
+/// on once it is disarmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scaling_back() {
     // etcd reads its flags from ETCD_* too; members inherit the operator's
     // environment. 4 MB is etcd's quota for this cluster.
     let op = Operator::start_with_env(&[("ETCD_QUOTA_BACKEND_BYTES", "4000000")]);
-    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", ""));
+    let defrag =
+        "  maintenance:\n    defrag:\n      minFreePercent: 40\n      minFreeBytes: 1048576\n";
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", defrag));
     let status = op.wait_ready("c", 3).await;
     let mut kv = client(&status).await;
-    let value = "x".repeat(100_000);
+    // Small values: etcd's dbSizeInUse, which the defrag policy reads, is
+    // accurate for them once they are compacted away (for values of 100 kB
+    // it still counts most of their freed pages as in use).
+    let value = "x".repeat(4096);
     let mut refused = None;
-    for i in 0..200 {
-        if let Err(e) = kv.put(format!("/fill/{i:03}"), value.clone(), None).await {
+    for i in 0..4000 {
+        if let Err(e) = kv.put(format!("/fill/{i:04}"), value.clone(), None).await {
             refused = Some(e.to_string());
             break;
         }
@@ -164,10 +170,13 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
             .is_some_and(|m| m.contains("refuses writes") && m.contains("etcdctl alarm disarm")),
         "{alarm:?}"
     );
-    assert_eq!(alarmed.alarms.len(), 1, "{:?}", alarmed.alarms);
-    assert_eq!(alarmed.alarms[0].alarm, "NOSPACE");
+    // Each member that reaches the quota raises its own: one Event still.
+    assert!(!alarmed.alarms.is_empty());
     assert!(
-        alarmed.alarms[0].member.starts_with("c-"),
+        alarmed
+            .alarms
+            .iter()
+            .all(|a| a.alarm == "NOSPACE" && a.member.starts_with("c-")),
         "{:?}",
         alarmed.alarms
     );
@@ -185,7 +194,7 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
 
     // Scaling waits; past the member failure grace (4 s here) nothing is
     // replaced.
-    op.apply("c.yaml", &cluster_yaml("c", 5, "3.5.1", ""));
+    op.apply("c.yaml", &cluster_yaml("c", 5, "3.5.1", defrag));
     let held = op
         .wait("c", "scaling held back by the alarm", |s| {
             s.reason
@@ -214,7 +223,8 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
         op.events()
     );
 
-    // The fix etcd documents: delete, compact, defragment, disarm.
+    // The fix etcd documents: delete, compact, defragment, disarm. The
+    // operator's defrag policy does the defragmenting, alarm or not.
     kv.delete(
         "/fill/",
         Some(etcd_client::DeleteOptions::new().with_prefix()),
@@ -234,11 +244,20 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
     )
     .await
     .unwrap();
-    for url in &status.client_urls {
-        etcd_operator::etcd::defragment_with(url, None)
-            .await
-            .unwrap();
+    let start = Instant::now();
+    while op.events_of("MemberDefragmented").len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{:?}\n{}",
+            op.events(),
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(
+        !op.status("c").unwrap().alarms.is_empty(),
+        "defragmenting does not disarm"
+    );
     // As `etcdctl alarm disarm` does: each member's alarm by its id.
     let raised = kv
         .alarm(
@@ -259,8 +278,17 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
         .await
         .unwrap();
     }
-    op.wait_ready("c", 5).await;
-    assert_eq!(op.events_of("AlarmCleared").len(), 1, "{:?}", op.events());
-    let s = op.status("c").unwrap();
-    assert!(s.alarms.is_empty(), "{:?}", s.alarms);
+    // Disarmed, the held-back scaling goes on.
+    op.wait("c", "5 members once disarmed", |s| {
+        s.size == 5 && s.members.ready.len() == 5
+    })
+    .await;
+    assert!(
+        !op.events_of("AlarmCleared").is_empty(),
+        "{:?}",
+        op.events()
+    );
+    // (A member added now replays the raft log from the start, so its own
+    // file may pass the quota and raise a NOSPACE of its own: etcd's doing,
+    // reported like the first.)
 }

@@ -478,8 +478,14 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
 
     // An alarm stops upgrades and scaling: restarting or adding members
     // does not clear it, and a NOSPACE cluster cannot take the writes a
-    // new member's join needs.
-    if !view.alarms.is_empty() {
+    // new member's join needs. Maintenance (a defragmentation, which a
+    // NOSPACE cluster needs) still follows a steady result.
+    let change = upgrade_or_scale(desired, &voters, m);
+    let changes_members = matches!(
+        change,
+        Action::Upgrade { .. } | Action::Grow { .. } | Action::Shrink { .. }
+    );
+    if changes_members && !view.alarms.is_empty() {
         return Action::Wait {
             reason: format!(
                 "etcd alarm {}: no upgrade or scaling until it is disarmed (see the Alarm condition)",
@@ -487,8 +493,11 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
             ),
         };
     }
+    change
+}
 
-    // Everyone is healthy: upgrade, then scale.
+/// With every member healthy: the next upgrade step, then scaling.
+fn upgrade_or_scale(desired: &Desired, voters: &[&MemberView], m: &[MemberView]) -> Action {
     let versions: Vec<Version> = voters.iter().filter_map(|x| x.version).collect();
     if let Some(current) = versions.iter().min()
         && versions

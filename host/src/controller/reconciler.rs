@@ -662,7 +662,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             }
         } else {
             match decide(&desired, &view, &self.tuning) {
-                Action::Steady => self.maintenance(key, defrag_policy.as_ref(), &view),
+                Action::Steady => self
+                    .maintenance(key, defrag_policy.as_ref(), &view)
+                    .unwrap_or(Action::Steady),
+                // An alarm holds member changes back; maintenance, which a
+                // NOSPACE cluster needs, goes on (on healthy members only).
+                wait @ Action::Wait { .. } if !view.alarms.is_empty() => self
+                    .maintenance(key, defrag_policy.as_ref(), &view)
+                    .unwrap_or(wait),
                 other => other,
             }
         };
@@ -809,28 +816,25 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
     }
 
     /// What a steady cluster gets: the next member to defragment, if the
-    /// policy names one; otherwise it stays steady.
+    /// policy names one.
     fn maintenance(
         &self,
         key: &ClusterKey,
         policy: Option<&defrag::Policy>,
         view: &ClusterView,
-    ) -> Action {
-        let Some(policy) = policy else {
-            return Action::Steady;
-        };
+    ) -> Option<Action> {
+        let policy = policy?;
         let mut memory = self.memory();
         let recent = &mut memory.entry(key.clone()).or_default().defragmented_at;
         recent.retain(|_, at| at.elapsed() < defrag::COOLDOWN);
-        match defrag::next(policy, view, |name| recent.contains_key(name)) {
-            Some(pick) => Action::Defragment {
+        defrag::next(policy, view, |name| recent.contains_key(name)).map(|pick| {
+            Action::Defragment {
                 name: pick.name,
                 is_leader: pick.is_leader,
                 db_size: pick.db_size,
                 free: pick.free,
-            },
-            None => Action::Steady,
-        }
+            }
+        })
     }
 
     /// Defragment the member an [`Action::Defragment`] names, and say how
