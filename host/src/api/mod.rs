@@ -1,5 +1,6 @@
 //! The custom resources, wire-compatible with the CoreOS etcd-operator's
-//! `etcd.database.coreos.com/v1beta2` API (see `shared/api-v1beta2.md`).
+//! `etcd.database.coreos.com/v1beta2` API (the archived operator's
+//! `pkg/apis/etcd/v1beta2` types).
 //!
 //! Field names follow CoreOS exactly, including its odd casing (`TLS`,
 //! `DNSTimeoutInSecond`, `ClusterDomain`). Everything this operator adds is

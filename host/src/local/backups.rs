@@ -38,12 +38,13 @@ pub(super) async fn worker(
             o = controller::reconcile(&ctx.storage, &backup, endpoints, &status, &mut memory) => o,
             _ = stop.changed() => return,
         };
-        for e in &outcome.events {
-            ctx.events.emit("EtcdBackup", &name, e);
-        }
+        // Status first: whoever acts on an Event finds the status it reports.
         if outcome.status != status {
             write_status(&path, &outcome.status);
             status = outcome.status;
+        }
+        for e in &outcome.events {
+            ctx.events.emit("EtcdBackup", &name, e);
         }
         tokio::select! {
             _ = desired.changed() => {}

@@ -252,11 +252,12 @@ async fn cluster_worker(
             .await;
         let mut status = outcome.status;
         status.observed_generation = cluster.metadata.generation;
-        for e in &outcome.events {
-            events.emit("EtcdCluster", &key.name, e);
-        }
+        // Status first: whoever acts on an Event finds the status it reports.
         if previous.as_ref() != Some(&status) {
             write_status(&path, &status);
+        }
+        for e in &outcome.events {
+            events.emit("EtcdCluster", &key.name, e);
         }
         previous = Some(status);
         tokio::select! {
