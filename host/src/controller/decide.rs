@@ -479,7 +479,8 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
     // An alarm stops upgrades and scaling: restarting or adding members
     // does not clear it, and a NOSPACE cluster cannot take the writes a
     // new member's join needs. Maintenance (a defragmentation, which a
-    // NOSPACE cluster needs) still follows a steady result.
+    // NOSPACE cluster needs) still runs: the reconciler tries it on this
+    // Wait as on a steady result.
     let change = upgrade_or_scale(desired, &voters, m);
     let changes_members = matches!(
         change,
