@@ -6,6 +6,30 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Operator, assert_all_acked_readable, client, cluster_yaml, writer};
 
+/// Delete every key under `prefix` and compact the history away: their
+/// pages are free in each member's file, which keeps its size.
+async fn delete_and_compact(kv: &mut etcd_client::Client, prefix: &str) {
+    kv.delete(
+        prefix,
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    let revision = kv
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    kv.compact(
+        revision,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on() {
     let op = Operator::start(&[]);
@@ -29,25 +53,7 @@ async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on(
             .await
             .unwrap();
     }
-    kv.delete(
-        "/frag/",
-        Some(etcd_client::DeleteOptions::new().with_prefix()),
-    )
-    .await
-    .unwrap();
-    let revision = kv
-        .get("/", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    kv.compact(
-        revision,
-        Some(etcd_client::CompactionOptions::new().with_physical()),
-    )
-    .await
-    .unwrap();
+    delete_and_compact(&mut kv, "/frag/").await;
     let before: Vec<i64> = {
         let mut sizes = Vec::new();
         for url in &status.client_urls {
@@ -225,25 +231,7 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
 
     // The fix etcd documents: delete, compact, defragment, disarm. The
     // operator's defrag policy does the defragmenting, alarm or not.
-    kv.delete(
-        "/fill/",
-        Some(etcd_client::DeleteOptions::new().with_prefix()),
-    )
-    .await
-    .unwrap();
-    let revision = kv
-        .get("/", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    kv.compact(
-        revision,
-        Some(etcd_client::CompactionOptions::new().with_physical()),
-    )
-    .await
-    .unwrap();
+    delete_and_compact(&mut kv, "/fill/").await;
     let start = Instant::now();
     while op.events_of("MemberDefragmented").len() < 3 {
         assert!(
