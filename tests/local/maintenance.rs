@@ -6,6 +6,24 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Operator, assert_all_acked_readable, client, cluster_yaml, writer};
 
+/// The operator's `MemberDefragmented` Events, once there are `n` (2 min).
+async fn wait_defragmented(op: &Operator, n: usize) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let events = op.events_of("MemberDefragmented");
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{:?}\n{}",
+            op.events(),
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Delete every key under `prefix` and compact the history away: their
 /// pages are free in each member's file, which keeps its size.
 async fn delete_and_compact(kv: &mut etcd_client::Client, prefix: &str) {
@@ -66,20 +84,7 @@ async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on(
         "the files kept the deleted keys' pages: {before:?}"
     );
 
-    let start = Instant::now();
-    let events = loop {
-        let events = op.events_of("MemberDefragmented");
-        if events.len() >= 3 {
-            break events;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{:?}\n{}",
-            op.events(),
-            op.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let events = wait_defragmented(&op, 3).await;
     let messages: Vec<&str> = events
         .iter()
         .map(|e| e["message"].as_str().unwrap())
@@ -232,16 +237,7 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
     // The fix etcd documents: delete, compact, defragment, disarm. The
     // operator's defrag policy does the defragmenting, alarm or not.
     delete_and_compact(&mut kv, "/fill/").await;
-    let start = Instant::now();
-    while op.events_of("MemberDefragmented").len() < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{:?}\n{}",
-            op.events(),
-            op.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_defragmented(&op, 3).await;
     assert!(
         !op.status("c").unwrap().alarms.is_empty(),
         "defragmenting does not disarm"
