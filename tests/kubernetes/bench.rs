@@ -166,6 +166,7 @@ async fn static_bootstrap(env: &Env, name: &str, size: usize) -> Duration {
                     mode: StartMode::Seed,
                     cluster_token: format!("{}-{name}", env.ns),
                     snapshot: None,
+                    flags: Vec::new(),
                 },
             );
             pod.metadata = unowned(pod.metadata);

@@ -67,6 +67,52 @@ pub struct EtcdClusterSpec {
     /// healthy (an addition to the CoreOS API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenancePolicy>,
+
+    /// etcd's `--quota-backend-bytes`: the size a member's database file may
+    /// reach before etcd raises NOSPACE and refuses writes (etcd's default
+    /// is 2 GiB; it advises at most 8 GiB). Changing it restarts the members
+    /// one at a time, followers first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub quota_backend_bytes: Option<i64>,
+
+    /// etcd's own history compaction (`--auto-compaction-mode`,
+    /// `--auto-compaction-retention`). Without it, etcd keeps every
+    /// revision until something compacts them, and the database grows to
+    /// its quota. Changing it restarts the members one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_compaction: Option<AutoCompaction>,
+
+    /// Further etcd flags, by name without the leading dashes
+    /// (`snapshot-count: "10000"`). Only flags the operator knows are
+    /// accepted, each value checked, so a typo is refused with its name
+    /// instead of crash-looping the members; flags the operator sets itself
+    /// (names, URLs, data directory, TLS files) are refused. Changing them
+    /// restarts the members one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_options: Option<BTreeMap<String, String>>,
+}
+
+/// How etcd compacts its history by itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoCompaction {
+    /// `periodic`: keep a time window of history; `revision`: keep a
+    /// number of revisions.
+    pub mode: CompactionMode,
+    /// `periodic`: a duration such as `1h` or `30m` (a bare number is
+    /// hours, as etcd reads it); `revision`: how many revisions to keep,
+    /// such as `10000`.
+    #[schemars(length(min = 1, max = 32))]
+    pub retention: String,
+}
+
+/// See [`AutoCompaction::mode`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionMode {
+    Periodic,
+    Revision,
 }
 
 /// Routine maintenance.
@@ -78,6 +124,25 @@ pub struct MaintenancePolicy {
     /// is healthy. A member does not serve while it is defragmented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defrag: Option<DefragPolicy>,
+    /// What the operator does when a member's database reaches its quota
+    /// (etcd's NOSPACE alarm, which stops all writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_space: Option<NoSpacePolicy>,
+}
+
+/// NOSPACE handling.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoSpacePolicy {
+    /// Recover by itself, as etcd's documentation does by hand: compact the
+    /// history to the current revision (older revisions and the watches
+    /// that need them are gone), defragment every member one at a time,
+    /// followers first, and disarm the alarm, but only once every member's
+    /// database is below 80 % of the quota; otherwise the data itself
+    /// fills the quota and the alarm stays, with an Event saying so.
+    /// Default false: the alarm is reported and left to the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover: Option<bool>,
 }
 
 /// When a member is defragmented: when both minimums of free space in its

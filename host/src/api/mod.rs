@@ -17,8 +17,9 @@ pub mod source;
 
 pub use backup::{BackupPolicy, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus};
 pub use cluster::{
-    ClusterAlarm, DefragPolicy, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, MaintenancePolicy,
-    MembersStatus, PodPolicy, RestoreInProgress, TlsPolicy,
+    AutoCompaction, ClusterAlarm, CompactionMode, DefragPolicy, EtcdCluster, EtcdClusterSpec,
+    EtcdClusterStatus, MaintenancePolicy, MembersStatus, NoSpacePolicy, PodPolicy,
+    RestoreInProgress, TlsPolicy,
 };
 pub use condition::Condition;
 pub use restore::{EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus, RestoreProgress};

@@ -422,6 +422,7 @@ fn defragmenting(size: i32) -> EtcdClusterSpec {
     EtcdClusterSpec {
         maintenance: Some(crate::api::MaintenancePolicy {
             defrag: Some(crate::api::DefragPolicy::default()),
+            no_space: None,
         }),
         ..spec(size)
     }

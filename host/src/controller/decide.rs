@@ -38,6 +38,10 @@ pub struct MemberView {
     /// Its database file's size and the part of it in use, when it answers.
     pub db_size: Option<i64>,
     pub db_size_in_use: Option<i64>,
+    /// The revision it has applied, when it answers.
+    pub revision: Option<i64>,
+    /// The extra etcd flags the runtime started it with.
+    pub flags: Vec<String>,
 }
 
 /// `NOSPACE (raised by c-1, c-2), CORRUPT (raised by c-3)`.
@@ -65,6 +69,9 @@ pub struct ClusterView {
     pub restoring: Option<Vec<String>>,
     /// etcd's alarms, as any member reported them (they are cluster-wide).
     pub alarms: Vec<crate::api::ClusterAlarm>,
+    /// A member stopped and started again comes back without its data
+    /// (Kubernetes members on emptyDir), so new flags need new members.
+    pub restart_loses_data: bool,
 }
 
 /// What the user asked for.
@@ -72,6 +79,24 @@ pub struct ClusterView {
 pub struct Desired {
     pub size: usize,
     pub version: Version,
+    /// The extra etcd flags every member should run with
+    /// ([`crate::etcd::flags::member_flags`]).
+    pub flags: Vec<String>,
+    /// The database quota those flags give the members, in bytes.
+    pub quota: u64,
+}
+
+impl Desired {
+    /// `size` members of `version`, with no extra flags and etcd's default
+    /// quota.
+    pub fn new(size: usize, version: Version) -> Self {
+        Desired {
+            size,
+            version,
+            flags: Vec::new(),
+            quota: crate::etcd::flags::DEFAULT_QUOTA_BYTES,
+        }
+    }
 }
 
 /// Thresholds, from the operator's configuration.
@@ -152,6 +177,15 @@ pub enum Action {
     Upgrade {
         name: String,
         to: Version,
+    },
+    /// Bring a member to the spec's etcd flags: restart it keeping its
+    /// data, or, where a restart loses the data (`replace`), remove it from
+    /// the membership and delete it, for a fresh member to be added with
+    /// them.
+    Reconfigure {
+        name: String,
+        id: u64,
+        replace: bool,
     },
     /// Quorum is lost for good: restart the survivor with the most data as a
     /// one-member cluster; the rest is deleted and the cluster grows back.
@@ -481,10 +515,15 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
     // new member's join needs. Maintenance (a defragmentation, which a
     // NOSPACE cluster needs) still runs: the reconciler tries it on this
     // Wait as on a steady result.
-    let change = upgrade_or_scale(desired, &voters, m);
+    // A restart with new flags is allowed: raising the quota is how a
+    // NOSPACE cluster gets room again.
+    let change = upgrade_or_scale(desired, &voters, m, view.restart_loses_data);
     let changes_members = matches!(
         change,
-        Action::Upgrade { .. } | Action::Grow { .. } | Action::Shrink { .. }
+        Action::Upgrade { .. }
+            | Action::Grow { .. }
+            | Action::Shrink { .. }
+            | Action::Reconfigure { replace: true, .. }
     );
     if changes_members && !view.alarms.is_empty() {
         return Action::Wait {
@@ -498,7 +537,12 @@ pub fn decide(desired: &Desired, view: &ClusterView, tuning: &Tuning) -> Action 
 }
 
 /// With every member healthy: the next upgrade step, then scaling.
-fn upgrade_or_scale(desired: &Desired, voters: &[&MemberView], m: &[MemberView]) -> Action {
+fn upgrade_or_scale(
+    desired: &Desired,
+    voters: &[&MemberView],
+    m: &[MemberView],
+    restart_loses_data: bool,
+) -> Action {
     let versions: Vec<Version> = voters.iter().filter_map(|x| x.version).collect();
     if let Some(current) = versions.iter().min()
         && versions
@@ -539,7 +583,53 @@ fn upgrade_or_scale(desired: &Desired, voters: &[&MemberView], m: &[MemberView])
             id: x.id.unwrap_or_default(),
         };
     }
-    Action::Steady
+    reconfigure(desired, voters, restart_loses_data)
+}
+
+/// At the desired size and version: the next member whose etcd flags are
+/// not the spec's, followers first and the leader last.
+fn reconfigure(desired: &Desired, voters: &[&MemberView], restart_loses_data: bool) -> Action {
+    let Some(x) = voters
+        .iter()
+        .filter(|x| x.in_runtime && x.flags != desired.flags)
+        .min_by_key(|x| (x.is_leader, x.name.clone()))
+    else {
+        return Action::Steady;
+    };
+    // A member restarted under a quota its data already exceeds refuses
+    // every write at once.
+    if let Some(big) = voters
+        .iter()
+        .filter(|v| v.db_size.is_some_and(|s| s as u64 >= desired.quota))
+        .max_by_key(|v| v.db_size)
+    {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        return Action::Refuse {
+            reason: format!(
+                "spec.quotaBackendBytes is {} ({:.1} MiB) but member {}'s database file is already {:.1} MiB:                  members restarted with it would raise NOSPACE and refuse every write; set a larger quota,                  or compact and defragment first",
+                desired.quota,
+                mib(desired.quota),
+                big.name,
+                mib(big.db_size.unwrap_or_default() as u64),
+            ),
+        };
+    }
+    if restart_loses_data && voters.len() < 3 {
+        return Action::Refuse {
+            reason: format!(
+                "the spec's etcd flags differ from what member {} runs, and changing them means new members \
+                 (its storage does not outlive a restart), which a cluster of {} cannot do without losing its \
+                 data: set spec.pod.persistentVolumeClaimSpec, or scale to 3 members first",
+                x.name,
+                voters.len()
+            ),
+        };
+    }
+    Action::Reconfigure {
+        name: x.name.clone(),
+        id: x.id.unwrap_or_default(),
+        replace: restart_loses_data,
+    }
 }
 
 #[cfg(test)]
@@ -581,14 +671,12 @@ mod tests {
             ever_served: true,
             restoring: None,
             alarms: Vec::new(),
+            restart_loses_data: false,
         }
     }
 
     fn want(size: usize) -> Desired {
-        Desired {
-            size,
-            version: v("3.5.1"),
-        }
+        Desired::new(size, v("3.5.1"))
     }
 
     fn t() -> Tuning {
@@ -633,10 +721,7 @@ mod tests {
 
     #[test]
     fn refuses_unsupported_versions() {
-        let d = Desired {
-            size: 3,
-            version: v("3.2.25"),
-        };
+        let d = Desired::new(3, v("3.2.25"));
         assert!(
             matches!(decide(&d, &ClusterView::default(), &t()), Action::Refuse { reason } if reason.contains("not supported"))
         );
@@ -743,6 +828,7 @@ mod tests {
             ever_served: true,
             restoring: None,
             alarms: Vec::new(),
+            restart_loses_data: false,
         }
     }
 
@@ -995,6 +1081,7 @@ mod tests {
             ever_served: true,
             restoring: None,
             alarms: Vec::new(),
+            restart_loses_data: false,
         };
         assert_eq!(
             decide(&want(3), &v, &t()),
@@ -1014,6 +1101,7 @@ mod tests {
             ever_served: true,
             restoring: None,
             alarms: Vec::new(),
+            restart_loses_data: false,
         };
         assert!(matches!(
             decide(&want(3), &v, &t()),
@@ -1105,10 +1193,7 @@ mod tests {
             m.version = Some(v("3.4.23"));
         }
         members[0].is_leader = true;
-        let d = Desired {
-            size: 3,
-            version: v("3.5.1"),
-        };
+        let d = Desired::new(3, v("3.5.1"));
         assert_eq!(
             decide(&d, &view(members.clone()), &t()),
             Action::Upgrade {
@@ -1125,13 +1210,128 @@ mod tests {
                 to: v("3.5.1")
             }
         );
-        let down = Desired {
-            size: 3,
-            version: v("3.3.0"),
-        };
+        let down = Desired::new(3, v("3.3.0"));
         assert!(matches!(
             decide(&down, &view(members), &t()),
             Action::Refuse { .. }
         ));
+    }
+
+    #[test]
+    fn new_flags_restart_followers_first_after_scaling_and_never_under_a_quota_already_passed() {
+        let mut members: Vec<MemberView> = ["a", "b", "c"]
+            .iter()
+            .zip(1..)
+            .map(|(n, i)| healthy(n, i))
+            .collect();
+        members[0].is_leader = true;
+        let flags = vec!["--snapshot-count=5000".to_string()];
+        let d = Desired {
+            flags: flags.clone(),
+            ..Desired::new(3, v("3.5.1"))
+        };
+        let restart = |name: &str| Action::Reconfigure {
+            name: name.into(),
+            id: match name {
+                "a" => 1,
+                "b" => 2,
+                _ => 3,
+            },
+            replace: false,
+        };
+        assert_eq!(decide(&d, &view(members.clone()), &t()), restart("b"));
+        members[1].flags = flags.clone();
+        assert_eq!(decide(&d, &view(members.clone()), &t()), restart("c"));
+        members[2].flags = flags.clone();
+        assert_eq!(decide(&d, &view(members.clone()), &t()), restart("a"));
+        members[0].flags = flags.clone();
+        assert_eq!(decide(&d, &view(members.clone()), &t()), Action::Steady);
+
+        // Scaling comes first: a new member starts with the new flags.
+        members[0].flags.clear();
+        assert!(matches!(
+            decide(
+                &Desired {
+                    flags: flags.clone(),
+                    ..Desired::new(4, v("3.5.1"))
+                },
+                &view(members.clone()),
+                &t()
+            ),
+            Action::Grow { .. }
+        ));
+
+        // A quota the data already passes is refused, naming both sizes.
+        members[2].db_size = Some(300 << 20);
+        let small = Desired {
+            quota: 200 << 20,
+            ..d.clone()
+        };
+        match decide(&small, &view(members.clone()), &t()) {
+            Action::Refuse { reason } => assert!(
+                reason.starts_with(
+                    "spec.quotaBackendBytes is 209715200 (200.0 MiB) but member c's database file is \
+                     already 300.0 MiB"
+                ),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn where_a_restart_loses_the_data_new_flags_replace_members_and_wait_out_alarms() {
+        let mut members: Vec<MemberView> = ["a", "b", "c"]
+            .iter()
+            .zip(1..)
+            .map(|(n, i)| healthy(n, i))
+            .collect();
+        members[0].is_leader = true;
+        let d = Desired {
+            flags: vec!["--pre-vote=true".to_string()],
+            ..Desired::new(3, v("3.5.1"))
+        };
+        let mut v3 = view(members.clone());
+        v3.restart_loses_data = true;
+        assert_eq!(
+            decide(&d, &v3, &t()),
+            Action::Reconfigure {
+                name: "b".into(),
+                id: 2,
+                replace: true
+            }
+        );
+        // Removing a member while an alarm stands is a member change: it
+        // waits. A restart in place does not (a larger quota is the cure).
+        v3.alarms = vec![crate::api::ClusterAlarm {
+            alarm: "NOSPACE".into(),
+            member: "a".into(),
+        }];
+        assert!(matches!(decide(&d, &v3, &t()), Action::Wait { .. }));
+        v3.restart_loses_data = false;
+        assert!(matches!(
+            decide(&d, &v3, &t()),
+            Action::Reconfigure { replace: false, .. }
+        ));
+
+        // One member on emptyDir: new flags would mean losing it all.
+        let mut v1 = view(vec![members[0].clone()]);
+        v1.restart_loses_data = true;
+        match decide(
+            &Desired {
+                size: 1,
+                ..d.clone()
+            },
+            &v1,
+            &t(),
+        ) {
+            Action::Refuse { reason } => assert!(
+                reason.contains(
+                    "set spec.pod.persistentVolumeClaimSpec, or scale to 3 members first"
+                ),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -217,6 +217,7 @@ mod tests {
                     min_free_percent: percent,
                     min_free_bytes: bytes,
                 }),
+                no_space: None,
             }),
             ..Default::default()
         };

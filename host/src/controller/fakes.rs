@@ -50,6 +50,7 @@ pub fn running(name: &str) -> RuntimeMember {
         has_data: true,
         ever_started: true,
         version: "3.5.1".into(),
+        flags: Vec::new(),
     }
 }
 

@@ -118,6 +118,8 @@ struct Observation {
     statuses: HashMap<String, etcd::Status>,
     /// Running members whose status call failed, and what failed.
     failures: HashMap<String, String>,
+    /// [`Runtime::restart_keeps_data`].
+    restart_keeps_data: bool,
 }
 
 fn now_rfc3339() -> String {
@@ -156,6 +158,9 @@ pub enum StepError {
         "the restored members could not be prepared, so the running members were left untouched: {0}"
     )]
     RestorePreflight(#[source] RuntimeError),
+    /// The spec's etcd flags are refused; nothing was started.
+    #[error(transparent)]
+    Flags(#[from] etcd::flags::FlagError),
 }
 
 impl<R: Runtime> Reconciler<R> {
@@ -236,14 +241,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         snapshot: &Path,
     ) -> Result<Event, StepError> {
         let size = spec.size.clamp(1, 7) as usize;
-        let version = self.restore_version(spec).await?;
+        let (version, flags) = self.restore_version(spec).await?;
         let old = self.runtime.list(key).await?;
         let names: Vec<String> = (0..size).map(|_| member_name(&key.name)).collect();
         let token = restore_token(key);
         // The new members are reserved and checked before anything is
         // deleted: a restore never leaves the cluster with nothing.
         let plans = match self
-            .prepare_restore(key, &version, &names, &token, snapshot, &old)
+            .prepare_restore(key, (&version, &flags), &names, &token, snapshot, &old)
             .await
         {
             Ok(plans) => plans,
@@ -262,13 +267,17 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         ))
     }
 
-    /// The etcd version restored members run.
-    async fn restore_version(&self, spec: &EtcdClusterSpec) -> Result<String, StepError> {
+    /// The etcd version restored members run, and their flags.
+    async fn restore_version(
+        &self,
+        spec: &EtcdClusterSpec,
+    ) -> Result<(String, Vec<String>), StepError> {
+        let flags = etcd::flags::member_flags(spec)?;
         let requested = spec
             .version
             .clone()
             .unwrap_or_else(|| DEFAULT_VERSION.to_string());
-        Ok(self.runtime.resolve_version(&requested).await?)
+        Ok((self.runtime.resolve_version(&requested).await?, flags))
     }
 
     /// Reserve `names` and plan each one's start from `snapshot` (a member
@@ -278,7 +287,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
     async fn prepare_restore(
         &self,
         key: &ClusterKey,
-        version: &str,
+        (version, flags): (&str, &[String]),
         names: &[String],
         token: &str,
         snapshot: &Path,
@@ -308,6 +317,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                         } else {
                             StartMode::Restore
                         },
+                        flags,
                     )
                 }
             })
@@ -365,6 +375,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
     async fn observe(&self, key: &ClusterKey) -> Result<Observation, RuntimeError> {
         let runtime = self.runtime.list(key).await?;
         let tls = self.runtime.client_tls(key).await?;
+        let restart_keeps_data = self.runtime.restart_keeps_data(key).await;
         let mut tasks = tokio::task::JoinSet::new();
         for m in runtime.iter().filter(|m| m.running) {
             let (name, url, tls) = (m.name.clone(), m.urls.client.clone(), tls.clone());
@@ -424,6 +435,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             local_membership,
             statuses,
             failures,
+            restart_keeps_data,
         })
     }
 
@@ -482,6 +494,8 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 version: Version::parse(&r.version).ok(),
                 db_size: status.map(|s| s.db_size),
                 db_size_in_use: status.map(|s| s.db_size_in_use),
+                revision: status.map(|s| s.revision),
+                flags: r.flags.clone(),
             });
         }
         // Membership entries with no runtime object (a Pod and its emptyDir
@@ -560,6 +574,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             quorum_lost_for: memory.quorum_lost_since.map(|t| now - t),
             restoring,
             alarms,
+            restart_loses_data: !obs.restart_keeps_data,
         }
     }
 
@@ -615,9 +630,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             Ok(v) => v,
             Err(reason) => return self.refused(previous, spec, &reason, &now),
         };
+        let flags = match etcd::flags::member_flags(spec) {
+            Ok(f) => f,
+            Err(e) => return self.refused(previous, spec, &e.to_string(), &now),
+        };
         let desired = Desired {
-            size: spec.size.max(0) as usize,
-            version: desired_version,
+            flags,
+            quota: etcd::flags::quota_bytes(spec),
+            ..Desired::new(spec.size.max(0) as usize, desired_version)
         };
         let defrag_policy = match defrag::Policy::of(spec) {
             Ok(p) => p,
@@ -931,14 +951,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         reason: &str,
         now: &str,
     ) -> Outcome {
-        let desired = Desired {
-            size: spec.size.max(0) as usize,
-            version: Version {
+        let desired = Desired::new(
+            spec.size.max(0) as usize,
+            Version {
                 major: 0,
                 minor: 0,
                 patch: 0,
             },
-        };
+        );
         let action = Action::Refuse {
             reason: reason.to_string(),
         };
@@ -985,6 +1005,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         version: &str,
         initial: Vec<(String, String)>,
         mode: StartMode,
+        flags: &[String],
     ) -> MemberPlan {
         MemberPlan {
             name: name.to_string(),
@@ -993,6 +1014,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             mode,
             cluster_token: format!("{}-{}", key.namespace, key.name),
             snapshot: None,
+            flags: flags.to_vec(),
         }
     }
 
@@ -1015,6 +1037,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 | Action::Shrink { .. }
                 | Action::Cleanup { .. }
                 | Action::Recover { .. }
+                | Action::Reconfigure { replace: true, .. }
         ) {
             self.still_leading()?;
         }
@@ -1043,7 +1066,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                     initial.push((name.clone(), rt.reserve(key, name).await?.peer));
                 }
                 for (i, name) in names.iter().enumerate() {
-                    let plan = Self::plan(key, name, &version, initial.clone(), StartMode::Seed);
+                    let plan = Self::plan(key, name, &version, initial.clone(), StartMode::Seed, &desired.flags);
                     rt.start(key, &plan).await?;
                     if i == 0 && names.len() > 1 {
                         crate::failpoints::hit("seed-after-first-start");
@@ -1068,7 +1091,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                     .map(|r| (r.name.clone(), r.urls.peer.clone()))
                     .collect();
                 for name in names {
-                    let plan = Self::plan(key, name, &version, initial.clone(), StartMode::Seed);
+                    let plan = Self::plan(key, name, &version, initial.clone(), StartMode::Seed, &desired.flags);
                     rt.start(key, &plan).await?;
                 }
                 Event::normal(
@@ -1101,7 +1124,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 let initial = Self::initial_cluster(view, Some((&name, &urls.peer)));
                 rt.start(
                     key,
-                    &Self::plan(key, &name, &version, initial, StartMode::Join),
+                    &Self::plan(key, &name, &version, initial, StartMode::Join, &desired.flags),
                 )
                 .await?;
                 Event::normal(
@@ -1114,7 +1137,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 let initial = Self::initial_cluster(view, Some((name, &peer)));
                 rt.start(
                     key,
-                    &Self::plan(key, name, &version, initial, StartMode::Join),
+                    &Self::plan(key, name, &version, initial, StartMode::Join, &desired.flags),
                 )
                 .await?;
                 Event::normal("MemberStarted", format!("started learner {name}"))
@@ -1141,7 +1164,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                     .unwrap_or(version.clone());
                 let initial =
                     Self::initial_cluster(view, m.map(|m| (m.name.as_str(), m.peer_url.as_str())));
-                rt.start(key, &Self::plan(key, name, &v, initial, StartMode::Join))
+                rt.start(key, &Self::plan(key, name, &v, initial, StartMode::Join, &desired.flags))
                     .await?;
                 Event::warning(
                     "MemberRestarted",
@@ -1189,10 +1212,59 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                     Self::initial_cluster(view, m.map(|m| (m.name.as_str(), m.peer_url.as_str())));
                 rt.start(
                     key,
-                    &Self::plan(key, name, &to.to_string(), initial, StartMode::Join),
+                    &Self::plan(key, name, &to.to_string(), initial, StartMode::Join, &desired.flags),
                 )
                 .await?;
                 Event::normal("MemberUpgraded", format!("restarted {name} on etcd {to}"))
+            }
+            Action::Reconfigure {
+                name,
+                id: _,
+                replace: false,
+            } => {
+                let m = member(name);
+                let v = m
+                    .and_then(|m| m.version)
+                    .map(|v| v.to_string())
+                    .unwrap_or(version.clone());
+                let before = m.map(|m| etcd::flags::describe(&m.flags));
+                rt.stop(key, name).await?;
+                crate::failpoints::hit("reconfigure-after-stop");
+                let initial =
+                    Self::initial_cluster(view, m.map(|m| (m.name.as_str(), m.peer_url.as_str())));
+                rt.start(
+                    key,
+                    &Self::plan(key, name, &v, initial, StartMode::Join, &desired.flags),
+                )
+                .await?;
+                Event::normal(
+                    "MemberReconfigured",
+                    format!(
+                        "restarted {name} with the spec's etcd flags: {} (was: {})",
+                        etcd::flags::describe(&desired.flags),
+                        before.unwrap_or_default()
+                    ),
+                )
+            }
+            Action::Reconfigure {
+                name,
+                id,
+                replace: true,
+            } => {
+                let endpoints = healthy_voters(obs, view, name);
+                if !removed(self.etcd.remove(&endpoints, obs.tls.as_ref(), *id).await)? {
+                    return Ok(None);
+                }
+                crate::failpoints::hit("reconfigure-after-remove");
+                rt.delete(key, name).await?;
+                Event::normal(
+                    "MemberReconfigured",
+                    format!(
+                        "removed {name} so that a fresh member starts with the spec's etcd flags ({}): \
+                         its storage does not outlive a restart",
+                        etcd::flags::describe(&desired.flags)
+                    ),
+                )
             }
             Action::Recover { survivor } => {
                 // Only the survivor is touched: the others are left to the
@@ -1213,6 +1285,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                     &v,
                     vec![(survivor.clone(), peer)],
                     StartMode::ForceNewCluster,
+                    &desired.flags,
                 );
                 rt.start(key, &plan).await?;
                 crate::failpoints::hit("recover-after-start");
@@ -1260,11 +1333,18 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             },
         };
         let size = spec.size.clamp(1, 7) as usize;
-        let version = self.restore_version(spec).await?;
+        let (version, flags) = self.restore_version(spec).await?;
         let names: Vec<String> = (0..size).map(|_| member_name(&key.name)).collect();
         let token = restore_token(key);
         let prepared = self
-            .prepare_restore(key, &version, &names, &token, &snapshot.path, &obs.runtime)
+            .prepare_restore(
+                key,
+                (&version, &flags),
+                &names,
+                &token,
+                &snapshot.path,
+                &obs.runtime,
+            )
             .await;
         if let Err(e) = prepared {
             // The verified snapshot stays staged: the next attempt (after
@@ -1327,11 +1407,11 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             .as_ref()
             .map(|s| s.path.clone())
             .unwrap_or_default();
-        let version = self.restore_version(spec).await?;
+        let (version, flags) = self.restore_version(spec).await?;
         let plans = self
             .prepare_restore(
                 key,
-                &version,
+                (&version, &flags),
                 &record.members,
                 &record.token,
                 &path,

@@ -37,6 +37,9 @@ pub struct RuntimeMember {
     pub ever_started: bool,
     /// The etcd version it runs (or last ran).
     pub version: String,
+    /// The extra etcd flags it was started with ([`MemberPlan::flags`]);
+    /// empty for a member started before the operator passed any.
+    pub flags: Vec<String>,
 }
 
 /// How a member starts.
@@ -69,6 +72,10 @@ pub struct MemberPlan {
     /// operator's filesystem. A runtime that runs members elsewhere hands
     /// the file to them (the Kubernetes runtime serves it to an init container).
     pub snapshot: Option<std::path::PathBuf>,
+    /// Extra etcd flags from the spec (`--quota-backend-bytes=…`), checked
+    /// by [`crate::etcd::flags::member_flags`]; the runtime appends them to
+    /// the command line and remembers them ([`RuntimeMember::flags`]).
+    pub flags: Vec<String>,
 }
 
 /// The runtime layer's errors.
@@ -116,6 +123,14 @@ pub trait Runtime: Send + Sync {
 
     /// The version that would actually run for a requested one, or why none can.
     async fn resolve_version(&self, requested: &str) -> Result<String, RuntimeError>;
+
+    /// Whether a member stopped and started again keeps its data, so it can
+    /// be restarted with new flags. When it cannot (Kubernetes members on
+    /// emptyDir: a new Pod is a new volume), a flag change replaces members
+    /// one at a time instead. The default keeps it.
+    async fn restart_keeps_data(&self, _cluster: &ClusterKey) -> bool {
+        true
+    }
 
     /// The client certificates the operator presents to this cluster's
     /// members, when they require client TLS.

@@ -40,6 +40,22 @@ pub(crate) fn progress(action: &Action) -> Option<(&'static str, String)> {
             ("Recovering", format!("replacing member {name}: {why}"))
         }
         Action::Cleanup { name } => ("Recovering", format!("deleting stray member {name}")),
+        Action::Reconfigure {
+            name,
+            replace: false,
+            ..
+        } => (
+            "Reconfiguring",
+            format!("restarting member {name} with the spec's etcd flags"),
+        ),
+        Action::Reconfigure {
+            name,
+            replace: true,
+            ..
+        } => (
+            "Reconfiguring",
+            format!("replacing member {name} by one with the spec's etcd flags"),
+        ),
         Action::Defragment {
             name, is_leader, ..
         } => (

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod flags;
+
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 
 /// Timeout of one etcd request from the operator.

@@ -28,6 +28,9 @@ pub const LABEL_CLUSTER: &str = "etcd_cluster";
 pub const LABEL_NODE: &str = "etcd_node";
 /// The etcd version a member runs (CoreOS `etcd.version`).
 pub const ANNOTATION_VERSION: &str = "etcd.version";
+/// The extra etcd flags a member Pod was created with (a JSON list), so a
+/// change of the spec's flags is seen without parsing the command line.
+pub const ANNOTATION_FLAGS: &str = "etcd.database.coreos.com/etcd-flags";
 /// The cluster incarnation token, so a Pod recreated for a member keeps it.
 pub const ANNOTATION_TOKEN: &str = "etcd.database.coreos.com/cluster-token";
 pub const CLIENT_PORT: i32 = 2379;
@@ -206,6 +209,7 @@ pub fn etcd_command(cluster: &EtcdCluster, plan: &MemberPlan) -> Vec<String> {
             format!("--key-file={SERVER_TLS_DIR}/server.key"),
         ]);
     }
+    cmd.extend(plan.flags.iter().cloned());
     cmd
 }
 
@@ -502,6 +506,12 @@ pub fn member_pod(cluster: &EtcdCluster, plan: &MemberPlan) -> Pod {
     let mut annotations = policy.annotations.clone().unwrap_or_default();
     annotations.insert(ANNOTATION_VERSION.into(), plan.version.clone());
     annotations.insert(ANNOTATION_TOKEN.into(), plan.cluster_token.clone());
+    if !plan.flags.is_empty() {
+        annotations.insert(
+            ANNOTATION_FLAGS.into(),
+            serde_json::to_string(&plan.flags).expect("a list of strings serialises"),
+        );
+    }
 
     let mut volumes = vec![if uses_pvc(cluster) {
         Volume {
@@ -790,6 +800,7 @@ mod tests {
             mode,
             cluster_token: "prod-example-xyz".into(),
             snapshot: None,
+            flags: Vec::new(),
         }
     }
 

@@ -440,6 +440,18 @@ impl KubeRuntime {
     }
 }
 
+/// The extra flags the Pod was created with ([`members::ANNOTATION_FLAGS`]);
+/// none on a Pod that has no such annotation (created before flags were
+/// passed, or with none).
+fn pod_flags(pod: &Pod) -> Vec<String> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(members::ANNOTATION_FLAGS))
+        .and_then(|f| serde_json::from_str(f).ok())
+        .unwrap_or_default()
+}
+
 fn pod_version(pod: &Pod) -> String {
     pod.metadata
         .annotations
@@ -498,6 +510,7 @@ impl Runtime for KubeRuntime {
                 has_data: !failed,
                 ever_started: true,
                 version: pod_version(&pod),
+                flags: pod_flags(&pod),
                 name,
             });
         }
@@ -526,6 +539,7 @@ impl Runtime for KubeRuntime {
                             .and_then(|a| a.get(ANNOTATION_VERSION))
                             .cloned()
                             .unwrap_or_default(),
+                        flags: Vec::new(),
                         name,
                     }),
                 }
@@ -589,6 +603,10 @@ impl Runtime for KubeRuntime {
             self.wait_pod_gone(key, &plan.name).await?;
         }
         self.create_pod(key, &cluster, plan).await
+    }
+
+    async fn restart_keeps_data(&self, key: &ClusterKey) -> bool {
+        self.cluster(key).is_ok_and(|c| uses_pvc(&c))
     }
 
     async fn stop(&self, key: &ClusterKey, name: &str) -> Result<(), RuntimeError> {

@@ -33,6 +33,9 @@ struct MemberRecord {
     /// Started at least once.
     started: bool,
     pid: Option<i32>,
+    /// The extra etcd flags it was last started with.
+    #[serde(default)]
+    flags: Vec<String>,
 }
 
 /// Members as local processes.
@@ -335,6 +338,7 @@ impl Runtime for LocalRuntime {
             version: String::new(),
             started: false,
             pid: None,
+            flags: Vec::new(),
         };
         Self::write_record(&dir, &r)?;
         Ok(urls(&r))
@@ -363,6 +367,7 @@ impl Runtime for LocalRuntime {
                 has_data: data.join("member").join("wal").is_dir(),
                 ever_started: r.started,
                 version: r.version.clone(),
+                flags: r.flags.clone(),
             });
         }
         Ok(out)
@@ -422,6 +427,7 @@ impl Runtime for LocalRuntime {
                 },
             ])
             .args(["--logger", "zap"])
+            .args(&plan.flags)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(member_err(name))?)
             .stderr(log)
@@ -451,6 +457,7 @@ impl Runtime for LocalRuntime {
         r.pid = pid;
         r.started = true;
         r.version = version.to_string();
+        r.flags = plan.flags.clone();
         Self::write_record(&dir, &r)?;
         tracing::info!(cluster = %c, member = name, %version, mode = ?plan.mode, pid, "etcd member started");
         Ok(())
