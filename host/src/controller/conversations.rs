@@ -520,3 +520,186 @@ async fn an_out_of_range_defrag_policy_is_refused_naming_the_field() {
     );
     assert_eq!(s.calls(), Vec::<String>::new());
 }
+
+fn recovering(size: i32, quota_mib: i64) -> EtcdClusterSpec {
+    EtcdClusterSpec {
+        quota_backend_bytes: Some(quota_mib << 20),
+        maintenance: Some(crate::api::MaintenancePolicy {
+            defrag: None,
+            no_space: Some(crate::api::NoSpacePolicy { recover: Some(true) }),
+        }),
+        ..spec(size)
+    }
+}
+
+/// Every member's file at 100 MiB, running under a quota of `quota_mib`,
+/// NOSPACE raised by `b`.
+fn full_cluster(quota_mib: i64) -> Stage {
+    let with_quota = |name| crate::controller::RuntimeMember {
+        flags: vec![format!("--quota-backend-bytes={}", quota_mib << 20)],
+        ..running(name)
+    };
+    let s = stage(vec![with_quota("a"), with_quota("b"), with_quota("c")]);
+    s.etcd.set_membership(&[("a", 1), ("b", 2), ("c", 3)]);
+    for (m, id) in [("a", 1), ("b", 2), ("c", 3)] {
+        s.etcd.answers(m, id, 1, 100);
+        s.etcd.db(m, 100 << 20, 100 << 20);
+    }
+    s.etcd.no_space(2);
+    s
+}
+
+#[tokio::test]
+async fn nospace_is_recovered_by_compacting_defragmenting_followers_first_and_disarming() {
+    let s = full_cluster(100);
+    // Without the policy, the alarm is reported and nothing is done.
+    let reporting = EtcdClusterSpec {
+        maintenance: None,
+        ..recovering(3, 100)
+    };
+    let out = s
+        .reconciler
+        .reconcile(&key(), &reporting, Some(&served()))
+        .await;
+    assert_eq!(out.action, Action::Steady);
+    assert_eq!(s.calls(), Vec::<String>::new());
+
+    let spec = recovering(3, 100);
+    let mut events = Vec::new();
+    let mut status = served();
+    for _ in 0..6 {
+        let out = s.reconciler.reconcile(&key(), &spec, Some(&status)).await;
+        events.extend(out.events.iter().map(|e| e.reason.clone()));
+        status = out.status;
+    }
+    assert_eq!(
+        s.calls(),
+        [
+            "etcd compact 10",
+            "etcd defragment http://b:2379",
+            "etcd defragment http://c:2379",
+            "etcd defragment http://a:2379",
+            "etcd disarm NOSPACE 2",
+        ]
+    );
+    assert_eq!(
+        events,
+        [
+            "AlarmRaised",
+            "HistoryCompacted",
+            "MemberDefragmented",
+            "MemberDefragmented",
+            "MemberDefragmented",
+            "NoSpaceRecovered",
+            "AlarmCleared",
+        ]
+    );
+    assert!(status.alarms.is_empty(), "{:?}", status.alarms);
+}
+
+#[tokio::test]
+async fn nospace_whose_data_fills_the_quota_is_reported_once_and_never_disarmed() {
+    let s = full_cluster(30);
+    // A quarter in use after compaction: 25 MiB, above 80 % of 30 MiB.
+    let spec = recovering(3, 30);
+    let mut events = Vec::new();
+    let mut status = served();
+    let mut last = None;
+    for _ in 0..12 {
+        let out = s.reconciler.reconcile(&key(), &spec, Some(&status)).await;
+        events.extend(
+            out.events
+                .iter()
+                .filter(|e| e.reason == "NoSpaceNotRecovered")
+                .map(|e| e.message.clone()),
+        );
+        status = out.status;
+        last = Some(out.action);
+    }
+    assert!(
+        !s.calls().iter().any(|c| c.contains("disarm")),
+        "{:?}",
+        s.calls()
+    );
+    assert_eq!(
+        s.calls().iter().filter(|c| c.contains("defragment")).count(),
+        6,
+        "two rounds: {:?}",
+        s.calls()
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("the data itself fills it; delete keys or raise spec.quotaBackendBytes"),
+        "{}",
+        events[0]
+    );
+    assert!(matches!(last, Some(Action::Wait { .. })), "{last:?}");
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("NOSPACE stays")),
+        "{:?}",
+        status.reason
+    );
+}
+
+#[tokio::test]
+async fn changed_etcd_flags_restart_members_one_per_step_followers_first_with_their_data() {
+    let s = stage(vec![running("a"), running("b"), running("c")]);
+    s.etcd.set_membership(&[("a", 1), ("b", 2), ("c", 3)]);
+    for (m, id) in [("a", 1), ("b", 2), ("c", 3)] {
+        s.etcd.answers(m, id, 1, 100);
+    }
+    let spec = EtcdClusterSpec {
+        etcd_options: Some(
+            [("snapshot-count".to_string(), "5000".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+        ..spec(3)
+    };
+    let mut reconfigured = Vec::new();
+    for _ in 0..4 {
+        let out = s.reconciler.reconcile(&key(), &spec, Some(&served())).await;
+        reconfigured.extend(
+            out.events
+                .iter()
+                .filter(|e| e.reason == "MemberReconfigured")
+                .map(|e| e.message.clone()),
+        );
+    }
+    assert_eq!(
+        s.calls(),
+        [
+            "runtime stop b",
+            "runtime start b Join",
+            "runtime stop c",
+            "runtime start c Join",
+            "runtime stop a",
+            "runtime start a Join",
+        ]
+    );
+    assert_eq!(reconfigured.len(), 3);
+    assert_eq!(
+        reconfigured[0],
+        "restarted b with the spec's etcd flags: --snapshot-count=5000 (was: no extra flags)"
+    );
+
+    // A typo changes nothing and says which flag.
+    let typo = EtcdClusterSpec {
+        etcd_options: Some(
+            [("snapshot-cout".to_string(), "5000".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+        ..spec.clone()
+    };
+    let out = s.reconciler.reconcile(&key(), &typo, Some(&served())).await;
+    assert!(
+        matches!(&out.action, Action::Refuse { reason } if reason.contains("spec.etcdOptions.snapshot-cout is not an etcd flag the operator accepts (did you mean snapshot-count?)")),
+        "{:?}",
+        out.action
+    );
+    assert_eq!(s.calls().len(), 6);
+}

@@ -201,6 +201,14 @@ pub enum Action {
         db_size: i64,
         free: i64,
     },
+    /// NOSPACE recovery (`spec.maintenance.noSpace.recover`): compact the
+    /// history up to `revision` ([`super::nospace`]).
+    CompactHistory {
+        revision: i64,
+    },
+    /// NOSPACE recovery: every member's file is below the limit now;
+    /// disarm the NOSPACE alarms.
+    DisarmNoSpace,
     /// Go on with the recovery from a backup recorded in status: start the
     /// recorded members that do not run yet, delete every other member.
     FinishRestore,

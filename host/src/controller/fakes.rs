@@ -96,6 +96,7 @@ impl Runtime for FakeRuntime {
         {
             m.running = true;
             m.ever_started = true;
+            m.flags = plan.flags.clone();
         }
         Ok(())
     }
@@ -187,6 +188,18 @@ impl FakeEtcd {
         if let Some(Answer::Status(s)) = self.answers.lock().unwrap().get_mut(&urls(name).client) {
             s.db_size = db_size;
             s.db_size_in_use = in_use;
+        }
+    }
+
+    /// Every member reports a NOSPACE alarm raised by member `raised_by`.
+    pub fn no_space(&self, raised_by: u64) {
+        for answer in self.answers.lock().unwrap().values_mut() {
+            if let Answer::Status(s) = answer {
+                s.alarms.push(crate::etcd::Alarm {
+                    member_id: raised_by,
+                    kind: "NOSPACE".into(),
+                });
+            }
         }
     }
 
@@ -296,5 +309,41 @@ impl EtcdApi for FakeEtcd {
                 message: "connection timed out".into(),
             }),
         }
+    }
+
+    /// Compaction frees the pages of old revisions: a quarter of each file
+    /// stays in use.
+    async fn compact(
+        &self,
+        endpoints: &[String],
+        _tls: Option<&ClientTls>,
+        revision: i64,
+    ) -> Result<(), EtcdError> {
+        record(&self.log, format!("etcd compact {revision}"));
+        self.reachable(endpoints)?;
+        for answer in self.answers.lock().unwrap().values_mut() {
+            if let Answer::Status(s) = answer {
+                s.db_size_in_use = s.db_size / 4;
+            }
+        }
+        Ok(())
+    }
+
+    /// The alarm goes from every member's answers.
+    async fn disarm_no_space(
+        &self,
+        endpoints: &[String],
+        _tls: Option<&ClientTls>,
+        member_id: u64,
+    ) -> Result<(), EtcdError> {
+        record(&self.log, format!("etcd disarm NOSPACE {member_id}"));
+        self.reachable(endpoints)?;
+        for answer in self.answers.lock().unwrap().values_mut() {
+            if let Answer::Status(s) = answer {
+                s.alarms
+                    .retain(|a| !(a.member_id == member_id && a.kind == "NOSPACE"));
+            }
+        }
+        Ok(())
     }
 }

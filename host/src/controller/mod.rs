@@ -15,6 +15,7 @@ mod conversations;
 pub mod decide;
 pub mod defrag;
 pub mod events;
+pub mod nospace;
 #[cfg(test)]
 mod fakes;
 pub mod reconciler;

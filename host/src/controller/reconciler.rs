@@ -12,6 +12,7 @@ use crate::etcd::{self, EtcdApi, EtcdError};
 
 use super::decide::{Action, ClusterView, Desired, MemberView, Tuning, decide};
 use super::defrag;
+use super::nospace;
 use super::events::Event;
 use super::runtime::{ClusterKey, MemberPlan, Runtime, RuntimeError, RuntimeMember, StartMode};
 use super::status;
@@ -42,6 +43,19 @@ struct Memory {
     steady_since: Option<Instant>,
     /// When each member was last defragmented (see [`defrag::COOLDOWN`]).
     defragmented_at: HashMap<String, Instant>,
+    /// How far the recovery from the current NOSPACE alarm got.
+    no_space: nospace::Episode,
+    /// When the last NOSPACE recovery disarmed the alarm.
+    no_space_recovered_at: Option<Instant>,
+}
+
+/// The routine care a spec asks for (`spec.maintenance`), read once per step.
+struct Care {
+    defrag: Option<defrag::Policy>,
+    /// `spec.maintenance.noSpace.recover`.
+    recover_no_space: bool,
+    /// The members' quota, for the NOSPACE recovery's limit.
+    quota: u64,
 }
 
 /// How often a cluster that just became steady is looked at.
@@ -643,6 +657,17 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             Ok(p) => p,
             Err(reason) => return self.refused(previous, spec, &reason, &now),
         };
+        let care = Care {
+            defrag: defrag_policy,
+            recover_no_space: spec
+                .maintenance
+                .as_ref()
+                .and_then(|m| m.no_space.as_ref())
+                .and_then(|n| n.recover)
+                .unwrap_or(false),
+            quota: desired.quota,
+        };
+        let mut care_events = Vec::new();
         let obs = match self.observe(key).await {
             Ok(o) => o,
             Err(e) => {
@@ -683,12 +708,12 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         } else {
             match decide(&desired, &view, &self.tuning) {
                 Action::Steady => self
-                    .maintenance(key, defrag_policy.as_ref(), &view)
+                    .maintenance(key, &care, &view, &mut care_events)
                     .unwrap_or(Action::Steady),
                 // An alarm holds member changes back; maintenance, which a
                 // NOSPACE cluster needs, goes on (on healthy members only).
                 wait @ Action::Wait { .. } if !view.alarms.is_empty() => self
-                    .maintenance(key, defrag_policy.as_ref(), &view)
+                    .maintenance(key, &care, &view, &mut care_events)
                     .unwrap_or(wait),
                 other => other,
             }
@@ -706,6 +731,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             status.members.unready = lost.clone();
         }
         let mut events = unreachable_events(previous, &view);
+        events.append(&mut care_events);
         // Alarms are only known from members that answered: with none
         // answering, the previous ones stand.
         if obs.statuses.is_empty() {
@@ -771,6 +797,14 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                         Some(event)
                     })
             }
+            (Action::CompactHistory { revision }, _) => self
+                .compact_history(key, &obs, &view, *revision)
+                .await
+                .map(Some),
+            (Action::DisarmNoSpace, _) => self
+                .disarm_no_space(key, &obs, &view, desired.quota)
+                .await
+                .map(Some),
             _ => self.act(key, &desired, &view, &obs, &action).await,
         };
         // A snapshot staged for a recovery that could not begin yet (its
@@ -807,6 +841,10 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         let requeue = match action {
             Action::Steady => self.steady_poll(key),
             Action::Refuse { .. } | Action::Unrecoverable { .. } => Duration::from_secs(10),
+            // Waiting on an alarm (held-back changes, a NOSPACE the data
+            // fills) waits on the user or etcd: no need to look twice a
+            // second. The runtime's signals still wake it at once.
+            Action::Wait { .. } if !view.alarms.is_empty() => STEADY_POLL,
             // A new cluster's members answer within a few hundred
             // milliseconds of their start: while they run and it has not
             // served yet, look often, so creating one costs what etcd's own
@@ -835,17 +873,52 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
         }
     }
 
-    /// What a steady cluster gets: the next member to defragment, if the
-    /// policy names one.
+    /// What a steady (or alarmed) cluster gets: the next step of a NOSPACE
+    /// recovery when there is one to take, else the next member the defrag
+    /// policy names. A recovery that cannot go on says why (`Wait`, and an
+    /// Event the first time, pushed to `events`).
     fn maintenance(
         &self,
         key: &ClusterKey,
-        policy: Option<&defrag::Policy>,
+        care: &Care,
         view: &ClusterView,
+        events: &mut Vec<Event>,
     ) -> Option<Action> {
-        let policy = policy?;
         let mut memory = self.memory();
-        let recent = &mut memory.entry(key.clone()).or_default().defragmented_at;
+        let memory = memory.entry(key.clone()).or_default();
+        if care.recover_no_space {
+            let defragmented_at = &memory.defragmented_at;
+            let step = nospace::next(
+                view,
+                care.quota,
+                &mut memory.no_space,
+                memory.no_space_recovered_at,
+                |name, since| defragmented_at.get(name).is_some_and(|at| *at > since),
+            );
+            match step {
+                Some(nospace::Step::Compact { revision }) => {
+                    return Some(Action::CompactHistory { revision });
+                }
+                Some(nospace::Step::Defragment(pick)) => {
+                    return Some(Action::Defragment {
+                        name: pick.name,
+                        is_leader: pick.is_leader,
+                        db_size: pick.db_size,
+                        free: pick.free,
+                    });
+                }
+                Some(nospace::Step::Disarm) => return Some(Action::DisarmNoSpace),
+                Some(nospace::Step::Stuck { reason, first }) => {
+                    if first {
+                        events.push(Event::warning("NoSpaceNotRecovered", reason.clone()));
+                    }
+                    return Some(Action::Wait { reason });
+                }
+                None => {}
+            }
+        }
+        let policy = care.defrag.as_ref()?;
+        let recent = &mut memory.defragmented_at;
         recent.retain(|_, at| at.elapsed() < defrag::COOLDOWN);
         defrag::next(policy, view, |name| recent.contains_key(name)).map(|pick| {
             Action::Defragment {
@@ -855,6 +928,83 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
                 free: pick.free,
             }
         })
+    }
+
+    /// Compact the history for a NOSPACE recovery, so that defragmenting
+    /// the members gives the space of old revisions back.
+    async fn compact_history(
+        &self,
+        key: &ClusterKey,
+        obs: &Observation,
+        view: &ClusterView,
+        revision: i64,
+    ) -> Result<Event, StepError> {
+        self.still_leading()?;
+        let endpoints = healthy_voters(obs, view, "");
+        self.etcd
+            .compact(&endpoints, obs.tls.as_ref(), revision)
+            .await?;
+        self.memory()
+            .entry(key.clone())
+            .or_default()
+            .no_space
+            .compacted = true;
+        Ok(Event::warning(
+            "HistoryCompacted",
+            format!(
+                "NOSPACE: compacted the history up to revision {revision} (older revisions are gone), so that \
+                 defragmenting the members gives their space back (spec.maintenance.noSpace.recover)"
+            ),
+        ))
+    }
+
+    /// Disarm every NOSPACE alarm, the files being below the limit.
+    async fn disarm_no_space(
+        &self,
+        key: &ClusterKey,
+        obs: &Observation,
+        view: &ClusterView,
+        quota: u64,
+    ) -> Result<Event, StepError> {
+        self.still_leading()?;
+        let endpoints = healthy_voters(obs, view, "");
+        let mut ids: Vec<u64> = obs
+            .statuses
+            .values()
+            .flat_map(|s| s.alarms.iter())
+            .filter(|a| a.kind == "NOSPACE")
+            .map(|a| a.member_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in &ids {
+            self.etcd
+                .disarm_no_space(&endpoints, obs.tls.as_ref(), *id)
+                .await?;
+        }
+        let mut memory = self.memory();
+        let memory = memory.entry(key.clone()).or_default();
+        memory.no_space = nospace::Episode::default();
+        memory.no_space_recovered_at = Some(Instant::now());
+        let largest = view.members.iter().filter_map(|m| m.db_size).max();
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        Ok(Event::normal(
+            "NoSpaceRecovered",
+            format!(
+                "disarmed NOSPACE ({}): after compaction and defragmentation the largest database is {:.1} MiB \
+                 of the {:.1} MiB quota; writes are accepted again",
+                super::decide::alarm_summary(
+                    &view
+                        .alarms
+                        .iter()
+                        .filter(|a| a.alarm == "NOSPACE")
+                        .cloned()
+                        .collect::<Vec<_>>()
+                ),
+                mib(largest.unwrap_or_default().max(0) as u64),
+                mib(quota)
+            ),
+        ))
     }
 
     /// Defragment the member an [`Action::Defragment`] names, and say how
@@ -1047,8 +1197,11 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             | Action::Refuse { .. }
             | Action::Unrecoverable { .. }
             | Action::FinishRestore
-            // Taken by `defragment`, which also reports what it gave back.
-            | Action::Defragment { .. } => return Ok(None),
+            // Taken by `defragment`, which also reports what it gave back,
+            // and by the NOSPACE recovery's own steps.
+            | Action::Defragment { .. }
+            | Action::CompactHistory { .. }
+            | Action::DisarmNoSpace => return Ok(None),
             Action::Seed { reuse } => {
                 // Every member at once, each told of all the others: a
                 // static bootstrap, as fast as etcd starts. Safe because

@@ -69,6 +69,14 @@ pub(crate) fn progress(action: &Action) -> Option<(&'static str, String)> {
                 }
             ),
         ),
+        Action::CompactHistory { revision } => (
+            "RecoveringFromNoSpace",
+            format!("NOSPACE: compacting the history up to revision {revision}"),
+        ),
+        Action::DisarmNoSpace => (
+            "RecoveringFromNoSpace",
+            "NOSPACE: every database is below the limit again; disarming the alarm".into(),
+        ),
         Action::Recover { survivor } => (
             "Recovering",
             format!(

@@ -256,6 +256,69 @@ pub const DEFRAG_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Defragment the single member at `endpoint` (it stops serving meanwhile).
 pub async fn defragment_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<(), EtcdError> {
+    long_request("defragment", &[endpoint.to_string()], tls, |mut client| async move {
+        client.defragment().await.map_err(request("defragment"))?;
+        Ok(())
+    })
+    .await
+}
+
+/// Compact the history up to `revision` through any of `endpoints`, and
+/// wait until the member that serves the request has freed the space
+/// (`physical`: its defragmentation can then give it back). A history
+/// already compacted that far is no error.
+pub async fn compact_with(
+    endpoints: &[String],
+    tls: Option<&ClientTls>,
+    revision: i64,
+) -> Result<(), EtcdError> {
+    long_request("compact", endpoints, tls, |mut client| async move {
+        let options = etcd_client::CompactionOptions::new().with_physical();
+        match client.compact(revision, Some(options)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("required revision has been compacted") => Ok(()),
+            Err(e) => Err(request("compact")(e)),
+        }
+    })
+    .await
+}
+
+/// Disarm the NOSPACE alarm member `member_id` raised, through any of
+/// `endpoints` (`etcdctl alarm disarm` does the same for each alarm).
+pub async fn disarm_no_space_with(
+    endpoints: &[String],
+    tls: Option<&ClientTls>,
+    member_id: u64,
+) -> Result<(), EtcdError> {
+    bounded("alarm disarm", async {
+        let mut client = connect_with(endpoints, tls).await?;
+        let mut options = etcd_client::AlarmOptions::new();
+        options.with_member(member_id);
+        client
+            .alarm(
+                etcd_client::AlarmAction::Deactivate,
+                etcd_client::AlarmType::Nospace,
+                Some(options),
+            )
+            .await
+            .map_err(request("alarm disarm"))?;
+        Ok(())
+    })
+    .await
+}
+
+/// A request that may take as long as rewriting a database file
+/// ([`DEFRAG_TIMEOUT`]): its own connection, with that timeout.
+async fn long_request<F, Fut>(
+    operation: &'static str,
+    endpoints: &[String],
+    tls: Option<&ClientTls>,
+    work: F,
+) -> Result<(), EtcdError>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<(), EtcdError>>,
+{
     let opts = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_timeout(DEFRAG_TIMEOUT);
@@ -263,23 +326,21 @@ pub async fn defragment_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<
         Some(t) => t.apply(opts),
         None => opts,
     };
-    let endpoints = [endpoint.to_string()];
-    let work = async {
-        let mut client =
-            Client::connect(&endpoints, Some(opts))
+    let all = async {
+        let client =
+            Client::connect(endpoints, Some(opts))
                 .await
                 .map_err(|e| EtcdError::Unreachable {
-                    endpoints: endpoint.to_string(),
+                    endpoints: endpoints.join(","),
                     message: e.to_string(),
                 })?;
-        client.defragment().await.map_err(request("defragment"))?;
-        Ok(())
+        work(client).await
     };
-    tokio::time::timeout(DEFRAG_TIMEOUT + REQUEST_TIMEOUT, work)
+    tokio::time::timeout(DEFRAG_TIMEOUT + REQUEST_TIMEOUT, all)
         .await
         .unwrap_or_else(|_| {
             Err(EtcdError::Request {
-                operation: "defragment",
+                operation,
                 message: "timed out".into(),
             })
         })
@@ -325,6 +386,21 @@ pub trait EtcdApi: Send + Sync + 'static {
         &self,
         endpoint: &str,
         tls: Option<&ClientTls>,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// Compact the history up to `revision`, waiting for the space to be
+    /// freed.
+    fn compact(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        revision: i64,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// Disarm the NOSPACE alarm raised by member `member_id`.
+    fn disarm_no_space(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        member_id: u64,
     ) -> impl Future<Output = Result<(), EtcdError>> + Send;
 }
 
@@ -384,6 +460,24 @@ impl EtcdApi for Grpc {
 
     async fn defragment(&self, endpoint: &str, tls: Option<&ClientTls>) -> Result<(), EtcdError> {
         defragment_with(endpoint, tls).await
+    }
+
+    async fn compact(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        revision: i64,
+    ) -> Result<(), EtcdError> {
+        compact_with(endpoints, tls, revision).await
+    }
+
+    async fn disarm_no_space(
+        &self,
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+        member_id: u64,
+    ) -> Result<(), EtcdError> {
+        disarm_no_space_with(endpoints, tls, member_id).await
     }
 }
 
