@@ -20,9 +20,6 @@ pub struct Operator {
     args: Vec<String>,
     /// Failpoints armed for the next spawn (`ETCD_OPERATOR_FAILPOINTS`).
     failpoints: Option<String>,
-    /// Extra environment of the operator, which its etcd members inherit
-    /// (etcd reads `ETCD_<FLAG>` variables).
-    env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -62,20 +59,7 @@ impl Operator {
             child: None,
             args,
             failpoints: None,
-            env: Vec::new(),
         }
-    }
-
-    /// [`Operator::start`] with `env` in the operator's environment, and so
-    /// in its members': e.g. `ETCD_QUOTA_BACKEND_BYTES` for a small quota.
-    pub fn start_with_env(env: &[(&str, &str)]) -> Operator {
-        let mut op = Operator::new(&crate::common::test_plugin_dir(), &[]);
-        op.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        op.spawn();
-        op
     }
 
     /// [`Operator::start_with_plugins`] without waiting for the plugins to
@@ -196,7 +180,6 @@ impl Operator {
                 etcd_operator::failpoints::ENV,
                 self.failpoints.as_deref().unwrap_or(""),
             )
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -8,6 +8,7 @@ mod backup;
 mod backup_restore;
 mod catalog;
 mod containment;
+mod etcd_flags;
 mod examples;
 mod failpoints;
 mod first_run;

@@ -6,17 +6,17 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Operator, assert_all_acked_readable, client, cluster_yaml, writer};
 
-/// The operator's `MemberDefragmented` Events, once there are `n` (2 min).
-async fn wait_defragmented(op: &Operator, n: usize) -> Vec<serde_json::Value> {
+/// The operator's Events of `reason`, once there are `n` (2 min).
+async fn wait_events(op: &Operator, reason: &str, n: usize) -> Vec<serde_json::Value> {
     let start = Instant::now();
     loop {
-        let events = op.events_of("MemberDefragmented");
+        let events = op.events_of(reason);
         if events.len() >= n {
             return events;
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "{:?}\n{}",
+            "{n} {reason}: {:?}\n{}",
             op.events(),
             op.log_tail()
         );
@@ -84,7 +84,7 @@ async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on(
         "the files kept the deleted keys' pages: {before:?}"
     );
 
-    let events = wait_defragmented(&op, 3).await;
+    let events = wait_events(&op, "MemberDefragmented", 3).await;
     let messages: Vec<&str> = events
         .iter()
         .map(|e| e["message"].as_str().unwrap())
@@ -134,22 +134,19 @@ async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on(
 
 /// A cluster whose database reached its quota raises NOSPACE on every
 /// member. The members still answer and hold a quorum: the operator must
-/// say so (Alarm condition, Event) and not take them for unhealthy, must
-/// not scale while the alarm lasts (its defrag policy goes on), and must go
-/// on once it is disarmed.
+/// say so (Alarm condition, Event) and not take them for unhealthy, and
+/// must not scale while the alarm lasts. Asked to recover
+/// (`spec.maintenance.noSpace.recover`), it compacts and defragments, and
+/// says the data itself fills the quota instead of disarming; once keys are
+/// deleted it recovers, disarms, and the held-back scaling goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scaling_back() {
-    // etcd reads its flags from ETCD_* too; members inherit the operator's
-    // environment. 4 MB is etcd's quota for this cluster.
-    let op = Operator::start_with_env(&[("ETCD_QUOTA_BACKEND_BYTES", "4000000")]);
-    let defrag =
-        "  maintenance:\n    defrag:\n      minFreePercent: 40\n      minFreeBytes: 1048576\n";
-    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", defrag));
+async fn a_nospace_alarm_holds_scaling_back_and_is_recovered_once_keys_are_deleted() {
+    let op = Operator::start(&[]);
+    // 4 MB is etcd's quota for this cluster.
+    let quota = "  quotaBackendBytes: 4000000\n";
+    op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", quota));
     let status = op.wait_ready("c", 3).await;
     let mut kv = client(&status).await;
-    // Small values: etcd's dbSizeInUse, which the defrag policy reads, is
-    // accurate for them once they are compacted away (for values of 100 kB
-    // it still counts most of their freed pages as in use).
     let value = "x".repeat(4096);
     let mut refused = None;
     for i in 0..4000 {
@@ -205,7 +202,7 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
 
     // Scaling waits; past the member failure grace (4 s here) nothing is
     // replaced.
-    op.apply("c.yaml", &cluster_yaml("c", 5, "3.5.1", defrag));
+    op.apply("c.yaml", &cluster_yaml("c", 5, "3.5.1", quota));
     let held = op
         .wait("c", "scaling held back by the alarm", |s| {
             s.reason
@@ -220,6 +217,7 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
         "MemberAdded",
         "QuorumRecovered",
         "StepFailed",
+        "HistoryCompacted",
     ] {
         assert!(
             op.events_of(reason).is_empty(),
@@ -234,35 +232,45 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
         op.events()
     );
 
-    // The fix etcd documents: delete, compact, defragment, disarm. The
-    // operator's defrag policy does the defragmenting, alarm or not.
-    delete_and_compact(&mut kv, "/fill/").await;
-    wait_defragmented(&op, 3).await;
+    // Asked to recover while the data itself fills the quota: compacted
+    // and defragmented, but not disarmed, and told why.
+    let recover = format!("{quota}  maintenance:\n    noSpace:\n      recover: true\n");
+    op.apply("c.yaml", &cluster_yaml("c", 5, "3.5.1", &recover));
+    let stuck = wait_events(&op, "NoSpaceNotRecovered", 1).await.remove(0);
+    let message = stuck["message"].as_str().unwrap();
     assert!(
-        !op.status("c").unwrap().alarms.is_empty(),
-        "defragmenting does not disarm"
+        message.contains("the data itself fills it; delete keys"),
+        "{message}"
     );
-    // As `etcdctl alarm disarm` does: each member's alarm by its id.
-    let raised = kv
-        .alarm(
-            etcd_client::AlarmAction::Get,
-            etcd_client::AlarmType::None,
-            None,
-        )
-        .await
-        .unwrap();
-    for a in raised.alarms() {
-        let mut options = etcd_client::AlarmOptions::new();
-        options.with_member(a.member_id());
-        kv.alarm(
-            etcd_client::AlarmAction::Deactivate,
-            etcd_client::AlarmType::Nospace,
-            Some(options),
-        )
-        .await
-        .unwrap();
-    }
-    // Disarmed, the held-back scaling goes on.
+    assert!(!op.events_of("HistoryCompacted").is_empty());
+    assert!(
+        op.events_of("MemberDefragmented").len() >= 3,
+        "{:?}",
+        op.events()
+    );
+    assert!(op.events_of("NoSpaceRecovered").is_empty());
+    assert!(!op.status("c").unwrap().alarms.is_empty());
+    assert!(
+        kv.put("/after", "no", None).await.is_err(),
+        "still refused while alarmed"
+    );
+
+    // The user deletes the data (etcd allows deletes under NOSPACE): the
+    // recovery goes on by itself, to a disarm, and the scaling with it.
+    kv.delete(
+        "/fill/",
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .unwrap();
+    let recovered = wait_events(&op, "NoSpaceRecovered", 1).await.remove(0);
+    assert!(
+        recovered["message"]
+            .as_str()
+            .unwrap()
+            .contains("writes are accepted again"),
+        "{recovered}"
+    );
     op.wait("c", "5 members once disarmed", |s| {
         s.size == 5 && s.members.ready.len() == 5
     })
@@ -272,7 +280,13 @@ async fn a_nospace_alarm_is_reported_not_taken_for_sick_members_and_holds_scalin
         "{:?}",
         op.events()
     );
-    // (A member added now replays the raft log from the start, so its own
-    // file may pass the quota and raise a NOSPACE of its own: etcd's doing,
-    // reported like the first.)
+    let mut kv = client(&op.status("c").unwrap()).await;
+    kv.put("/after", "yes", None).await.unwrap();
+    assert_eq!(
+        kv.get("/after", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "yes"
+    );
+    assert_eq!(op.events_of("StepFailed").len(), 0, "{:?}", op.events());
 }

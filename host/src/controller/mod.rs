@@ -15,9 +15,9 @@ mod conversations;
 pub mod decide;
 pub mod defrag;
 pub mod events;
-pub mod nospace;
 #[cfg(test)]
 mod fakes;
+pub mod nospace;
 pub mod reconciler;
 pub mod runtime;
 pub mod status;

@@ -29,14 +29,19 @@ pub const RELAPSE_WITHIN: Duration = Duration::from_secs(600);
 /// How far the recovery from one NOSPACE alarm got.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Episode {
-    /// The history was compacted (to the revision then current).
-    pub compacted: bool,
+    /// The revision the history was compacted to.
+    pub compacted: Option<i64>,
     /// When the current defragmentation round began.
     pub round_began: Option<Instant>,
     /// Rounds begun.
     pub rounds: u8,
-    /// The data was found to fill the quota (reported once).
-    pub full: bool,
+    /// Where the recovery stopped, at which revision and why. Under
+    /// NOSPACE only deletions move the revision, so a later one means the
+    /// user freed something: the recovery tries again.
+    pub stuck: Option<(i64, String)>,
+    /// The user deleted keys since the recovery stopped: the guard against
+    /// a NOSPACE that comes back soon after a recovery is lifted.
+    pub user_freed: bool,
 }
 
 /// The next step of a recovery.
@@ -51,7 +56,7 @@ pub enum Step {
     /// Nothing more can be done by the operator; the reason goes to status.
     Stuck {
         reason: String,
-        /// The first time this episode is stuck (for one Event).
+        /// The first time it stops there (for one Event).
         first: bool,
     },
 }
@@ -79,26 +84,38 @@ pub fn next(
     {
         return None;
     }
+    let revision = view.members.iter().filter_map(|m| m.revision).max()?;
+    if let Some((at, reason)) = &episode.stuck {
+        if revision <= *at {
+            return Some(Step::Stuck {
+                reason: reason.clone(),
+                first: false,
+            });
+        }
+        *episode = Episode {
+            user_freed: true,
+            ..Episode::default()
+        };
+    }
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
-    if !episode.compacted
+    if episode.compacted.is_none()
+        && !episode.user_freed
         && let Some(at) = recovered_at
         && at.elapsed() < RELAPSE_WITHIN
     {
-        let first = !episode.full;
-        episode.full = true;
-        return Some(Step::Stuck {
-            reason: format!(
+        return Some(stuck(
+            episode,
+            revision,
+            format!(
                 "NOSPACE came back {}s after the operator last recovered from it: the data grows faster \
-                 than compaction frees it, so it is not compacted again; delete keys or raise \
-                 spec.quotaBackendBytes ({:.1} MiB now), then disarm the alarm",
+                 than compaction frees it, so it is not compacted again by itself; delete keys (the \
+                 recovery then goes on) or raise spec.quotaBackendBytes ({:.1} MiB now)",
                 at.elapsed().as_secs(),
                 mib(quota)
             ),
-            first,
-        });
+        ));
     }
-    if !episode.compacted {
-        let revision = view.members.iter().filter_map(|m| m.revision).max()?;
+    if episode.compacted.is_none() {
         return Some(Step::Compact { revision });
     }
     let began = *episode.round_began.get_or_insert_with(|| {
@@ -135,19 +152,26 @@ pub fn next(
         episode.round_began = Some(Instant::now());
         return next(view, quota, episode, recovered_at, defragmented_since);
     }
-    let first = !episode.full;
-    episode.full = true;
-    Some(Step::Stuck {
-        reason: format!(
+    Some(stuck(
+        episode,
+        revision,
+        format!(
             "NOSPACE stays: after compacting and defragmenting every member, {}'s database is still \
              {:.1} MiB of the {:.1} MiB quota (the alarm is disarmed below {DISARM_BELOW_PERCENT} %): the \
-             data itself fills it; delete keys or raise spec.quotaBackendBytes",
+             data itself fills it; delete keys (the recovery then goes on) or raise spec.quotaBackendBytes",
             biggest.name,
             mib(size),
             mib(quota)
         ),
-        first,
-    })
+    ))
+}
+
+fn stuck(episode: &mut Episode, revision: i64, reason: String) -> Step {
+    episode.stuck = Some((revision, reason.clone()));
+    Step::Stuck {
+        reason,
+        first: true,
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +222,7 @@ mod tests {
             Some(Step::Compact { revision: 900 }),
             "to the newest revision a member reports"
         );
-        episode.compacted = true;
+        episode.compacted = Some(900);
         let mut order = Vec::new();
         while let Some(Step::Defragment(p)) = next(&view, quota, &mut episode, None, since) {
             order.push(p.name.clone());
@@ -220,9 +244,12 @@ mod tests {
     #[test]
     fn data_that_fills_the_quota_is_defragmented_twice_then_reported_once() {
         let quota = 100 * MIB as u64;
-        let view = alarmed(vec![member("a", true, 90 * MIB), member("b", false, 50 * MIB)]);
+        let view = alarmed(vec![
+            member("a", true, 90 * MIB),
+            member("b", false, 50 * MIB),
+        ]);
         let mut episode = Episode {
-            compacted: true,
+            compacted: Some(900),
             ..Default::default()
         };
         let rounds = std::cell::RefCell::new(Vec::<(String, Instant)>::new());
@@ -250,6 +277,15 @@ mod tests {
             next(&view, quota, &mut episode, None, since),
             Some(Step::Stuck { first: false, .. })
         ));
+        // The user deletes keys: the revision moves, and it starts over.
+        let mut freed = view.clone();
+        for m in &mut freed.members {
+            m.revision = Some(950);
+        }
+        assert_eq!(
+            next(&freed, quota, &mut episode, None, since),
+            Some(Step::Compact { revision: 950 })
+        );
     }
 
     #[test]
@@ -262,18 +298,23 @@ mod tests {
         assert_eq!(next(&view, quota, &mut episode, None, |_, _| false), None);
 
         let view = alarmed(vec![member("a", true, 100 * MIB)]);
-        match next(
-            &view,
-            quota,
-            &mut episode,
-            Some(Instant::now()),
-            |_, _| false,
-        ) {
+        match next(&view, quota, &mut episode, Some(Instant::now()), |_, _| {
+            false
+        }) {
             Some(Step::Stuck { reason, first }) => {
                 assert!(first);
                 assert!(reason.starts_with("NOSPACE came back 0s after"), "{reason}");
             }
             other => panic!("{other:?}"),
         }
+        // Until keys are deleted: then the guard is lifted.
+        let mut freed = view.clone();
+        freed.members[0].revision = Some(901);
+        assert_eq!(
+            next(&freed, quota, &mut episode, Some(Instant::now()), |_, _| {
+                false
+            }),
+            Some(Step::Compact { revision: 901 })
+        );
     }
 }

@@ -12,8 +12,8 @@ use crate::etcd::{self, EtcdApi, EtcdError};
 
 use super::decide::{Action, ClusterView, Desired, MemberView, Tuning, decide};
 use super::defrag;
-use super::nospace;
 use super::events::Event;
+use super::nospace;
 use super::runtime::{ClusterKey, MemberPlan, Runtime, RuntimeError, RuntimeMember, StartMode};
 use super::status;
 use super::version::{DEFAULT_VERSION, Version};
@@ -948,7 +948,7 @@ impl<R: Runtime, E: EtcdApi> Reconciler<R, E> {
             .entry(key.clone())
             .or_default()
             .no_space
-            .compacted = true;
+            .compacted = Some(revision);
         Ok(Event::warning(
             "HistoryCompacted",
             format!(

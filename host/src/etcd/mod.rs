@@ -256,10 +256,15 @@ pub const DEFRAG_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Defragment the single member at `endpoint` (it stops serving meanwhile).
 pub async fn defragment_with(endpoint: &str, tls: Option<&ClientTls>) -> Result<(), EtcdError> {
-    long_request("defragment", &[endpoint.to_string()], tls, |mut client| async move {
-        client.defragment().await.map_err(request("defragment"))?;
-        Ok(())
-    })
+    long_request(
+        "defragment",
+        &[endpoint.to_string()],
+        tls,
+        |mut client| async move {
+            client.defragment().await.map_err(request("defragment"))?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -276,7 +281,12 @@ pub async fn compact_with(
         let options = etcd_client::CompactionOptions::new().with_physical();
         match client.compact(revision, Some(options)).await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("required revision has been compacted") => Ok(()),
+            Err(e)
+                if e.to_string()
+                    .contains("required revision has been compacted") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(request("compact")(e)),
         }
     })
