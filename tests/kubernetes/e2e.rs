@@ -335,6 +335,18 @@ impl Env {
             .collect()
     }
 
+    /// How many times an Event with `reason` about `name` was published:
+    /// the recorder folds repeats (same reason and action, any note) into
+    /// one Event with a `series` count.
+    pub(crate) async fn count_of(&self, name: &str, reason: &str) -> usize {
+        self.events_for(name)
+            .await
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1) as usize))
+            .sum()
+    }
+
     /// Wait for an Event with `reason` about `name`.
     pub(crate) async fn wait_event(&self, name: &str, reason: &str, timeout: Duration) {
         eventually(
@@ -514,6 +526,8 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
     assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
     let reasons = env.reasons_for("example").await;
     assert!(reasons.iter().any(|r| r == "MemberReplaced"), "{reasons:?}");
+
+    new_flags_replace_emptydir_members_one_at_a_time(&env, &clusters).await;
 
     // Metrics and health (a gauge follows the latest reconcile: poll it).
     let ready_gauge =
@@ -724,6 +738,8 @@ async fn a_cluster_runs_scales_heals_and_scope_is_honoured_as_the_service_accoun
             .unwrap(),
         "kept"
     );
+
+    new_flags_restart_pvc_members_in_place(&env, &clusters).await;
 
     // Deleting the EtcdCluster takes its Pods, PVCs, Services and budget
     // with it: owner references, collected by the garbage collector.
@@ -1241,6 +1257,115 @@ async fn backups_go_to_s3_through_a_plugin_configmap_that_hot_reloads_and_restor
 }
 
 /// The Secret `aws` with `moto`'s credentials, as the CoreOS `awsSecret`.
+/// The spec's etcd flags a member Pod runs with: its command ends with
+/// them, and its annotation names them.
+fn assert_pod_runs_flags(pod: &Pod, flags: &[&str]) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let command = pod.spec.as_ref().unwrap().containers[0]
+        .command
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        command[command.len() - flags.len()..],
+        *flags,
+        "{name}: {command:?}"
+    );
+    let remembered: Vec<String> = serde_json::from_str(
+        &pod.metadata.annotations.as_ref().unwrap()["etcd.database.coreos.com/etcd-flags"],
+    )
+    .unwrap();
+    assert_eq!(remembered, flags, "{name}");
+}
+
+/// Patch `cluster`'s etcd flags to [`E2E_FLAGS`], and wait for `n`
+/// MemberReconfigured Events and the cluster ready again, its Pods all
+/// running the flags.
+async fn reconfigure(
+    env: &Env,
+    clusters: &Api<EtcdCluster>,
+    cluster: &str,
+    n: usize,
+) -> etcd_operator::api::EtcdClusterStatus {
+    let patch = serde_json::json!({"spec": {
+        "quotaBackendBytes": 104857600,
+        "etcdOptions": {"snapshot-count": "5000"},
+    }});
+    clusters
+        .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually(
+        &format!("{n} members of {cluster} reconfigured"),
+        Duration::from_secs(300),
+        || async { (env.count_of(cluster, "MemberReconfigured").await >= n).then_some(()) },
+    )
+    .await;
+    let status = eventually(
+        &format!("{cluster}'s Pods all on the new flags"),
+        Duration::from_secs(180),
+        || async {
+            let s = env.wait_ready(cluster, 3, Duration::from_secs(180)).await;
+            let pods = env.member_pods(cluster).await;
+            let all = pods.len() == 3
+                && pods.iter().all(|p| {
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key("etcd.database.coreos.com/etcd-flags"))
+                });
+            all.then_some(s)
+        },
+    )
+    .await;
+    for pod in env.member_pods(cluster).await {
+        assert_pod_runs_flags(&pod, E2E_FLAGS);
+    }
+    let events = env.events_for(cluster).await;
+    for bad in ["StepFailed", "SpecRefused", "QuorumRecovered"] {
+        let found: Vec<_> = events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(bad))
+            .map(|e| e.note.clone())
+            .collect();
+        assert!(found.is_empty(), "{bad}: {found:?}");
+    }
+    status
+}
+
+/// What [`reconfigure`]'s patch makes the members run.
+const E2E_FLAGS: &[&str] = &["--quota-backend-bytes=104857600", "--snapshot-count=5000"];
+
+/// New etcd flags on members whose data lives in an emptyDir: a new Pod is
+/// a new volume, so each member in turn is removed and a fresh one added
+/// with the flags; the data stays in the cluster.
+async fn new_flags_replace_emptydir_members_one_at_a_time(env: &Env, clusters: &Api<EtcdCluster>) {
+    let before = env.member_ids("example").await;
+    reconfigure(env, clusters, "example", 3).await;
+    let after = env.member_ids("example").await;
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "every member new: {before:?} → {after:?}"
+    );
+    let mut kv = env.etcd_of("example").await;
+    let got = kv.get("/e2e/key", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value_str().unwrap(), "kept");
+}
+
+/// New etcd flags on PVC members: each restarted on its volume, followers
+/// first, the same members and the data kept.
+async fn new_flags_restart_pvc_members_in_place(env: &Env, clusters: &Api<EtcdCluster>) {
+    let ids = env.member_ids("durable").await;
+    reconfigure(env, clusters, "durable", 3).await;
+    assert_eq!(env.member_ids("durable").await, ids, "the same members");
+    let mut kv = env.etcd_of("durable").await;
+    assert_eq!(
+        kv.get("/durable", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "kept"
+    );
+}
+
 async fn create_aws_secret(env: &Env, moto: &Moto) {
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "aws", "namespace": env.ns},

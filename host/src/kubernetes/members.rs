@@ -982,6 +982,35 @@ mod tests {
     }
 
     #[test]
+    fn the_specs_etcd_flags_end_the_command_and_are_remembered_on_the_pod() {
+        let c = cluster(EtcdClusterSpec::default());
+        let flags = vec![
+            "--quota-backend-bytes=8589934592".to_string(),
+            "--snapshot-count=5000".to_string(),
+        ];
+        let with = MemberPlan {
+            flags: flags.clone(),
+            ..plan(StartMode::Join)
+        };
+        let cmd = etcd_command(&c, &with);
+        assert_eq!(cmd[cmd.len() - 2..], flags[..], "{cmd:?}");
+        let pod = member_pod(&c, &with);
+        let remembered = &pod.metadata.annotations.clone().unwrap()[ANNOTATION_FLAGS];
+        assert_eq!(
+            serde_json::from_str::<Vec<String>>(remembered).unwrap(),
+            flags
+        );
+        // None: no annotation, so Pods made before flags existed compare equal.
+        let pod = member_pod(&c, &plan(StartMode::Join));
+        assert!(
+            !pod.metadata
+                .annotations
+                .unwrap()
+                .contains_key(ANNOTATION_FLAGS)
+        );
+    }
+
+    #[test]
     fn pod_policy_is_honoured_and_operator_labels_win() {
         let c = cluster(EtcdClusterSpec {
             repository: Some("registry.example/etcd".into()),
