@@ -10,6 +10,13 @@ use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 /// Timeout of one etcd request from the operator.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Timeout of a membership change (add, promote, remove). etcd itself
+/// waits up to its own request timeout for the change to commit (5 s plus
+/// two election timeouts: 7 s by default), and a client that gives up
+/// sooner reports as failed a change that may still happen, which the next
+/// step then has to sort out.
+pub const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The etcd layer's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -172,10 +179,10 @@ impl ClientTls {
     }
 }
 
-fn options(tls: Option<&ClientTls>) -> ConnectOptions {
+fn options(tls: Option<&ClientTls>, timeout: Duration) -> ConnectOptions {
     let opts = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT);
+        .with_timeout(timeout);
     match tls {
         Some(t) => t.apply(opts),
         None => opts,
@@ -183,13 +190,22 @@ fn options(tls: Option<&ClientTls>) -> ConnectOptions {
 }
 
 async fn connect_with(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client, EtcdError> {
+    connect_with_timeout(endpoints, tls, REQUEST_TIMEOUT).await
+}
+
+/// A client whose requests time out after `timeout`.
+async fn connect_with_timeout(
+    endpoints: &[String],
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<Client, EtcdError> {
     let unreachable = |message: String| EtcdError::Unreachable {
         endpoints: endpoints.join(","),
         message,
     };
     match tokio::time::timeout(
         REQUEST_TIMEOUT,
-        Client::connect(endpoints, Some(options(tls))),
+        Client::connect(endpoints, Some(options(tls, timeout))),
     )
     .await
     {
@@ -211,14 +227,21 @@ async fn bounded<T>(
     operation: &'static str,
     f: impl Future<Output = Result<T, EtcdError>>,
 ) -> Result<T, EtcdError> {
-    tokio::time::timeout(REQUEST_TIMEOUT * 2, f)
-        .await
-        .unwrap_or_else(|_| {
-            Err(EtcdError::Request {
-                operation,
-                message: "timed out".into(),
-            })
+    bounded_by(operation, REQUEST_TIMEOUT * 2, f).await
+}
+
+/// [`bounded`] to `limit`.
+async fn bounded_by<T>(
+    operation: &'static str,
+    limit: Duration,
+    f: impl Future<Output = Result<T, EtcdError>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(EtcdError::Request {
+            operation,
+            message: "timed out".into(),
         })
+    })
 }
 
 /// The status of the single member at `endpoint`.
@@ -438,7 +461,7 @@ impl EtcdApi for Grpc {
         tls: Option<&ClientTls>,
         peer_url: &str,
     ) -> Result<u64, EtcdError> {
-        Cluster::connect_with(endpoints, tls)
+        Cluster::connect_for_changes(endpoints, tls)
             .await?
             .add_learner(peer_url)
             .await
@@ -450,7 +473,7 @@ impl EtcdApi for Grpc {
         tls: Option<&ClientTls>,
         id: u64,
     ) -> Result<(), EtcdError> {
-        Cluster::connect_with(endpoints, tls)
+        Cluster::connect_for_changes(endpoints, tls)
             .await?
             .promote(id)
             .await
@@ -462,7 +485,7 @@ impl EtcdApi for Grpc {
         tls: Option<&ClientTls>,
         id: u64,
     ) -> Result<(), EtcdError> {
-        Cluster::connect_with(endpoints, tls)
+        Cluster::connect_for_changes(endpoints, tls)
             .await?
             .remove(id)
             .await
@@ -494,6 +517,8 @@ impl EtcdApi for Grpc {
 /// Membership operations against a cluster, through any of its endpoints.
 pub struct Cluster {
     client: Client,
+    /// How long one request may take.
+    timeout: Duration,
 }
 
 impl Cluster {
@@ -508,6 +533,19 @@ impl Cluster {
     ) -> Result<Self, EtcdError> {
         Ok(Cluster {
             client: connect_with(endpoints, tls).await?,
+            timeout: REQUEST_TIMEOUT,
+        })
+    }
+
+    /// [`Cluster::connect_with`] for membership changes: their requests may
+    /// take [`MEMBERSHIP_CHANGE_TIMEOUT`].
+    pub async fn connect_for_changes(
+        endpoints: &[String],
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, EtcdError> {
+        Ok(Cluster {
+            client: connect_with_timeout(endpoints, tls, MEMBERSHIP_CHANGE_TIMEOUT).await?,
+            timeout: MEMBERSHIP_CHANGE_TIMEOUT,
         })
     }
 
@@ -525,7 +563,7 @@ impl Cluster {
 
     /// Add a learner with `peer_url`; returns its id.
     pub async fn add_learner(&mut self, peer_url: &str) -> Result<u64, EtcdError> {
-        bounded("member add", async {
+        bounded_by("member add", self.timeout + REQUEST_TIMEOUT, async {
             let r = self
                 .client
                 .member_add(
@@ -543,7 +581,7 @@ impl Cluster {
     }
 
     pub async fn promote(&mut self, id: u64) -> Result<(), EtcdError> {
-        bounded("member promote", async {
+        bounded_by("member promote", self.timeout + REQUEST_TIMEOUT, async {
             match self.client.member_promote(id).await {
                 Ok(_) => Ok(()),
                 Err(e)
@@ -558,7 +596,7 @@ impl Cluster {
     }
 
     pub async fn remove(&mut self, id: u64) -> Result<(), EtcdError> {
-        bounded("member remove", async {
+        bounded_by("member remove", self.timeout + REQUEST_TIMEOUT, async {
             self.client
                 .member_remove(id)
                 .await
