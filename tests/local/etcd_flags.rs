@@ -91,20 +91,7 @@ async fn changed_flags_restart_members_one_at_a_time_followers_first_while_write
 
     let flags = "  quotaBackendBytes: 104857600\n  autoCompaction:\n    mode: revision\n    retention: \"1000\"\n  etcdOptions:\n    snapshot-count: \"5000\"\n";
     op.apply("c.yaml", &cluster_yaml("c", 3, "3.5.1", flags));
-    let start = std::time::Instant::now();
-    let events = loop {
-        let events = op.events_of("MemberReconfigured");
-        if events.len() >= 3 {
-            break events;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{:?}\n{}",
-            op.events(),
-            op.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let events = op.wait_events("MemberReconfigured", 3).await;
     op.wait_ready("c", 3).await;
     let named: Vec<String> = events
         .iter()

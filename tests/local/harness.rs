@@ -285,6 +285,24 @@ impl Operator {
     }
 
     /// Events of one reason.
+    /// The operator's Events of `reason`, once there are `n` (2 min).
+    pub async fn wait_events(&self, reason: &str, n: usize) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let events = self.events_of(reason);
+            if events.len() >= n {
+                return events;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "{n} {reason}: {:?}\n{}",
+                self.events(),
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn events_of(&self, reason: &str) -> Vec<serde_json::Value> {
         self.events()
             .into_iter()

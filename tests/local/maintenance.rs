@@ -2,27 +2,9 @@
 //! defragmented one at a time, followers first and the leader last, while a
 //! writer runs, and every acknowledged write reads back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{Operator, assert_all_acked_readable, client, cluster_yaml, writer};
-
-/// The operator's Events of `reason`, once there are `n` (2 min).
-async fn wait_events(op: &Operator, reason: &str, n: usize) -> Vec<serde_json::Value> {
-    let start = Instant::now();
-    loop {
-        let events = op.events_of(reason);
-        if events.len() >= n {
-            return events;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{n} {reason}: {:?}\n{}",
-            op.events(),
-            op.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Delete every key under `prefix` and compact the history away: their
 /// pages are free in each member's file, which keeps its size.
@@ -84,7 +66,7 @@ async fn fragmented_members_are_defragmented_followers_first_while_writes_go_on(
         "the files kept the deleted keys' pages: {before:?}"
     );
 
-    let events = wait_events(&op, "MemberDefragmented", 3).await;
+    let events = op.wait_events("MemberDefragmented", 3).await;
     let messages: Vec<&str> = events
         .iter()
         .map(|e| e["message"].as_str().unwrap())
@@ -236,7 +218,7 @@ async fn a_nospace_alarm_holds_scaling_back_and_is_recovered_once_keys_are_delet
     // and defragmented, but not disarmed, and told why.
     let recover = format!("{quota}  maintenance:\n    noSpace:\n      recover: true\n");
     op.apply("c.yaml", &cluster_yaml("c", 5, "3.5.1", &recover));
-    let stuck = wait_events(&op, "NoSpaceNotRecovered", 1).await.remove(0);
+    let stuck = op.wait_events("NoSpaceNotRecovered", 1).await.remove(0);
     let message = stuck["message"].as_str().unwrap();
     assert!(
         message.contains("the data itself fills it; delete keys"),
@@ -263,7 +245,7 @@ async fn a_nospace_alarm_holds_scaling_back_and_is_recovered_once_keys_are_delet
     )
     .await
     .unwrap();
-    let recovered = wait_events(&op, "NoSpaceRecovered", 1).await.remove(0);
+    let recovered = op.wait_events("NoSpaceRecovered", 1).await.remove(0);
     assert!(
         recovered["message"]
             .as_str()

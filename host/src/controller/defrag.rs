@@ -79,16 +79,21 @@ pub struct Pick {
     pub free: i64,
 }
 
+/// Every member is a healthy voter whose database sizes are known: the
+/// only state in which a member may be taken out to be defragmented.
+pub fn all_measured(view: &ClusterView) -> bool {
+    !view.members.is_empty()
+        && view
+            .members
+            .iter()
+            .all(|m| m.healthy && !m.is_learner && m.db_size.is_some())
+}
+
 /// The next member to defragment, if any: only when every member is a
 /// healthy voter whose sizes are known; the first qualifying follower by
 /// name, else the leader; never one that `cooling` (defragmented recently).
 pub fn next(policy: &Policy, view: &ClusterView, cooling: impl Fn(&str) -> bool) -> Option<Pick> {
-    if view.members.is_empty()
-        || !view
-            .members
-            .iter()
-            .all(|m| m.healthy && !m.is_learner && m.db_size.is_some())
-    {
+    if !all_measured(view) {
         return None;
     }
     let mut candidates: Vec<_> = view

@@ -35,13 +35,23 @@ pub struct Episode {
     pub round_began: Option<Instant>,
     /// Rounds begun.
     pub rounds: u8,
-    /// Where the recovery stopped, at which revision and why. Under
-    /// NOSPACE only deletions move the revision, so a later one means the
-    /// user freed something: the recovery tries again.
-    pub stuck: Option<(i64, String)>,
+    /// Where the recovery stopped: at which revision, under which quota,
+    /// and why. Under NOSPACE only deletions move the revision, so a later
+    /// one means the user freed something; a new quota (the members
+    /// restarted with a larger one) may leave room: either way the recovery
+    /// tries again.
+    pub stuck: Option<Stuck>,
     /// The user deleted keys since the recovery stopped: the guard against
     /// a NOSPACE that comes back soon after a recovery is lifted.
     pub user_freed: bool,
+}
+
+/// See [`Episode::stuck`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub revision: i64,
+    pub quota: u64,
+    pub reason: String,
 }
 
 /// The next step of a recovery.
@@ -76,19 +86,14 @@ pub fn next(
         *episode = Episode::default();
         return None;
     }
-    if view.members.is_empty()
-        || !view
-            .members
-            .iter()
-            .all(|m| m.healthy && !m.is_learner && m.db_size.is_some())
-    {
+    if !super::defrag::all_measured(view) {
         return None;
     }
     let revision = view.members.iter().filter_map(|m| m.revision).max()?;
-    if let Some((at, reason)) = &episode.stuck {
-        if revision <= *at {
+    if let Some(stuck) = &episode.stuck {
+        if revision <= stuck.revision && quota == stuck.quota {
             return Some(Step::Stuck {
-                reason: reason.clone(),
+                reason: stuck.reason.clone(),
                 first: false,
             });
         }
@@ -105,7 +110,7 @@ pub fn next(
     {
         return Some(stuck(
             episode,
-            revision,
+            (revision, quota),
             format!(
                 "NOSPACE came back {}s after the operator last recovered from it: the data grows faster \
                  than compaction frees it, so it is not compacted again by itself; delete keys (the \
@@ -154,7 +159,7 @@ pub fn next(
     }
     Some(stuck(
         episode,
-        revision,
+        (revision, quota),
         format!(
             "NOSPACE stays: after compacting and defragmenting every member, {}'s database is still \
              {:.1} MiB of the {:.1} MiB quota (the alarm is disarmed below {DISARM_BELOW_PERCENT} %): the \
@@ -166,8 +171,12 @@ pub fn next(
     ))
 }
 
-fn stuck(episode: &mut Episode, revision: i64, reason: String) -> Step {
-    episode.stuck = Some((revision, reason.clone()));
+fn stuck(episode: &mut Episode, (revision, quota): (i64, u64), reason: String) -> Step {
+    episode.stuck = Some(Stuck {
+        revision,
+        quota,
+        reason: reason.clone(),
+    });
     Step::Stuck {
         reason,
         first: true,
@@ -277,6 +286,12 @@ mod tests {
             next(&view, quota, &mut episode, None, since),
             Some(Step::Stuck { first: false, .. })
         ));
+        // A larger quota (the members restarted with it): it starts over.
+        let mut raised = episode.clone();
+        assert_eq!(
+            next(&view, 2 * quota, &mut raised, None, since),
+            Some(Step::Compact { revision: 900 })
+        );
         // The user deletes keys: the revision moves, and it starts over.
         let mut freed = view.clone();
         for m in &mut freed.members {
