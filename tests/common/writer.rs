@@ -76,16 +76,46 @@ impl Writer {
     }
 }
 
+/// How long a read that checks a cluster retries: a member may still be
+/// restarting when a test looks (the last one of a rolling change), and the
+/// client's balancer can pick it; the others answer.
+const READ_PATIENCE: Duration = Duration::from_secs(60);
+
+/// `op` on `client`, tried again (a new endpoint may be picked) until it
+/// succeeds or [`READ_PATIENCE`] is up; then the last error panics.
+async fn retried<T, F>(client: &mut etcd_client::Client, what: &str, mut op: F) -> T
+where
+    F: for<'c> FnMut(
+        &'c mut etcd_client::Client,
+    )
+        -> Pin<Box<dyn Future<Output = Result<T, etcd_client::Error>> + Send + 'c>>,
+{
+    let deadline = tokio::time::Instant::now() + READ_PATIENCE;
+    loop {
+        match op(client).await {
+            Ok(v) => return v,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} failed for {READ_PATIENCE:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
 /// Every key under `prefix` of the cluster at `client`, with its value.
 pub async fn read_prefix(
     client: &mut etcd_client::Client,
     prefix: &str,
 ) -> std::collections::BTreeMap<String, String> {
-    client
-        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .unwrap()
-        .kvs()
+    let resp = retried(client, "reading the written keys", |c| {
+        let prefix = prefix.to_string();
+        Box::pin(async move {
+            c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+        })
+    })
+    .await;
+    resp.kvs()
         .iter()
         .map(|kv| {
             (
@@ -98,14 +128,8 @@ pub async fn read_prefix(
 
 /// The member IDs the cluster at `client` reports, sorted.
 pub async fn member_ids(client: &mut etcd_client::Client) -> Vec<u64> {
-    let mut ids: Vec<u64> = client
-        .member_list()
-        .await
-        .unwrap()
-        .members()
-        .iter()
-        .map(|m| m.id())
-        .collect();
+    let resp = retried(client, "listing members", |c| Box::pin(c.member_list())).await;
+    let mut ids: Vec<u64> = resp.members().iter().map(|m| m.id()).collect();
     ids.sort();
     ids
 }
